@@ -1,0 +1,60 @@
+"""Datasets, leakage-free splits and the Lightning DataModule."""
+
+from __future__ import annotations
+
+from .allidb import ALLIDB1, ALLIDB2, read_xyc
+from .aml_cytomorphology import AML_CLASS_NAMES, AMLCytomorphology
+from .base import (
+    IMAGE_EXTENSIONS,
+    UNLABELLED,
+    ImageReadError,
+    Record,
+    Sample,
+    WBCDataset,
+    decode_mask,
+    read_rgb,
+)
+from .cnmc import CNMC2019, subject_is_healthy
+from .datamodule import IMAGENET_MEAN, IMAGENET_STD, WBCDataModule, collate_samples
+from .folder import BCCD_GROUP_PATTERN, ImageFolderWBC, ManifestWBC, write_manifest
+from .pbc import PBC
+from .raabin import RaabinWBC
+from .segmentation_wbc import SegmentationWBC2018
+from .splits import Split, assign_folds, cv_split, holdout_split, is_grouped
+from .synthetic import SYNTHETIC_CLASSES, SyntheticWBC
+
+__all__ = [
+    "ALLIDB1",
+    "ALLIDB2",
+    "AML_CLASS_NAMES",
+    "BCCD_GROUP_PATTERN",
+    "CNMC2019",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "PBC",
+    "SYNTHETIC_CLASSES",
+    "UNLABELLED",
+    "AMLCytomorphology",
+    "ImageFolderWBC",
+    "ImageReadError",
+    "ManifestWBC",
+    "RaabinWBC",
+    "Record",
+    "Sample",
+    "SegmentationWBC2018",
+    "Split",
+    "SyntheticWBC",
+    "WBCDataModule",
+    "WBCDataset",
+    "assign_folds",
+    "collate_samples",
+    "cv_split",
+    "decode_mask",
+    "holdout_split",
+    "is_grouped",
+    "read_rgb",
+    "read_xyc",
+    "subject_is_healthy",
+    "write_manifest",
+]

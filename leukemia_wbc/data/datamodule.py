@@ -1,0 +1,343 @@
+"""WBCDataModule: splits, loaders that only decode, and the per-batch device stage."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset, WeightedRandomSampler, default_collate
+
+from .base import UNLABELLED, Sample, WBCDataset
+from .splits import Split, cv_split, holdout_split
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "WBCDataModule", "collate_samples"]
+
+_log = logging.getLogger(__name__)
+
+#: ImageNet channel statistics, the default normalisation (what pretrained backbones expect).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+_STRING_KEYS = ("group", "path")
+
+
+def collate_samples(samples: Sequence[Sample | None]) -> dict[str, Any]:
+    """Collate sample dicts into the batch dict, dropping samples that failed to load.
+
+    Tensors of one shape are stacked; ``group``, ``path`` and tensors whose shape differs
+    between samples (such as ALL-IDB1 centroids) become lists. The number of dropped
+    samples is reported as ``batch["skipped"]`` (an int tensor) so that the DataModule can count
+    them across worker processes.
+
+    Args:
+        samples: Samples from :class:`WBCDataset`; ``None`` marks a skipped file.
+
+    Returns:
+        The batch dict (possibly with zero samples when every file failed).
+
+    Raises:
+        ValueError: The samples do not share the same keys (for example some with a mask and
+            some without).
+    """
+    kept = [s for s in samples if s is not None]
+    skipped = len(samples) - len(kept)
+    if not kept:
+        return {"skipped": torch.tensor(skipped)}
+    keys = set(kept[0])
+    for s in kept[1:]:
+        if set(s) != keys:
+            raise ValueError(
+                f"samples with different keys in one batch: {sorted(keys)} vs {sorted(s)} "
+                f"({s.get('path')}); expected every sample to have the same fields "
+                "(e.g. all with masks)"
+            )
+    batch: dict[str, Any] = {}
+    for key in kept[0]:
+        values = [s[key] for s in kept]
+        if key in _STRING_KEYS or not _stackable(values):
+            batch[key] = values  # str fields and ragged tensors (e.g. ALL-IDB1 centroids)
+        else:
+            batch[key] = default_collate(values)
+    batch["skipped"] = torch.tensor(skipped)
+    return batch
+
+
+def _stackable(values: Sequence[Any]) -> bool:
+    if not all(isinstance(v, Tensor) for v in values):
+        return not any(isinstance(v, Tensor) for v in values)
+    return len({tuple(v.shape) for v in values}) == 1
+
+
+class WBCDataModule(pl.LightningDataModule):
+    """Lightning DataModule over a :class:`WBCDataset` with leakage-free splits.
+
+    Workers only decode and resize (uint8 tensors, cheap to pin and move); every per-pixel
+    transform runs batched on the device in :meth:`on_after_batch_transfer`: conversion to float,
+    augmentation (training only, masks kept aligned) and normalisation.
+
+    Args:
+        dataset: The samples to split.
+        size: Image size the dataset resizes to (overrides ``dataset.size``); ``None`` keeps
+            the dataset's.
+        batch_size: Samples per batch.
+        num_workers: DataLoader worker processes.
+        split: ``"kfold"`` (stratified, grouped when the dataset has groups; fold ``fold`` is
+            the test part), ``"holdout"`` (``val_fraction`` / ``test_fraction``) or a ready
+            :class:`Split`.
+        fold: Fold index for ``split="kfold"``.
+        n_splits: Number of folds for ``split="kfold"``.
+        val_fraction: Validation share for ``split="holdout"``.
+        test_fraction: Test share for ``split="holdout"``.
+        seed: Seed of the split and of the balanced sampler.
+        augment: ``True`` for :func:`leukemia_wbc.transforms.paper_augmentation`, ``False`` /
+            ``None`` for none, or a module mapping a batch dict (float image in ``[0, 1]``) to a
+            batch dict.
+        mean: Channel means of the final normalisation.
+        std: Channel standard deviations of the final normalisation.
+        balanced_sampler: Draw training samples with probability inverse to their class
+            frequency (with replacement) instead of shuffling.
+        pin_memory: Pin batches in page-locked memory (only used when CUDA is available).
+
+    Raises:
+        ValueError: Bad ``split``, ``batch_size`` or normalisation arguments.
+    """
+
+    def __init__(
+        self,
+        dataset: WBCDataset,
+        *,
+        size: int | tuple[int, int] | None = 224,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        split: Literal["kfold", "holdout"] | Split = "kfold",
+        fold: int = 0,
+        n_splits: int = 10,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+        augment: bool | nn.Module | None = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        balanced_sampler: bool = False,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not isinstance(split, Split) and split not in ("kfold", "holdout"):
+            raise ValueError(f"split must be 'kfold', 'holdout' or a Split, got {split!r}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std must be 3 values each (std > 0), got {mean}, {std}")
+        self.save_hyperparameters(ignore=["dataset", "augment", "split"])
+        self.dataset = dataset
+        if size is not None:
+            self.dataset.size = (
+                (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+            )
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.split_spec = split
+        self.fold = fold
+        self.n_splits = n_splits
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.balanced_sampler = balanced_sampler
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        if augment is True:
+            from ..transforms.augment import paper_augmentation
+
+            self.augment: nn.Module | None = paper_augmentation()
+        else:
+            self.augment = augment or None
+        self.register_normalisation(mean, std)
+        self.split: Split | None = None
+        self.skipped_count = 0
+
+    def register_normalisation(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Set the channel statistics of the final normalisation.
+
+        Args:
+            mean: Three channel means (of images scaled to ``[0, 1]``).
+            std: Three channel standard deviations.
+        """
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
+
+    # -- splits ------------------------------------------------------------------------------
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names of the dataset."""
+        return self.dataset.classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return self.dataset.num_classes
+
+    def make_split(self) -> Split:
+        """Compute (or return) the split; labelled samples only.
+
+        Returns:
+            The split over dataset indices.
+
+        Raises:
+            ValueError: The dataset has no labelled samples.
+        """
+        if isinstance(self.split_spec, Split):
+            return self.split_spec
+        labels = self.dataset.labels
+        labelled = np.flatnonzero(labels != UNLABELLED)
+        if labelled.size == 0:
+            raise ValueError(f"{type(self.dataset).__name__} has no labelled samples to split")
+        groups = [self.dataset.groups[i] for i in labelled]
+        if self.split_spec == "kfold":
+            part = cv_split(
+                labels[labelled], groups, fold=self.fold, n_splits=self.n_splits, seed=self.seed
+            )
+        else:
+            part = holdout_split(
+                labels[labelled],
+                groups,
+                val_fraction=self.val_fraction,
+                test_fraction=self.test_fraction,
+                seed=self.seed,
+            )
+        return Split(train=labelled[part.train], val=labelled[part.val], test=labelled[part.test])
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the split (once).
+
+        Args:
+            stage: Lightning stage (unused: every part is prepared).
+        """
+        if self.split is None:
+            self.split = self.make_split()
+            try:
+                self.split.check(None, self.dataset.groups)
+            except ValueError as err:
+                if not isinstance(self.split_spec, Split):
+                    raise
+                _log.warning("the given split leaks: %s", err)
+            _log.info(
+                "split: %d train, %d val, %d test samples",
+                len(self.split.train),
+                len(self.split.val),
+                len(self.split.test),
+            )
+
+    def _part(self, name: Literal["train", "val", "test"]) -> np.ndarray:
+        if self.split is None:
+            self.setup()
+        assert self.split is not None
+        idx: np.ndarray = getattr(self.split, name)
+        if idx.size == 0:
+            raise ValueError(f"the {name} part of the split is empty; choose another split")
+        return idx
+
+    def class_weights(self) -> Tensor:
+        """Inverse-frequency class weights of the training part, normalised to mean 1.
+
+        Returns:
+            ``float32`` tensor with one weight per class (0 for classes absent from training).
+        """
+        counts = np.bincount(self.dataset.labels[self._part("train")], minlength=self.num_classes)
+        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / self.num_classes, 0.0)
+        return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+
+    # -- loaders -------------------------------------------------------------------------------
+    def _loader(self, indices: np.ndarray, *, train: bool) -> DataLoader[Any]:
+        sampler = None
+        shuffle = train
+        if train and self.balanced_sampler:
+            labels = self.dataset.labels[indices]
+            per_class = np.bincount(labels, minlength=self.num_classes).astype(float)
+            weights = 1.0 / per_class[labels]
+            generator = torch.Generator().manual_seed(self.seed)
+            sampler = WeightedRandomSampler(
+                weights.tolist(), len(indices), replacement=True, generator=generator
+            )
+            shuffle = False
+        return DataLoader(
+            Subset(self.dataset, indices.tolist()),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=train and len(indices) > self.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        """Training loader (shuffled, or balanced-sampled)."""
+        return self._loader(self._part("train"), train=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        """Validation loader."""
+        return self._loader(self._part("val"), train=False)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        """Test loader."""
+        return self._loader(self._part("test"), train=False)
+
+    def predict_dataloader(self) -> DataLoader[Any]:
+        """Loader over the test part (or, without one, the validation part)."""
+        split = self.split or self.make_split()
+        return self._loader(split.test if split.test.size else split.val, train=False)
+
+    # -- device stage --------------------------------------------------------------------------
+    def device_transform(self, batch: dict[str, Any], *, train: bool) -> dict[str, Any]:
+        """Per-pixel transforms of a batch already on its device.
+
+        ``uint8`` images become float in ``[0, 1]``, then (training only) the augmentation
+        runs on image and masks together, then the channels are normalised.
+
+        Args:
+            batch: Batch dict with ``uint8`` ``image``.
+            train: Whether to augment.
+
+        Returns:
+            The batch with a normalised ``float32`` ``image``.
+
+        Raises:
+            TypeError: ``image`` is not a ``uint8`` tensor of shape ``(B, 3, H, W)``.
+        """
+        image = batch.get("image")
+        if not isinstance(image, Tensor) or image.dtype != torch.uint8 or image.ndim != 4:
+            raise TypeError(
+                "batch['image'] must be a uint8 tensor (B, 3, H, W) before the device stage"
+            )
+        batch = dict(batch)
+        batch["image"] = image.float().div_(255.0)
+        if train and self.augment is not None:
+            self.augment.to(image.device)
+            batch = self.augment(batch)
+        mean, std = self.mean.to(image.device), self.std.to(image.device)
+        batch["image"] = (batch["image"] - mean) / std
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Run :meth:`device_transform` (Lightning hook; augments only while training).
+
+        Args:
+            batch: The collated batch dict on the device.
+            dataloader_idx: Index of the loader (unused).
+
+        Returns:
+            The transformed batch.
+        """
+        skipped = batch.pop("skipped", None)
+        if isinstance(skipped, Tensor) and int(skipped) > 0:
+            self.skipped_count += int(skipped)
+            _log.warning("%d unreadable samples skipped so far", self.skipped_count)
+        if "image" not in batch:
+            return batch
+        training = self.trainer is not None and self.trainer.training
+        return self.device_transform(batch, train=training)

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from leukemia_wbc.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, WBCDataModule, collate_samples
+from leukemia_wbc.data.splits import Split
+from leukemia_wbc.data.synthetic import SyntheticWBC
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> SyntheticWBC:
+    return SyntheticWBC(96, size=32, seed=0, n_patients=12)
+
+
+def test_kfold_split_is_grouped_and_complete(synthetic):
+    tested = []
+    for fold in range(4):
+        dm = WBCDataModule(synthetic, size=32, n_splits=4, fold=fold, augment=False)
+        dm.setup()
+        assert dm.split is not None
+        dm.split.check(len(synthetic), synthetic.groups)
+        tested.append(dm.split.test)
+    assert np.array_equal(np.sort(np.concatenate(tested)), np.arange(len(synthetic)))
+
+
+def test_loader_yields_uint8_and_device_stage_normalises(synthetic):
+    dm = WBCDataModule(synthetic, size=32, batch_size=8, n_splits=4, augment=False)
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (8, 3, 32, 32)
+    assert batch["mask"].shape == (8, 1, 32, 32) and len(batch["group"]) == 8
+    raw = batch["image"].clone()
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert "skipped" not in out and out["image"].dtype == torch.float32
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(out["image"], (raw.float() / 255 - mean) / std, atol=1e-6)
+
+
+class _Pixelwise(nn.Module):
+    """Replaces the image with its nucleus mask, then flips and rotates both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from leukemia_wbc.transforms import paper_augmentation
+
+        self.aug = paper_augmentation(contrast=0.0)
+
+    def forward(self, batch):
+        batch = dict(batch)
+        batch["image"] = batch["mask"].float().expand(-1, 3, -1, -1).contiguous()
+        return self.aug(batch)
+
+
+def test_augmentation_keeps_mask_aligned(synthetic):
+    dm = WBCDataModule(
+        synthetic,
+        size=32,
+        batch_size=16,
+        n_splits=4,
+        augment=_Pixelwise(),
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    batch.pop("skipped")
+    torch.manual_seed(0)
+    out = dm.device_transform(batch, train=True)
+    image_mask = out["image"][:, :1] > 0.5
+    mask = out["mask"].bool()
+    assert out["mask"].dtype == torch.uint8 and set(out["mask"].unique().tolist()) <= {0, 1}
+    iou = (image_mask & mask).sum() / (image_mask | mask).sum()
+    assert iou > 0.9
+    # and the augmentation did move things
+    assert not torch.equal(out["mask"], batch["mask"])
+
+
+def test_no_augmentation_outside_training(synthetic):
+    dm = WBCDataModule(synthetic, size=32, batch_size=4, n_splits=4)
+    batch = collate_samples([synthetic[i] for i in range(4)])
+    batch.pop("skipped")
+    a = dm.device_transform(batch, train=False)["image"]
+    b = dm.device_transform(batch, train=False)["image"]
+    assert torch.equal(a, b)
+    c = dm.device_transform(batch, train=True)["image"]
+    assert not torch.equal(a, c)
+
+
+def test_class_weights_and_balanced_sampler():
+    ds = SyntheticWBC(200, size=16, seed=1, n_patients=20, class_weights=[6, 2, 1, 1])
+    dm = WBCDataModule(ds, size=16, batch_size=50, n_splits=5, balanced_sampler=True, augment=False)
+    dm.setup()
+    w = dm.class_weights()
+    assert w.shape == (4,) and w[0] < w[1] < w[2] and abs(float(w.mean()) - 1.0) < 1e-5
+    labels = torch.cat([b["label"] for b in dm.train_dataloader()])
+    counts = torch.bincount(labels, minlength=4).float() / len(labels)
+    assert counts.min() > 0.15  # rare classes drawn about as often as the common one
+
+
+def test_holdout_and_given_split(synthetic):
+    dm = WBCDataModule(synthetic, size=32, split="holdout", val_fraction=0.25, test_fraction=0.25)
+    dm.setup()
+    assert dm.split is not None and len(dm.split.test) > 0
+    fixed = Split(np.arange(0, 60), np.arange(60, 80), np.arange(80, 96))
+    dm2 = WBCDataModule(synthetic, size=32, split=fixed)
+    dm2.setup()
+    assert dm2.split is fixed
+
+
+def test_bad_arguments(synthetic):
+    with pytest.raises(ValueError, match="split must be"):
+        WBCDataModule(synthetic, split="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size"):
+        WBCDataModule(synthetic, batch_size=0)
+
+
+class _Tiny(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
+        self.seen: list[torch.dtype] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(batch["image"].dtype)
+        return nn.functional.cross_entropy(self.net(batch["image"]), batch["label"])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_trainer_runs_device_stage_with_workers(synthetic):
+    dm = WBCDataModule(synthetic, size=32, batch_size=16, n_splits=4, num_workers=2)
+    model = _Tiny()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=dm)
+    assert model.seen and all(d == torch.float32 for d in model.seen)
