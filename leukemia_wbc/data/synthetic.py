@@ -13,7 +13,7 @@ from PIL import Image
 
 from ._morphology import draw_patient, draw_recipe
 from ._render import render_cell
-from .base import Record, Sample, WBCDataset
+from .base import Record, Sample, WBCDataset, image_tensor
 
 __all__ = ["SYNTHETIC_CLASSES", "SyntheticWBC"]
 
@@ -140,7 +140,7 @@ class SyntheticWBC(WBCDataset):
         image, nucleus, cell = self.render(index)
         rec = self.records[index]
         return {
-            "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
+            "image": image_tensor(image),
             "mask": torch.from_numpy(nucleus).unsqueeze(0),
             "cell_mask": torch.from_numpy(cell).unsqueeze(0),
             "label": torch.tensor(rec.label, dtype=torch.long),

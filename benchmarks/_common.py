@@ -1,0 +1,64 @@
+"""Shared helpers of the benchmark scripts: environment record and JSON-lines output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SHARED_DATA = HERE.parent.parent / "shared" / "data"
+
+
+def environment(
+    packages: tuple[str, ...] = ("torch", "torchvision", "numpy", "pillow", "leukemia-wbc"),
+) -> dict[str, Any]:
+    """Commit, machine and library versions, for the record."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "commit": commit,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+        },
+        "versions": versions,
+    }
+
+
+def append_record(name: str, figures: dict[str, Any]) -> Path:
+    """Append one JSON record (environment + figures) to ``results/<name>.jsonl``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.jsonl"
+    with path.open("a") as fh:
+        fh.write(json.dumps({**environment(), "figures": figures}) + "\n")
+    return path
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    """A plain-text table."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
+    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
