@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -12,7 +13,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset, WeightedRandomSampler, default_collate
 
-from .base import UNLABELLED, Sample, WBCDataset
+from ..transforms.augment import paper_augmentation
+from ..transforms.pipeline import DevicePipeline, EqualizeMode, make_equalizer
+from ..transforms.stain import MacenkoNormalizer
+from .base import UNLABELLED, Sample, WBCDataset, image_tensor, read_rgb
 from .splits import Split, cv_split, holdout_split
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "WBCDataModule", "collate_samples", "worker_init"]
@@ -109,6 +113,18 @@ class WBCDataModule(pl.LightningDataModule):
         val_fraction: Validation share for ``split="holdout"``.
         test_fraction: Test share for ``split="holdout"``.
         seed: Seed of the split and of the balanced sampler.
+        stain_normalization: ``True`` for a Macenko normaliser with default parameters, a
+            :class:`~leukemia_wbc.transforms.stain.MacenkoNormalizer` (fitted or not), or
+            ``False`` / ``None`` for none.
+        stain_reference: Where the Macenko target comes from: an image file, an image tensor
+            (``(3, H, W)`` or a batch), or ``None`` to fit on ``stain_fit_samples`` images drawn
+            (with ``seed``) from the training part, never from validation or test images. A
+            normaliser passed already fitted is kept as it is when this is ``None``.
+        stain_fit_samples: Training images used to fit the target when there is no reference.
+        equalize: ``"none"``, ``"hist"`` or ``"clahe"`` (on luminance).
+        background_removal: ``True`` for
+            :class:`~leukemia_wbc.transforms.enhance.BackgroundRemoval` with defaults, a module,
+            or ``False`` / ``None``.
         augment: ``True`` for :func:`leukemia_wbc.transforms.paper_augmentation`, ``False`` /
             ``None`` for none, or a module mapping a batch dict (float image in ``[0, 1]``) to a
             batch dict.
@@ -135,6 +151,11 @@ class WBCDataModule(pl.LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         seed: int = 0,
+        stain_normalization: bool | MacenkoNormalizer | None = False,
+        stain_reference: str | os.PathLike[str] | Tensor | None = None,
+        stain_fit_samples: int = 16,
+        equalize: EqualizeMode = "none",
+        background_removal: bool | nn.Module | None = False,
         augment: bool | nn.Module | None = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -146,9 +167,10 @@ class WBCDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not isinstance(split, Split) and split not in ("kfold", "holdout"):
             raise ValueError(f"split must be 'kfold', 'holdout' or a Split, got {split!r}")
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std must be 3 values each (std > 0), got {mean}, {std}")
-        self.save_hyperparameters(ignore=["dataset", "augment", "split"])
+        self.save_hyperparameters(
+            ignore=["dataset", "augment", "split", "stain_normalization", "stain_reference",
+                    "background_removal"]
+        )  # fmt: skip
         self.dataset = dataset
         if size is not None:
             self.dataset.size = (
@@ -164,25 +186,30 @@ class WBCDataModule(pl.LightningDataModule):
         self.seed = seed
         self.balanced_sampler = balanced_sampler
         self.pin_memory = pin_memory and torch.cuda.is_available()
-        if augment is True:
-            from ..transforms.augment import paper_augmentation
+        if stain_fit_samples < 1:
+            raise ValueError(f"stain_fit_samples must be at least 1, got {stain_fit_samples}")
+        stain = MacenkoNormalizer() if stain_normalization is True else stain_normalization or None
+        self.stain_reference = stain_reference
+        self.stain_fit_samples = stain_fit_samples
+        #: Dataset indices the Macenko target was fitted on (set by :meth:`fit_stain`).
+        self.stain_fit_indices: np.ndarray | None = None
+        self._stain_fitted = stain is None or (stain_reference is None and bool(stain.fitted))
+        if background_removal is True:
+            from ..transforms.enhance import BackgroundRemoval
 
-            self.augment: nn.Module | None = paper_augmentation()
+            background: nn.Module | None = BackgroundRemoval()
         else:
-            self.augment = augment or None
-        self.register_normalisation(mean, std)
+            background = background_removal or None
+        self.pipeline = DevicePipeline(
+            stain=stain,
+            background=background,
+            equalize=make_equalizer(equalize),
+            augment=paper_augmentation() if augment is True else augment or None,
+            mean=mean,
+            std=std,
+        )
         self.split: Split | None = None
         self.skipped_count = 0
-
-    def register_normalisation(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """Set the channel statistics of the final normalisation.
-
-        Args:
-            mean: Three channel means (of images scaled to ``[0, 1]``).
-            std: Three channel standard deviations.
-        """
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
 
     # -- splits ------------------------------------------------------------------------------
     @property
@@ -226,11 +253,16 @@ class WBCDataModule(pl.LightningDataModule):
         return Split(train=labelled[part.train], val=labelled[part.val], test=labelled[part.test])
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the split (once).
+        """Build the split (once), then fit the Macenko target if it is not fitted yet.
 
         Args:
             stage: Lightning stage (unused: every part is prepared).
         """
+        self._ensure_split()
+        if not self._stain_fitted:
+            self.fit_stain()
+
+    def _ensure_split(self) -> None:
         if self.split is None:
             self.split = self.make_split()
             try:
@@ -245,6 +277,39 @@ class WBCDataModule(pl.LightningDataModule):
                 len(self.split.val),
                 len(self.split.test),
             )
+
+    def fit_stain(self) -> None:
+        """Fit the Macenko target on ``stain_reference``, or on a seeded training sample.
+
+        Without a reference, ``stain_fit_samples`` images are drawn with ``seed`` from the
+        training part only (never validation or test images); the normaliser's target is the
+        median of their estimates.
+
+        Raises:
+            ValueError: The reference or the sampled training images hold too little tissue.
+        """
+        stain = self.pipeline.stain
+        if stain is None:
+            return
+        ref = self.stain_reference
+        if ref is None:
+            self._ensure_split()
+            train = self._part("train")
+            rng = np.random.default_rng(self.seed)
+            chosen = np.sort(rng.choice(train, size=min(self.stain_fit_samples, len(train)),
+                                        replace=False))  # fmt: skip
+            images = [s["image"] for s in (self.dataset[int(i)] for i in chosen) if s is not None]
+            if not images:
+                raise ValueError("fit_stain: none of the sampled training images could be read")
+            reference = torch.stack(images)
+            self.stain_fit_indices = chosen
+            _log.info("fitting the Macenko target on %d training images", len(reference))
+        elif isinstance(ref, Tensor):
+            reference = ref
+        else:
+            reference = image_tensor(read_rgb(ref, self.dataset.size))
+        stain.fit(reference)
+        self._stain_fitted = True
 
     def _part(self, name: Literal["train", "val", "test"]) -> np.ndarray:
         if self.split is None:
@@ -310,10 +375,10 @@ class WBCDataModule(pl.LightningDataModule):
 
     # -- device stage --------------------------------------------------------------------------
     def device_transform(self, batch: dict[str, Any], *, train: bool) -> dict[str, Any]:
-        """Per-pixel transforms of a batch already on its device.
+        """Per-pixel transforms of a batch already on its device (see :class:`DevicePipeline`).
 
-        ``uint8`` images become float in ``[0, 1]``, then (training only) the augmentation
-        runs on image and masks together, then the channels are normalised.
+        Stain normalisation, background removal and equalisation, then (training only) the
+        augmentation on image and masks together, then the channel normalisation.
 
         Args:
             batch: Batch dict with ``uint8`` ``image``.
@@ -330,14 +395,28 @@ class WBCDataModule(pl.LightningDataModule):
             raise TypeError(
                 "batch['image'] must be a uint8 tensor (B, 3, H, W) before the device stage"
             )
-        batch = dict(batch)
-        batch["image"] = image.float().div_(255.0)
-        if train and self.augment is not None:
-            self.augment.to(image.device)
-            batch = self.augment(batch)
-        mean, std = self.mean.to(image.device), self.std.to(image.device)
-        batch["image"] = (batch["image"] - mean) / std
-        return batch
+        if not self._stain_fitted:
+            self.setup()
+        self.pipeline.to(image.device)
+        out: dict[str, Any] = self.pipeline(batch, train=train)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The device pipeline's state (the Macenko target), saved in Lightning checkpoints.
+
+        Returns:
+            A dict holding the pipeline's ``state_dict``.
+        """
+        return {"pipeline": self.pipeline.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the device pipeline's state (marks the Macenko target as fitted).
+
+        Args:
+            state_dict: What :meth:`state_dict` returned.
+        """
+        self.pipeline.load_state_dict(state_dict["pipeline"])
+        self._stain_fitted = True
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Run :meth:`device_transform` (Lightning hook; augments only while training).

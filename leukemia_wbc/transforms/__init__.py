@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
-from .augment import MaskedAugmentation, paper_augmentation
+from .augment import MaskedAugmentation, StainAugment, paper_augmentation
+from .enhance import CLAHE, BackgroundRemoval, Cue, Grayscale, HistogramEqualization
+from .pipeline import DevicePipeline, EqualizeMode, make_equalizer
+from .stain import MacenkoNormalizer, StainEstimate, estimate_stains
 
-__all__ = ["MaskedAugmentation", "paper_augmentation"]
+__all__ = [
+    "CLAHE",
+    "BackgroundRemoval",
+    "Cue",
+    "DevicePipeline",
+    "EqualizeMode",
+    "Grayscale",
+    "HistogramEqualization",
+    "MacenkoNormalizer",
+    "MaskedAugmentation",
+    "StainAugment",
+    "StainEstimate",
+    "estimate_stains",
+    "make_equalizer",
+    "paper_augmentation",
+]

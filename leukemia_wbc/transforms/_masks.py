@@ -1,0 +1,185 @@
+"""Batched binary-mask helpers shared by the transforms and the segmenters (private).
+
+Every helper works on ``bool`` ``(B, 1, H, W)`` masks (or ``(B, 1, H, W)`` float cues) and
+processes the images of a batch independently with no Python loop over images: connected
+components come from :func:`kornia.contrib.connected_components_union_find`, whose labels are
+unique across the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import kornia.morphology as KM
+import torch
+from kornia.contrib import connected_components_union_find
+from torch import Tensor
+
+__all__ = [
+    "_central_component",
+    "_disk",
+    "_fill_holes",
+    "_histogram",
+    "_hysteresis",
+    "_keep_central",
+    "_otsu2",
+    "_otsu3",
+    "_remove_small",
+    "_select",
+    "_square",
+]
+
+_OTSU_BINS = 128
+
+
+def _histogram(cue: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image ``_OTSU_BINS``-bin histogram of a cue over its own range.
+
+    Returns:
+        ``(p, lo, scale)``: ``(B, bins)`` float64 bin probabilities, and ``(B, 1)`` the lowest
+        value and the width of a bin (bin ``k`` is centred on ``lo + k * scale``).
+    """
+    b = cue.shape[0]
+    flat = cue.flatten(1)
+    lo = flat.min(1, keepdim=True).values
+    span = flat.max(1, keepdim=True).values - lo
+    level = ((flat - lo) / span.clamp_min(1e-12) * (_OTSU_BINS - 1)).round().long()
+    offset = torch.arange(b, device=cue.device).unsqueeze(1) * _OTSU_BINS
+    counts = torch.bincount((level + offset).flatten(), minlength=b * _OTSU_BINS)
+    p = counts.view(b, _OTSU_BINS).double() / flat.shape[1]
+    return p, lo, span / (_OTSU_BINS - 1)
+
+
+def _otsu2(cue: Tensor) -> Tensor:
+    """Threshold of a two-class Otsu split, per image, as a ``(B, 1, 1, 1)`` tensor."""
+    b = cue.shape[0]
+    p, lo, scale = _histogram(cue)
+    w = p.cumsum(1)  # weight of the lower class when the threshold is above bin k
+    s = (p * torch.arange(_OTSU_BINS, device=cue.device)).cumsum(1)
+    total = s[:, -1:]
+    # Between-class variance up to a constant: sum over classes of (class sum)^2 / weight.
+    score = s**2 / w.clamp_min(1e-12) + (total - s) ** 2 / (1 - w).clamp_min(1e-12)
+    best = score[:, :-1].argmax(1, keepdim=True)
+    return (lo + (best + 0.5) * scale).view(b, 1, 1, 1)
+
+
+def _otsu3(cue: Tensor) -> tuple[Tensor, Tensor]:
+    """Two thresholds of a three-class Otsu split, per image, as ``(B, 1, 1, 1)`` tensors."""
+    b = cue.shape[0]
+    p, lo, scale = _histogram(cue)
+    w = p.cumsum(1)  # class weight up to and including bin k
+    s = (p * torch.arange(_OTSU_BINS, device=cue.device)).cumsum(1)
+    total = s[:, -1:, None]
+    w_a, s_a, w_b, s_b = w[:, :, None], s[:, :, None], w[:, None, :], s[:, None, :]
+    eps = 1e-12
+    # Between-class variance up to a constant: sum over classes of (class sum)^2 / weight.
+    score = (
+        s_a**2 / w_a.clamp_min(eps)
+        + (s_b - s_a) ** 2 / (w_b - w_a).clamp_min(eps)
+        + (total - s_b) ** 2 / (1 - w_b).clamp_min(eps)
+    )
+    valid = torch.ones(_OTSU_BINS, _OTSU_BINS, dtype=torch.bool, device=cue.device).triu(1)
+    best = score.masked_fill(~valid, -1.0).flatten(1).argmax(1)
+    low = lo + ((best // _OTSU_BINS).unsqueeze(1) + 0.5) * scale
+    high = lo + ((best % _OTSU_BINS).unsqueeze(1) + 0.5) * scale
+    return low.view(b, 1, 1, 1), high.view(b, 1, 1, 1)
+
+
+def _select(labels: Tensor, chosen: Tensor) -> Tensor:
+    """Pixels whose component label is in ``chosen`` (labels are unique across the batch)."""
+    table = torch.zeros(labels.numel() + 1, dtype=torch.bool, device=labels.device)
+    table[chosen.flatten()] = True
+    table[0] = False  # background
+    return table[labels]
+
+
+def _hysteresis(low: Tensor, high: Tensor) -> Tensor:
+    """Components of ``low`` that hold at least one ``high`` pixel."""
+    labels = connected_components_union_find(low)
+    return _select(labels, labels[high & low])
+
+
+def _fill_holes(mask: Tensor) -> Tensor:
+    """Fill background regions that do not touch the image border."""
+    labels = connected_components_union_find(~mask)
+    border = torch.cat(
+        [labels[..., 0, :], labels[..., -1, :], labels[..., :, 0], labels[..., :, -1]], dim=-1
+    )
+    return mask | ((~mask) & ~_select(labels, border))
+
+
+def _central_component(mask: Tensor) -> Tensor:
+    """The component nearest the image centre; an empty mask becomes all foreground."""
+    b, _, h, w = mask.shape
+    labels = connected_components_union_find(mask)
+    yy = torch.arange(h, device=mask.device, dtype=torch.float32) - (h - 1) / 2
+    xx = torch.arange(w, device=mask.device, dtype=torch.float32) - (w - 1) / 2
+    dist = (yy[:, None] ** 2 + xx[None, :] ** 2).expand(b, 1, h, w)
+    nearest = dist.masked_fill(~mask, math.inf).flatten(1).argmin(1, keepdim=True)
+    kept = _select(labels, labels.flatten(1).gather(1, nearest))
+    empty = ~mask.flatten(1).any(1).view(b, 1, 1, 1)
+    return kept | empty
+
+
+def _square(op: str, mask: Tensor, size: int) -> Tensor:
+    """Binary erosion or dilation by a ``size`` square, as a horizontal then a vertical line."""
+    if size <= 1:
+        return mask
+    fn = KM.erosion if op == "erosion" else KM.dilation
+    out = mask.float()
+    for kernel in (out.new_ones(1, size), out.new_ones(size, 1)):
+        out = fn(out, kernel)
+    return out > 0.5
+
+
+def _disk(mask: Tensor, op: str, radius: int) -> Tensor:
+    """Binary erosion, dilation, opening or closing by a disk of ``radius`` pixels."""
+    if radius <= 0:
+        return mask
+    r = torch.arange(-radius, radius + 1, device=mask.device, dtype=torch.float32)
+    kernel = ((r[:, None] ** 2 + r[None, :] ** 2) <= radius**2 + 0.5).float()
+    steps = {
+        "erosion": (KM.erosion,),
+        "dilation": (KM.dilation,),
+        "opening": (KM.erosion, KM.dilation),
+        "closing": (KM.dilation, KM.erosion),
+    }[op]
+    out = mask.float()
+    for fn in steps:
+        out = fn(out, kernel)
+    return out > 0.5
+
+
+def _remove_small(mask: Tensor, min_area: int) -> Tensor:
+    """Drop the components of fewer than ``min_area`` pixels."""
+    if min_area <= 1:
+        return mask
+    labels = connected_components_union_find(mask)
+    area = torch.bincount(labels.flatten(), minlength=labels.numel() + 1)
+    return mask & (area[labels] >= min_area)
+
+
+def _keep_central(mask: Tensor, radius: float, *, keep_all: bool = False) -> Tensor:
+    """The largest component touching a central disk, or the one nearest the centre.
+
+    A component touches the centre when one of its pixels lies within ``radius`` pixels of the
+    image centre. Among those, the largest is kept (``keep_all``: all of them); an image with no
+    such component keeps the component nearest the centre, and an empty mask stays empty.
+    """
+    b, _, h, w = mask.shape
+    labels = connected_components_union_find(mask)
+    yy = torch.arange(h, device=mask.device, dtype=torch.float32) - (h - 1) / 2
+    xx = torch.arange(w, device=mask.device, dtype=torch.float32) - (w - 1) / 2
+    dist = (yy[:, None] ** 2 + xx[None, :] ** 2).sqrt().expand(b, 1, h, w)
+    touching = _select(labels, labels[mask & (dist <= radius)])
+    area = torch.bincount(labels.flatten(), minlength=labels.numel() + 1)
+    if keep_all:
+        chosen = touching
+    else:
+        # The pixel of largest component area among touching components picks the component.
+        score = torch.where(touching, area[labels].double(), -1.0).flatten(1)
+        chosen = _select(labels, labels.flatten(1).gather(1, score.argmax(1, keepdim=True)))
+    none_touch = ~touching.flatten(1).any(1).view(b, 1, 1, 1)
+    nearest = dist.masked_fill(~mask, math.inf).flatten(1).argmin(1, keepdim=True)
+    fallback = _select(labels, labels.flatten(1).gather(1, nearest))
+    return torch.where(none_touch, fallback, chosen)

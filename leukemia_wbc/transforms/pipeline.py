@@ -1,0 +1,133 @@
+"""The device stage: every per-pixel transform of a batch, in the library's fixed order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_batch
+from .stain import MacenkoNormalizer
+
+__all__ = ["DevicePipeline", "EqualizeMode", "make_equalizer"]
+
+#: Histogram equalisation choices of :class:`DevicePipeline`.
+EqualizeMode = Literal["none", "hist", "clahe"]
+
+
+def make_equalizer(mode: EqualizeMode) -> nn.Module | None:
+    """The equalisation module for ``mode``.
+
+    Args:
+        mode: ``"none"``, ``"hist"`` (global histogram equalisation of luminance) or
+            ``"clahe"`` (contrast-limited adaptive equalisation of luminance).
+
+    Returns:
+        The module, or ``None`` for ``"none"``.
+
+    Raises:
+        ValueError: An unknown mode.
+    """
+    if mode == "none":
+        return None
+    from .enhance import CLAHE, HistogramEqualization
+
+    if mode == "hist":
+        return HistogramEqualization()
+    if mode == "clahe":
+        return CLAHE()
+    raise ValueError(f"equalize must be 'none', 'hist' or 'clahe', got {mode!r}")
+
+
+class DevicePipeline(nn.Module):
+    """Per-pixel transforms of a batch dict on its device, in a fixed order.
+
+    1. stain normalisation (uint8 in, uint8 out);
+    2. conversion to float in ``[0, 1]``;
+    3. background removal;
+    4. histogram equalisation;
+    5. augmentation (training only; masks follow the geometry);
+    6. normalisation to the model's channel mean and standard deviation.
+
+    Every step but the last is optional. The stain normaliser's target travels in this
+    module's ``state_dict``.
+
+    Args:
+        stain: A (fitted) :class:`~leukemia_wbc.transforms.stain.MacenkoNormalizer`, or ``None``.
+        background: Background removal module (float batch in, float batch out), or ``None``.
+        equalize: Equalisation module (float batch in, float batch out), or ``None``.
+        augment: Module mapping a batch dict with a float ``image`` to a batch dict, or ``None``.
+        mean: Three channel means for the final normalisation.
+        std: Three channel standard deviations.
+
+    Raises:
+        ValueError: ``mean`` / ``std`` not three values, or a non-positive ``std``.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self,
+        *,
+        stain: MacenkoNormalizer | None = None,
+        background: nn.Module | None = None,
+        equalize: nn.Module | None = None,
+        augment: nn.Module | None = None,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+    ) -> None:
+        super().__init__()
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std must be 3 values each (std > 0), got {mean}, {std}")
+        self.stain = stain
+        self.background = background
+        self.equalize = equalize
+        self.augment = augment
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
+
+    def prepare(self, image: Tensor) -> Tensor:
+        """Steps 1-4 (no augmentation, no normalisation) on a uint8 batch.
+
+        Args:
+            image: ``(B, 3, H, W)`` uint8.
+
+        Returns:
+            Float32 ``(B, 3, H, W)`` in ``[0, 1]``.
+
+        Raises:
+            TypeError: ``image`` is not uint8.
+        """
+        check_batch(image, "device stage input")
+        if image.dtype != torch.uint8:
+            raise TypeError(
+                f"device stage input: expected uint8 images (B, 3, H, W), got {image.dtype}"
+            )
+        if self.stain is not None:
+            image = self.stain(image)
+        x = image.float().div_(255.0)
+        if self.background is not None:
+            x = self.background(x)
+        if self.equalize is not None:
+            x = self.equalize(x)
+        return x
+
+    def forward(self, batch: dict[str, Any], *, train: bool = False) -> dict[str, Any]:
+        """Run the whole device stage on a batch dict.
+
+        Args:
+            batch: Batch dict with a uint8 ``image`` ``(B, 3, H, W)`` and optional masks.
+            train: Whether to augment.
+
+        Returns:
+            A new dict whose ``image`` is normalised float32.
+        """
+        out = dict(batch)
+        out["image"] = self.prepare(batch["image"])
+        if train and self.augment is not None:
+            out = self.augment(out)
+        out["image"] = (out["image"] - self.mean) / self.std
+        return out
