@@ -159,15 +159,20 @@ def _remove_small(mask: Tensor, min_area: int) -> Tensor:
     return mask & (area[labels] >= min_area)
 
 
-def _keep_central(mask: Tensor, radius: float, *, keep_all: bool = False) -> Tensor:
+def _keep_central(
+    mask: Tensor, radius: float, *, keep_all: bool = False, labels: Tensor | None = None
+) -> Tensor:
     """The largest component touching a central disk, or the one nearest the centre.
 
     A component touches the centre when one of its pixels lies within ``radius`` pixels of the
     image centre. Among those, the largest is kept (``keep_all``: all of them); an image with no
     such component keeps the component nearest the centre, and an empty mask stays empty.
+    ``labels`` (distinct across the batch, ``0`` off the mask) replaces the 8-connected
+    components, e.g. to select among the pieces of a watershed split.
     """
     b, _, h, w = mask.shape
-    labels = connected_components_union_find(mask)
+    if labels is None:
+        labels = connected_components_union_find(mask)
     yy = torch.arange(h, device=mask.device, dtype=torch.float32) - (h - 1) / 2
     xx = torch.arange(w, device=mask.device, dtype=torch.float32) - (w - 1) / 2
     dist = (yy[:, None] ** 2 + xx[None, :] ** 2).sqrt().expand(b, 1, h, w)

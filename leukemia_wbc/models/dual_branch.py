@@ -1,0 +1,154 @@
+"""``DualBranchNet``: whole cell and nucleus, two backbones, one fused head (the paper's model)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from torch import Tensor, nn
+
+from ._input import check_images
+from .backbones import Weights, create_backbone, feature_dim
+from .heads import ClassifierHead, FusionKind, make_fusion
+from .nucleus_crop import NucleusCrops, crop_nucleus
+
+__all__ = ["Branch", "DualBranchNet"]
+
+#: The two branches of :class:`DualBranchNet`.
+Branch = Literal["cell", "nucleus"]
+
+
+class DualBranchNet(nn.Module):
+    """Two timm backbones, one on the whole cell and one on the nucleus crop, fused.
+
+    ``forward(image, nucleus)`` takes the whole-cell batch and the nucleus crops (see
+    :func:`~leukemia_wbc.models.nucleus_crop.crop_nucleus`; :meth:`forward_masked` cuts them
+    from a nucleus mask). Each branch's pooled features go through the fusion module
+    (``"concat"``: concatenation and an MLP, the default; ``"gated"``; ``"attention"``) into
+    the paper's :class:`~leukemia_wbc.models.heads.ClassifierHead`.
+
+    Args:
+        num_classes: Number of classes.
+        cell_backbone: timm name of the whole-cell branch.
+        nucleus_backbone: timm name of the nucleus branch.
+        cell_weights: Weights of the cell branch (``None``, ``"imagenet"`` or a local file).
+        nucleus_weights: Weights of the nucleus branch.
+        nucleus_size: Side of the square nucleus crops.
+        fusion: How the two feature vectors are combined.
+        fusion_features: Length of the fused vector.
+        head_hidden: Widths of the head's hidden layers.
+        dropout: Dropout of the fusion and the head.
+        in_chans: Input channels of both branches.
+
+    Raises:
+        ValueError: An unknown fusion or a non-positive ``nucleus_size``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        cell_backbone: str = "resnet50",
+        nucleus_backbone: str = "mobilenetv2_100",
+        cell_weights: Weights = None,
+        nucleus_weights: Weights = None,
+        nucleus_size: int = 128,
+        fusion: FusionKind = "concat",
+        fusion_features: int = 512,
+        head_hidden: Sequence[int] = (256,),
+        dropout: float = 0.5,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        if nucleus_size < 1:
+            raise ValueError(f"nucleus_size must be positive, got {nucleus_size}")
+        self.names = {"cell": cell_backbone, "nucleus": nucleus_backbone}
+        self.nucleus_size = nucleus_size
+        self.in_chans = in_chans
+        self.cell_branch = create_backbone(cell_backbone, weights=cell_weights, in_chans=in_chans)
+        self.nucleus_branch = create_backbone(
+            nucleus_backbone, weights=nucleus_weights, in_chans=in_chans
+        )
+        dims = (feature_dim(self.cell_branch), feature_dim(self.nucleus_branch))
+        self.fusion = make_fusion(fusion, dims, fusion_features, dropout)
+        self.head = ClassifierHead(
+            fusion_features, num_classes, hidden=head_hidden, dropout=dropout
+        )
+
+    def branch(self, which: Branch) -> nn.Module:
+        """The backbone of ``which`` branch.
+
+        Raises:
+            ValueError: ``which`` is not ``"cell"`` or ``"nucleus"``.
+        """
+        if which == "cell":
+            return self.cell_branch
+        if which == "nucleus":
+            return self.nucleus_branch
+        raise ValueError(f"branch must be 'cell' or 'nucleus', got {which!r}")
+
+    def freeze(self, which: Branch, frozen: bool = True) -> None:
+        """Freeze (or unfreeze) one branch's backbone for staged fine-tuning.
+
+        A frozen branch keeps its parameters (``requires_grad=False``) and its batch-norm
+        statistics (kept in eval mode through :meth:`train`).
+
+        Args:
+            which: ``"cell"`` or ``"nucleus"``.
+            frozen: ``False`` to make it trainable again.
+        """
+        module = self.branch(which)
+        module.requires_grad_(not frozen)
+        module.train(self.training and not frozen)
+
+    def is_frozen(self, which: Branch) -> bool:
+        """Whether no parameter of ``which`` branch is trainable."""
+        return not any(p.requires_grad for p in self.branch(which).parameters())
+
+    def train(self, mode: bool = True) -> DualBranchNet:
+        """Set training mode, keeping frozen branches in eval mode (their batch-norm fixed)."""
+        super().train(mode)
+        for which in ("cell", "nucleus"):
+            if self.is_frozen(which):
+                self.branch(which).eval()
+        return self
+
+    def features(self, image: Tensor, nucleus: Tensor) -> tuple[Tensor, Tensor]:
+        """Pooled features of both branches.
+
+        Args:
+            image: ``(B, C, H, W)`` normalised whole-cell batch.
+            nucleus: ``(B, C, s, s)`` nucleus crops.
+
+        Returns:
+            ``(cell_features, nucleus_features)``.
+
+        Raises:
+            ValueError: A batch the backbone cannot take, or batch sizes that differ.
+        """
+        check_images(image, self.cell_branch, f"{self.names['cell']} (cell branch)", self.in_chans)
+        check_images(
+            nucleus, self.nucleus_branch, f"{self.names['nucleus']} (nucleus branch)",
+            self.in_chans,
+        )  # fmt: skip
+        if image.shape[0] != nucleus.shape[0]:
+            raise ValueError(
+                f"cell batch ({image.shape[0]}) and nucleus batch ({nucleus.shape[0]}) differ"
+            )
+        cell: Tensor = self.cell_branch(image)
+        nuc: Tensor = self.nucleus_branch(nucleus)
+        return cell, nuc
+
+    def forward(self, image: Tensor, nucleus: Tensor) -> Tensor:
+        """Class logits ``(B, num_classes)`` of a cell batch and its nucleus crops."""
+        fused = self.fusion(*self.features(image, nucleus))
+        logits: Tensor = self.head(fused)
+        return logits
+
+    def crop(self, image: Tensor, mask: Tensor) -> NucleusCrops:
+        """Nucleus crops of ``image`` at :attr:`nucleus_size` (see ``crop_nucleus``)."""
+        return crop_nucleus(image, mask, self.nucleus_size)
+
+    def forward_masked(self, image: Tensor, mask: Tensor) -> Tensor:
+        """Class logits of a cell batch and its nucleus masks ``(B, 1, H, W)``."""
+        return self.forward(image, self.crop(image, mask).crops)

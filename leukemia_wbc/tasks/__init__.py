@@ -1,0 +1,22 @@
+"""LightningModules: segmentation and classification tasks, and their losses."""
+
+from __future__ import annotations
+
+from .base import BaseTask, Stage
+from .classification import CellClassifier, DualBranchClassifier
+from .classifier_base import ClassificationTask, LossKind
+from .losses import FocalLoss, HybridFocalCELoss
+from .segmentation import SegmentationMode, SegmentationModule
+
+__all__ = [
+    "BaseTask",
+    "CellClassifier",
+    "ClassificationTask",
+    "DualBranchClassifier",
+    "FocalLoss",
+    "HybridFocalCELoss",
+    "LossKind",
+    "SegmentationMode",
+    "SegmentationModule",
+    "Stage",
+]

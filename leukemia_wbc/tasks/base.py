@@ -1,0 +1,157 @@
+"""``BaseTask``: the LightningModule skeleton every task of the library builds on."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+__all__ = ["BaseTask", "Stage"]
+
+#: The stage a shared step runs for; also the prefix of its logged names.
+Stage = Literal["train", "val", "test"]
+
+
+class BaseTask(pl.LightningModule):
+    """Hyperparameters, model / loss / metric hooks, Adam and ReduceLROnPlateau.
+
+    A subclass sets its own typed attributes, then calls ``super().__init__(...)``, which saves
+    every constructor argument of the chain as hyperparameters (so a checkpoint rebuilds the
+    task) and calls, in order, :meth:`configure_models`, :meth:`configure_losses` and
+    :meth:`configure_metrics`. Training, validation and test steps all go through one
+    :meth:`_shared_step`; a subclass overrides hooks, not the loop.
+
+    Logged names: ``train_loss``, ``val_loss``, ``test_loss`` and the metrics of
+    :meth:`configure_metrics` with the stage as prefix (``val_accuracy``, ...).
+
+    Args:
+        lr: Learning rate of Adam.
+        weight_decay: Weight decay of Adam.
+        lr_patience: Epochs without ``val_loss`` improvement before the rate is reduced.
+        lr_factor: Factor of each reduction.
+
+    Raises:
+        ValueError: A non-positive learning rate, negative weight decay or patience, or a
+            factor outside ``(0, 1)``.
+    """
+
+    #: Constructor arguments not saved as hyperparameters (modules, tensors).
+    hparams_ignore: tuple[str, ...] = ()
+    #: Metric watched by the scheduler (and by the configs' checkpoint / early stopping).
+    monitor: str = "val_loss"
+
+    def __init__(
+        self,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_patience: int = 5,
+        lr_factor: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if weight_decay < 0 or lr_patience < 0:
+            raise ValueError(
+                f"weight_decay and lr_patience must be >= 0, got {weight_decay}, {lr_patience}"
+            )
+        if not 0 < lr_factor < 1:
+            raise ValueError(f"lr_factor must lie in (0, 1), got {lr_factor}")
+        self.save_hyperparameters(ignore=list(self.hparams_ignore))
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_patience = lr_patience
+        self.lr_factor = lr_factor
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def configure_models(self) -> None:
+        """Build the network(s) as attributes. Subclasses must override it.
+
+        Raises:
+            NotImplementedError: Always, in the base class.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement configure_models")
+
+    def configure_losses(self) -> None:
+        """Build the loss module(s) as attributes. Subclasses must override it.
+
+        Raises:
+            NotImplementedError: Always, in the base class.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement configure_losses")
+
+    def configure_metrics(self) -> None:
+        """Build the metrics (one collection cloned per stage). The base class has none."""
+
+    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
+        """Loss of a batch, with logging of loss and metrics under ``stage``.
+
+        Args:
+            batch: The batch dict after the device stage.
+            stage: ``"train"``, ``"val"`` or ``"test"``.
+
+        Returns:
+            The loss.
+
+        Raises:
+            NotImplementedError: Always, in the base class.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement _shared_step")
+
+    # -- loop ----------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One training step (see :meth:`_shared_step`).
+
+        Args:
+            batch: The batch dict after the device stage.
+            batch_idx: Index of the batch (unused).
+
+        Returns:
+            The loss to minimise.
+        """
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One validation step (see :meth:`_shared_step`).
+
+        Args:
+            batch: The batch dict after the device stage.
+            batch_idx: Index of the batch (unused).
+
+        Returns:
+            The loss.
+        """
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One test step (see :meth:`_shared_step`).
+
+        Args:
+            batch: The batch dict after the device stage.
+            batch_idx: Index of the batch (unused).
+
+        Returns:
+            The loss.
+        """
+        return self._shared_step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        """Adam over the trainable parameters, ReduceLROnPlateau on :attr:`monitor`.
+
+        Returns:
+            Lightning's optimizer / scheduler dict.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.lr_factor, patience=self.lr_patience
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor},
+        }

@@ -1,0 +1,199 @@
+"""Classification tasks: ``CellClassifier`` (one branch) and ``DualBranchClassifier``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..models.backbones import Weights
+from ..models.cell_net import CellNet
+from ..models.dual_branch import Branch, DualBranchNet
+from ..models.heads import FusionKind
+from .base import Stage
+from .classifier_base import ClassificationTask, LossKind
+
+__all__ = ["CellClassifier", "ClassificationTask", "DualBranchClassifier", "LossKind"]
+
+
+class CellClassifier(ClassificationTask):
+    """One timm backbone and the paper's head on the whole cell image.
+
+    The baselines of the paper are configurations: ``CellClassifier(backbone="resnet50")`` and
+    ``CellClassifier(backbone="vgg16")``. Override :meth:`configure_models` to build another
+    network; it must map a normalised image batch to logits.
+
+    Args:
+        backbone: Any timm model name.
+        weights: ``None``, ``"imagenet"`` or a local weights file for the backbone.
+        num_classes: Number of classes.
+        head_hidden: Widths of the head's hidden layers.
+        dropout: Dropout of the head.
+        **kwargs: Loss, metric and optimiser arguments of :class:`ClassificationTask`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        *,
+        weights: Weights = None,
+        num_classes: int = 4,
+        head_hidden: Sequence[int] = (512,),
+        dropout: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        self.backbone_name = backbone
+        self.weights = None if weights is None else str(weights)
+        self.head_hidden = tuple(head_hidden)
+        self.dropout = dropout
+        super().__init__(num_classes=num_classes, **kwargs)
+
+    def configure_models(self) -> None:
+        """Build :attr:`net`, a :class:`~leukemia_wbc.models.cell_net.CellNet`."""
+        self.net: nn.Module = CellNet(
+            self.num_classes, backbone=self.backbone_name, weights=self.weights,
+            head_hidden=self.head_hidden, dropout=self.dropout,
+        )  # fmt: skip
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Class logits of a normalised image batch."""
+        logits: Tensor = self.net(image)
+        return logits
+
+    def forward_batch(self, batch: dict[str, Any]) -> Tensor:
+        """Class logits of ``batch["image"]``."""
+        return self.forward(batch["image"])
+
+
+class DualBranchClassifier(ClassificationTask):
+    """The paper's classifier: whole cell and nucleus branches, fused (see ``DualBranchNet``).
+
+    The nucleus mask comes from ``batch["mask"]``; when the batch has none, from
+    ``segmenter`` (a trained ``SegmentationModule`` or a ``ClassicalNucleusSegmenter``). A
+    sample without nucleus pixels falls back to its whole image and is counted in
+    :attr:`nucleus_fallbacks` (and logged as ``<stage>_nucleus_fallback``).
+
+    Args:
+        cell_backbone: timm name of the whole-cell branch.
+        nucleus_backbone: timm name of the nucleus branch.
+        cell_weights: ``None``, ``"imagenet"`` or a local file for the cell branch.
+        nucleus_weights: The same for the nucleus branch.
+        num_classes: Number of classes.
+        nucleus_size: Side of the nucleus crops.
+        fusion: ``"concat"``, ``"gated"`` or ``"attention"``.
+        fusion_features: Length of the fused vector.
+        head_hidden: Widths of the head's hidden layers.
+        dropout: Dropout of the fusion and the head.
+        freeze: Branch to freeze at start (``"cell"``, ``"nucleus"``) or ``None``.
+        segmenter: Module giving nucleus masks ``(B, 1, H, W)`` for batches without ``mask``
+            (not saved in the checkpoint's hyperparameters; pass it again when loading).
+        mean: Channel means of the batch normalisation, to undo it for segmenters that take
+            images in ``[0, 1]`` (``input_range = "unit"``).
+        std: Channel standard deviations of the batch normalisation.
+        **kwargs: Loss, metric and optimiser arguments of :class:`ClassificationTask`.
+    """
+
+    hparams_ignore = ("segmenter",)
+
+    def __init__(
+        self,
+        cell_backbone: str = "resnet50",
+        nucleus_backbone: str = "mobilenetv2_100",
+        *,
+        cell_weights: Weights = None,
+        nucleus_weights: Weights = None,
+        num_classes: int = 4,
+        nucleus_size: int = 128,
+        fusion: FusionKind = "concat",
+        fusion_features: int = 512,
+        head_hidden: Sequence[int] = (256,),
+        dropout: float = 0.5,
+        freeze: Branch | None = None,
+        segmenter: nn.Module | None = None,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        **kwargs: Any,
+    ) -> None:
+        self.names = (cell_backbone, nucleus_backbone)
+        self.branch_weights = tuple(None if w is None else str(w)
+                                    for w in (cell_weights, nucleus_weights))  # fmt: skip
+        self.nucleus_size = nucleus_size
+        self.fusion_kind: FusionKind = fusion
+        self.fusion_features = fusion_features
+        self.head_hidden = tuple(head_hidden)
+        self.dropout = dropout
+        self.freeze_at_start = freeze
+        super().__init__(num_classes=num_classes, **kwargs)
+        self.segmenter = segmenter
+        self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
+        self.mean: Tensor
+        self.std: Tensor
+        #: Samples whose nucleus mask was empty (whole image used instead), since creation.
+        self.nucleus_fallbacks = 0
+        self._last_fallbacks = 0
+
+    def configure_models(self) -> None:
+        """Build :attr:`net`, a :class:`~leukemia_wbc.models.dual_branch.DualBranchNet`."""
+        self.net = DualBranchNet(
+            self.num_classes, cell_backbone=self.names[0], nucleus_backbone=self.names[1],
+            cell_weights=self.branch_weights[0], nucleus_weights=self.branch_weights[1],
+            nucleus_size=self.nucleus_size, fusion=self.fusion_kind,
+            fusion_features=self.fusion_features, head_hidden=self.head_hidden,
+            dropout=self.dropout,
+        )  # fmt: skip
+        if self.freeze_at_start is not None:
+            self.net.freeze(self.freeze_at_start)
+
+    def forward(self, image: Tensor, nucleus: Tensor) -> Tensor:
+        """Class logits of a normalised cell batch and its nucleus crops."""
+        logits: Tensor = self.net(image, nucleus)
+        return logits
+
+    def segment(self, image: Tensor) -> Tensor:
+        """Nucleus masks of a normalised batch from :attr:`segmenter`.
+
+        A segmenter with ``input_range = "unit"`` receives the images de-normalised to
+        ``[0, 1]``; one with a ``predict_masks`` method is called through it.
+
+        Args:
+            image: ``(B, 3, H, W)`` normalised float images.
+
+        Returns:
+            ``(B, 1, H, W)`` masks.
+
+        Raises:
+            ValueError: There is no segmenter.
+        """
+        if self.segmenter is None:
+            raise ValueError(
+                "the batch has no nucleus 'mask' and DualBranchClassifier has no segmenter: "
+                "use a dataset with nucleus masks or pass segmenter=SegmentationModule(...) / "
+                "ClassicalNucleusSegmenter()"
+            )
+        x = image
+        if getattr(self.segmenter, "input_range", "normalized") == "unit":
+            x = (image * self.std + self.mean).clamp(0.0, 1.0)
+        with torch.no_grad():
+            predict = getattr(self.segmenter, "predict_masks", None)
+            masks: Tensor = predict(x) if callable(predict) else self.segmenter(x)
+        return masks
+
+    def forward_batch(self, batch: dict[str, Any]) -> Tensor:
+        """Class logits of ``batch["image"]`` and its nucleus crops."""
+        image: Tensor = batch["image"]
+        mask = batch.get("mask")
+        if not isinstance(mask, Tensor):
+            mask = self.segment(image)
+        crops = self.net.crop(image, mask)
+        self._last_fallbacks = int(crops.empty.sum())
+        self.nucleus_fallbacks += self._last_fallbacks
+        return self.forward(image, crops.crops)
+
+    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
+        loss = super()._shared_step(batch, stage)
+        self.log(f"{stage}_nucleus_fallback", float(self._last_fallbacks), reduce_fx="sum",
+                 on_step=False, on_epoch=True, batch_size=len(batch["label"]))  # fmt: skip
+        return loss
