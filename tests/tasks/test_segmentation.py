@@ -130,6 +130,7 @@ def test_three_class_targets_and_training() -> None:
     assert masks.shape == (2, 1, 64, 64) and masks.dtype == torch.uint8
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_configure_models_hook_swaps_the_network() -> None:
     class ConvSegmenter(SegmentationModule):
         def configure_models(self) -> None:
