@@ -98,7 +98,18 @@ class ConcatFusion(nn.Module):
         return fused
 
 
-class GatedFusion(nn.Module):
+class _ProjectedFusion(nn.Module):
+    """Dropout and a linear projection of each branch's vector to ``out_features``."""
+
+    def __init__(self, dims: tuple[int, int], out_features: int, dropout: float) -> None:
+        super().__init__()
+        self.out_features = out_features
+        self.dropout = nn.Dropout(dropout)
+        self.cell = nn.Linear(dims[0], out_features)
+        self.nucleus = nn.Linear(dims[1], out_features)
+
+
+class GatedFusion(_ProjectedFusion):
     """Project both vectors to one width and mix them with a learned per-feature gate.
 
     ``g = sigmoid(W [a; b])``, output ``g * a' + (1 - g) * b'`` where ``a'``, ``b'`` are the
@@ -111,11 +122,7 @@ class GatedFusion(nn.Module):
     """
 
     def __init__(self, dims: tuple[int, int], out_features: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.out_features = out_features
-        self.dropout = nn.Dropout(dropout)
-        self.cell = nn.Linear(dims[0], out_features)
-        self.nucleus = nn.Linear(dims[1], out_features)
+        super().__init__(dims, out_features, dropout)
         self.gate = nn.Linear(sum(dims), out_features)
 
     def forward(self, cell: Tensor, nucleus: Tensor) -> Tensor:
@@ -126,7 +133,7 @@ class GatedFusion(nn.Module):
         return torch.relu(mixed)
 
 
-class AttentionFusion(nn.Module):
+class AttentionFusion(_ProjectedFusion):
     """Project both vectors to tokens and pool them with a learned attention weight per sample.
 
     Args:
@@ -136,11 +143,7 @@ class AttentionFusion(nn.Module):
     """
 
     def __init__(self, dims: tuple[int, int], out_features: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.out_features = out_features
-        self.dropout = nn.Dropout(dropout)
-        self.cell = nn.Linear(dims[0], out_features)
-        self.nucleus = nn.Linear(dims[1], out_features)
+        super().__init__(dims, out_features, dropout)
         self.score = nn.Sequential(nn.Tanh(), nn.Linear(out_features, 1))
         #: Attention weights ``(B, 2)`` (cell, nucleus) of the last forward pass.
         self.last_weights: Tensor | None = None
