@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -47,7 +46,7 @@ class ClassificationTask(BaseTask):
     A subclass builds its network in :meth:`configure_models` and maps a batch to logits in
     :meth:`forward_batch`; everything else (loss, metrics, logging, ``predict_step``) is here.
 
-    Metrics (one ``MetricCollection`` cloned per stage): ``accuracy`` (overall), macro
+    Metrics (a ``MetricCollection`` per stage): ``accuracy`` (overall), macro
     ``precision``, ``recall``, ``f1`` and ``auroc`` (one-vs-rest); the test stage also logs
     per-class precision, recall and F1 (``test_f1_<class>``) and keeps the confusion matrix in
     :attr:`test_confusion`.
@@ -234,7 +233,7 @@ class ClassificationTask(BaseTask):
             ValueError: The checkpoint was saved by another task class (another architecture).
         """
         try:
-            return super().load_from_checkpoint(Path(checkpoint_path), *args, **kwargs)
+            return super().load_from_checkpoint(os.fspath(checkpoint_path), *args, **kwargs)
         except (TypeError, RuntimeError, KeyError) as err:
             saved = _saved_task(checkpoint_path)
             if saved is not None and saved != cls.__name__:
