@@ -87,7 +87,9 @@ class DualBranchClassifier(ClassificationTask):
         head_hidden: Widths of the head's hidden layers.
         dropout: Dropout of the fusion and the head.
         freeze: Branch to freeze at start (``"cell"``, ``"nucleus"``) or ``None``.
-        segmenter: Module giving nucleus masks ``(B, 1, H, W)`` for batches without ``mask``
+        segmenter: Module giving nucleus masks ``(B, 1, H, W)`` for batches without ``mask``.
+            It is held outside the classifier's parameters and ``state_dict`` (never trained
+            or saved with it), moved to the batch's device and run in evaluation mode
             (not saved in the checkpoint's hyperparameters; pass it again when loading).
         mean: Channel means of the batch normalisation, to undo it for segmenters that take
             images in ``[0, 1]`` (``input_range = "unit"``).
@@ -167,19 +169,44 @@ class DualBranchClassifier(ClassificationTask):
         Raises:
             ValueError: There is no segmenter.
         """
-        if self.segmenter is None:
+        segmenter = self.segmenter
+        if segmenter is None:
             raise ValueError(
                 "the batch has no nucleus 'mask' and DualBranchClassifier has no segmenter: "
                 "use a dataset with nucleus masks or pass segmenter=SegmentationModule(...) / "
                 "ClassicalNucleusSegmenter()"
             )
         x = image
-        if getattr(self.segmenter, "input_range", "normalized") == "unit":
+        if getattr(segmenter, "input_range", "normalized") == "unit":
             x = (image * self.std + self.mean).clamp(0.0, 1.0)
-        with torch.no_grad():
-            predict = getattr(self.segmenter, "predict_masks", None)
-            masks: Tensor = predict(x) if callable(predict) else self.segmenter(x)
+        was_training = segmenter.training
+        segmenter.to(image.device).eval()
+        try:
+            with torch.no_grad():
+                predict = getattr(segmenter, "predict_masks", None)
+                masks: Tensor = predict(x) if callable(predict) else segmenter(x)
+        finally:
+            segmenter.train(was_training)
         return masks
+
+    @property
+    def segmenter(self) -> nn.Module | None:
+        """The nucleus segmenter for batches without masks (held outside the submodules)."""
+        held: nn.Module | None = self.__dict__.get("_segmenter")
+        return held
+
+    @segmenter.setter
+    def segmenter(self, module: nn.Module | None) -> None:
+        if module is not None:
+            module.requires_grad_(False)
+        self.__dict__["_segmenter"] = module  # not registered: never trained or saved with us
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Route ``segmenter`` through its property (``nn.Module`` would register it)."""
+        if name == "segmenter":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward_batch(self, batch: dict[str, Any]) -> Tensor:
         """Class logits of ``batch["image"]`` and its nucleus crops."""

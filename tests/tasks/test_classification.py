@@ -163,6 +163,34 @@ def test_classical_segmenter_feeds_the_nucleus_branch(synthetic: SyntheticWBC) -
     assert model.forward_batch(batch).shape == (8, 4)
 
 
+class ConvSegmenter(nn.Module):
+    """A segmenter with parameters (a 1x1 convolution), on normalised input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+
+    def forward(self, image: Tensor) -> Tensor:
+        assert not self.training  # run in evaluation mode
+        return (self.conv(image) > 0).to(torch.uint8)
+
+
+def test_segmenter_is_not_trained_or_saved(synthetic: SyntheticWBC) -> None:
+    seg = ConvSegmenter()
+    model = tiny_dual(segmenter=seg)
+    assert model.segmenter is seg
+    assert not any(k.startswith("segmenter") for k in model.state_dict())
+    assert all(p is not q for p in model.parameters() for q in seg.parameters())
+    batch = fixed_batch(synthetic, 4)
+    del batch["mask"]
+    model.train()
+    assert model.forward_batch(batch).shape == (4, 4)
+    assert seg.training  # its mode is restored
+    replacement = ConvSegmenter()
+    model.segmenter = replacement
+    assert model.segmenter is replacement and "segmenter" not in model._modules
+
+
 def test_empty_masks_fall_back_and_are_counted(synthetic: SyntheticWBC) -> None:
     batch = fixed_batch(synthetic, 8)
     batch["mask"] = torch.zeros_like(batch["mask"])
@@ -225,17 +253,18 @@ def test_bad_labels_and_images(synthetic: SyntheticWBC) -> None:
 def test_dual_branch_learns_synthetic_morphology() -> None:
     """Held-out accuracy of a from-scratch dual-branch model on SyntheticWBC, on the CPU.
 
-    Measured with this exact setting (20 epochs, about 10-17 min on 2 cores): 0.743 test
-    accuracy (chance 0.25). The issue's bar of 0.90 is not reached from random
-    initialisation within this budget; the assertion guards the measured level.
+    Measured: 0.881 test accuracy (chance 0.25) in 30 epochs, 13.5 min on 2 cores
+    (`pytest -m slow -s`); 1600 images gave 0.743. The issue's bar of 0.90 is not
+    reached from random initialisation within this budget; the assertion guards the measured
+    level.
     """
     pl.seed_everything(0)
-    ds = SyntheticWBC(1600, size=64, seed=11, n_patients=24, difficulty=0.1)
+    ds = SyntheticWBC(3200, size=64, seed=11, n_patients=24, difficulty=0.1)
     dm = WBCDataModule(ds, size=64, batch_size=32, split="holdout", seed=0,
                        val_fraction=0.15, test_fraction=0.2, num_workers=1)  # fmt: skip
     model = tiny_dual(nucleus_size=48, lr=1e-3, dropout=0.2, lr_patience=3)
-    fit = trainer(20)
+    fit = trainer(30)
     fit.fit(model, datamodule=dm)
     accuracy = fit.test(model, datamodule=dm)[0]["test_accuracy"]
     print(f"held-out accuracy {accuracy:.3f}")
-    assert accuracy >= 0.65
+    assert accuracy >= 0.83
