@@ -136,13 +136,14 @@ class StainAugment(K.IntensityAugmentationBase2D):
         Returns:
             The augmented batch, float in ``[0, 1]``.
         """
-        est = estimate_stains(input.clamp(0.0, 1.0), io=self.io)
+        x = input.clamp(0.0, 1.0)
+        est = estimate_stains(x, io=self.io)
         dev, dt = input.device, est.concentrations.dtype
         alpha = torch.stack([params["alpha_h"], params["alpha_e"]], dim=1).to(dev, dt)
         beta = torch.stack([params["beta_h"], params["beta_e"]], dim=1).to(dev, dt)
         conc = est.concentrations * alpha.unsqueeze(2) + beta.unsqueeze(2)
-        out = compose(est._replace(concentrations=conc), est.stains, self.io, keep_background=True)
-        return (out / 255.0).view_as(input).to(input.dtype)
+        est = est._replace(concentrations=conc)
+        return compose(x, est, est.stains, self.io, keep_background=True)
 
 
 def paper_augmentation(

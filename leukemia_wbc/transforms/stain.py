@@ -184,26 +184,31 @@ def estimate_stains(
     return StainEstimate(stains, max_c, conc, valid, black | bright, intensity)
 
 
-def compose(estimate: StainEstimate, mixing: Tensor, io: float, *, keep_background: bool) -> Tensor:
-    """Recompose intensities from concentrations: ``Io * exp(-mixing @ C)``, clipped at 255.
+def compose(
+    batch: Tensor, estimate: StainEstimate, mixing: Tensor, io: float, *, keep_background: bool
+) -> Tensor:
+    """Recompose a batch from concentrations: ``Io * exp(-mixing @ C)``, clipped at 255.
 
-    Images whose estimate is invalid, and (with ``keep_background``) background pixels, keep
-    their input intensities.
+    The result has the batch's dtype and range. Images whose estimate is invalid, and (with
+    ``keep_background``) background pixels, are the batch's own values, bit-exact.
 
     Args:
+        batch: The ``(B, 3, H, W)`` batch the estimate was made on (uint8 or float in
+            ``[0, 1]``).
         estimate: The batch's :class:`StainEstimate` (its concentrations may be modified copies).
         mixing: ``(B, 3, 2)`` or ``(3, 2)`` stain matrix to compose with.
         io: Transmitted light intensity ``Io``.
         keep_background: Leave black and bright pixels as they are.
 
     Returns:
-        ``(B, 3, H * W)`` float intensities in ``[0, 255]``.
+        ``(B, 3, H, W)`` images like ``batch``.
     """
     out = torch.exp(math.log(io) - mixing @ estimate.concentrations).clamp_(max=255.0)
-    keep = ~estimate.valid.view(-1, 1, 1)
+    result = like_input(out.view_as(batch), batch)
+    keep = ~estimate.valid.view(-1, 1, 1, 1)
     if keep_background:
-        keep = keep | estimate.background.unsqueeze(1)
-    return torch.where(keep, estimate.intensity, out)
+        keep = keep | estimate.background.view(batch.shape[0], 1, *batch.shape[2:])
+    return torch.where(keep, batch, result)
 
 
 class MacenkoNormalizer(nn.Module):
@@ -357,14 +362,8 @@ class MacenkoNormalizer(nn.Module):
         )
         # rescaling the concentrations = scaling the target's stain columns per image
         mixing = self.stain_matrix.to(scale).unsqueeze(0) * scale.unsqueeze(1)  # (B, 3, 2)
-        out = compose(est, mixing, self.io, keep_background=self.preserve_background)
-        result = like_input(out.view_as(batch), batch)
-        if batch.is_floating_point():  # kept pixels bit-exact (x * 255 / 255 is not)
-            keep = ~est.valid.view(-1, 1, 1, 1)
-            if self.preserve_background:
-                keep = keep | est.background.view(batch.shape[0], 1, *batch.shape[2:])
-            result = torch.where(keep, batch, result)
-        return result, ~est.valid
+        out = compose(batch, est, mixing, self.io, keep_background=self.preserve_background)
+        return out, ~est.valid
 
     def forward(self, batch: Tensor) -> Tensor:
         """Normalise a batch; pass-through images are recorded in :attr:`last_passthrough`.
@@ -415,11 +414,12 @@ class MacenkoNormalizer(nn.Module):
                 arr = self._staintools_normalizer.transform(_to_numpy_image(image))
                 outs.append(torch.from_numpy(arr).permute(2, 0, 1).float())
                 failed.append(False)
-            except Exception:
-                outs.append(_intensity(image.unsqueeze(0)).view_as(image).cpu())
+            except Exception:  # staintools raises on images without tissue: pass through
+                outs.append(torch.zeros(image.shape, dtype=torch.float32))
                 failed.append(True)
-        out = torch.stack(outs).to(batch.device)
-        return like_input(out, batch), torch.tensor(failed, device=batch.device)
+        out = like_input(torch.stack(outs).to(batch.device), batch)
+        passthrough = torch.tensor(failed, device=batch.device)
+        return torch.where(passthrough.view(-1, 1, 1, 1), batch, out), passthrough
 
 
 def like_input(intensity: Tensor, reference: Tensor) -> Tensor:
