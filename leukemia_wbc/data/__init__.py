@@ -20,7 +20,7 @@ from .folder import BCCD_GROUP_PATTERN, ImageFolderWBC, ManifestWBC, write_manif
 from .pbc import PBC
 from .raabin import RaabinWBC
 from .segmentation_wbc import SegmentationWBC2018
-from .splits import Split, assign_folds, cv_split, holdout_split, is_grouped
+from .splits import Split, assign_folds, cv_split, fold_split, holdout_split, is_grouped
 from .synthetic import SYNTHETIC_CLASSES, SyntheticWBC
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "collate_samples",
     "cv_split",
     "decode_mask",
+    "fold_split",
     "holdout_split",
     "is_grouped",
     "read_rgb",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -193,7 +194,9 @@ class WBCDataModule(pl.LightningDataModule):
         self.stain_fit_samples = stain_fit_samples
         #: Dataset indices the Macenko target was fitted on (set by :meth:`fit_stain`).
         self.stain_fit_indices: np.ndarray | None = None
-        self._stain_fitted = stain is None or (stain_reference is None and bool(stain.fitted))
+        # A normaliser passed fitted (with no reference) keeps its target for every split.
+        self._stain_preset = stain is not None and stain_reference is None and bool(stain.fitted)
+        self._stain_fitted = stain is None or self._stain_preset
         if background_removal is True:
             from ..transforms.enhance import BackgroundRemoval
 
@@ -251,6 +254,30 @@ class WBCDataModule(pl.LightningDataModule):
                 seed=self.seed,
             )
         return Split(train=labelled[part.train], val=labelled[part.val], test=labelled[part.test])
+
+    def with_split(self, split: Split) -> WBCDataModule:
+        """A copy of this DataModule over another split, with its own device pipeline.
+
+        The dataset is shared; the pipeline (augmentation, and the Macenko normaliser, which is
+        re-fitted on the new training part unless a reference was given) is copied, so that
+        nothing fitted on one split carries over to another. The cross-validator builds each
+        fold's DataModule this way.
+
+        Args:
+            split: The split to use.
+
+        Returns:
+            The new DataModule (not yet set up).
+        """
+        clone = copy.copy(self)
+        clone.pipeline = copy.deepcopy(self.pipeline)
+        clone.split_spec = split
+        clone.split = None
+        clone.skipped_count = 0
+        clone.stain_fit_indices = None
+        clone._stain_fitted = clone.pipeline.stain is None or self._stain_preset
+        clone.trainer = None
+        return clone
 
     def setup(self, stage: str | None = None) -> None:
         """Build the split (once), then fit the Macenko target if it is not fitted yet.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-__all__ = ["Split", "assign_folds", "cv_split", "holdout_split", "is_grouped"]
+__all__ = ["Split", "assign_folds", "cv_split", "fold_split", "holdout_split", "is_grouped"]
 
 
 @dataclass(frozen=True)
@@ -167,12 +167,36 @@ def cv_split(
         raise ValueError(f"cv_split needs n_splits >= 3 (train, val, test), got {n_splits}")
     if not 0 <= fold < n_splits:
         raise ValueError(f"fold must lie in [0, {n_splits - 1}], got {fold}")
-    folds = assign_folds(labels, groups, n_splits=n_splits, seed=seed)
+    return fold_split(assign_folds(labels, groups, n_splits=n_splits, seed=seed), fold)
+
+
+def fold_split(folds: Sequence[int] | np.ndarray, fold: int) -> Split:
+    """The split of fold ``fold`` from a fold assignment (see :func:`assign_folds`).
+
+    Fold ``fold`` is the test part, fold ``(fold + 1) % n_splits`` the validation part and the
+    other folds train, where ``n_splits = max(folds) + 1``.
+
+    Args:
+        folds: Per-sample fold indices.
+        fold: Which fold to hold out.
+
+    Returns:
+        The split over positions of ``folds``.
+
+    Raises:
+        ValueError: Fewer than 3 folds, or ``fold`` out of range.
+    """
+    f = np.asarray(folds, dtype=np.int64)
+    n_splits = int(f.max(initial=-1)) + 1
+    if n_splits < 3:
+        raise ValueError(f"a fold split needs at least 3 folds (train, val, test), got {n_splits}")
+    if not 0 <= fold < n_splits:
+        raise ValueError(f"fold must lie in [0, {n_splits - 1}], got {fold}")
     val_fold = (fold + 1) % n_splits
     return Split(
-        train=np.flatnonzero((folds != fold) & (folds != val_fold)),
-        val=np.flatnonzero(folds == val_fold),
-        test=np.flatnonzero(folds == fold),
+        train=np.flatnonzero((f != fold) & (f != val_fold)),
+        val=np.flatnonzero(f == val_fold),
+        test=np.flatnonzero(f == fold),
     )
 
 

@@ -103,6 +103,21 @@ class BaseTask(pl.LightningModule):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement _shared_step")
 
+    def log_loss(self, stage: Stage, loss: Tensor, batch_size: int) -> None:
+        """Log ``<stage>_loss`` (per step too while training), averaged over devices.
+
+        The epoch value is synchronised across processes (``sync_dist``), so that under DDP
+        every rank sees the same ``val_loss`` and the checkpoint, early stopping and the
+        scheduler decide alike.
+
+        Args:
+            stage: ``"train"``, ``"val"`` or ``"test"``.
+            loss: The batch loss.
+            batch_size: Samples in the batch (the weight of the epoch mean).
+        """
+        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=batch_size, sync_dist=True)  # fmt: skip
+
     # -- loop ----------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """One training step (see :meth:`_shared_step`).

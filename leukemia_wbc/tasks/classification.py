@@ -222,5 +222,6 @@ class DualBranchClassifier(ClassificationTask):
     def _shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
         loss = super()._shared_step(batch, stage)
         self.log(f"{stage}_nucleus_fallback", float(self._last_fallbacks), reduce_fx="sum",
-                 on_step=False, on_epoch=True, batch_size=len(batch["label"]))  # fmt: skip
+                 on_step=False, on_epoch=True, batch_size=len(batch["label"]),
+                 sync_dist=True)  # fmt: skip
         return loss

@@ -180,8 +180,7 @@ class ClassificationTask(BaseTask):
         logits = self.forward_batch(batch)
         loss: Tensor = self.criterion(logits, labels)
         size = len(labels)
-        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=size)  # fmt: skip
+        self.log_loss(stage, loss, size)
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
         probs = logits.detach().softmax(dim=1)
         metrics[stage].update(probs, labels)
@@ -213,6 +212,7 @@ class ClassificationTask(BaseTask):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the task's class name, so that loading it as another task says so."""
+        super().on_save_checkpoint(checkpoint)
         checkpoint["leukemia_wbc_task"] = type(self).__name__
 
     @classmethod

@@ -266,8 +266,7 @@ class SegmentationModule(BaseTask):
             logits, target
         )
         size = logits.shape[0]
-        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=size)  # fmt: skip
+        self.log_loss(stage, loss, size)
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
         index = target[:, 0].long() if self.mode == "binary" else target
         metrics[stage].update(self._predicted_classes(logits.detach()), index)

@@ -1,0 +1,314 @@
+"""Running one fold: a Lightning task under a Trainer, or the handcrafted-feature SVM.
+
+Both write the same files into the fold's folder: ``predictions.csv`` (the held-out part) and,
+last, ``fold.json`` (metrics, sizes, timings, history), whose presence marks the fold finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import (
+    BasePredictionWriter,
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
+from lightning.pytorch.loggers import CSVLogger
+
+from ..data.base import WBCDataset
+from ..data.datamodule import WBCDataModule
+from ..data.splits import Split
+from ..models.handcrafted import HandcraftedSVM
+from ._io import atomic_write_text
+from .metrics import classification_metrics
+from .result import FoldResult, Predictions, _json_safe
+
+__all__ = ["FOLD_FILE", "fold_dir", "is_finished", "run_lightning_fold", "run_svm_fold"]
+
+#: Written last in a fold's folder; its presence marks the fold finished.
+FOLD_FILE = "fold.json"
+
+
+def fold_dir(output_dir: Path, fold: int) -> Path:
+    """The folder of fold ``fold`` under ``output_dir``."""
+    return output_dir / f"fold_{fold}"
+
+
+def is_finished(output_dir: Path, fold: int) -> bool:
+    """Whether fold ``fold`` has written its results."""
+    return (fold_dir(output_dir, fold) / FOLD_FILE).is_file()
+
+
+class _HeldOutWriter(BasePredictionWriter):
+    """Collects this rank's held-out probabilities with their positions; saves them per rank."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(write_interval="batch")
+        self.folder = folder
+        self.rows: list[tuple[list[int], list[str], torch.Tensor]] = []
+
+    def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.rows = []
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        if batch_indices is None:
+            raise RuntimeError("Lightning did not report the batch indices of a prediction")
+        probs = prediction.detach().float().cpu()
+        self.rows.append((list(batch_indices), list(batch.get("path", [])), probs))
+
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.rows, self.folder / f"predict.rank{trainer.global_rank}.pt")
+
+
+def _match_rows(
+    rows: list[tuple[list[int], list[str], torch.Tensor]], dataset: WBCDataset, test: np.ndarray
+) -> tuple[list[int], list[np.ndarray]]:
+    """Dataset positions and probability rows of one rank's batches (unreadable files skipped)."""
+    paths = dataset.paths
+    index: list[int] = []
+    probs: list[np.ndarray] = []
+    for positions, batch_paths, p in rows:
+        expected = [int(test[i]) for i in positions]
+        if len(batch_paths) != len(expected):  # unreadable samples were dropped from the batch
+            kept = iter(batch_paths)
+            want = next(kept, None)
+            matched = []
+            for e in expected:
+                if want is not None and paths[e] == want:
+                    matched.append(e)
+                    want = next(kept, None)
+            expected = matched
+        if len(expected) != p.shape[0]:
+            raise RuntimeError(f"{p.shape[0]} predictions for {len(expected)} samples in a batch")
+        index += expected
+        probs += list(p.numpy())
+    return index, probs
+
+
+def _log_files(folder: Path) -> list[Path]:
+    """The fold's CSV logs in the order they were written (``logs``, ``logs_1``, ...)."""
+    dirs = [d for d in folder.glob("logs*") if (d / "metrics.csv").is_file()]
+    dirs.sort(key=lambda d: int(d.name.partition("_")[2] or 0))
+    return [d / "metrics.csv" for d in dirs]
+
+
+def _history(folder: Path) -> list[dict[str, float]]:
+    """Per-epoch logged values of a fold, over all its (re)starts; later runs take precedence."""
+    per_epoch: dict[int, dict[str, float]] = {}
+    for metrics_csv in _log_files(folder):
+        _read_log(metrics_csv, per_epoch)
+    return [per_epoch[e] for e in sorted(per_epoch)]
+
+
+def _read_log(metrics_csv: Path, per_epoch: dict[int, dict[str, float]]) -> None:
+    """Add one CSVLogger file's values to ``per_epoch`` (the last value of each key wins)."""
+    pending: dict[str, float] = {}  # rows without an epoch (the learning rate, logged at start)
+    with open(metrics_csv, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            values = {
+                key.removesuffix("_epoch"): float(value)
+                for key, value in row.items()
+                if value not in ("", None)
+                and key not in ("epoch", "step")
+                and not key.endswith("_step")
+            }
+            if not row.get("epoch"):
+                pending.update(values)
+                continue
+            epoch = int(float(row["epoch"]))
+            entry = per_epoch.setdefault(epoch, {"epoch": float(epoch)})
+            entry.update(pending)
+            entry.update(values)
+            pending = {}
+
+
+def _write_fold(
+    folder: Path,
+    result: FoldResult,
+    preds: Predictions,
+) -> None:
+    preds.to_csv(folder / "predictions.csv")
+    atomic_write_text(folder / FOLD_FILE, json.dumps(_json_safe(asdict(result)), indent=2))
+
+
+def _finish(
+    folder: Path,
+    dataset: WBCDataset,
+    split: Split,
+    fold: int,
+    index: list[int],
+    probs: np.ndarray,
+    timings: tuple[float, float],
+    **extra: Any,
+) -> FoldResult:
+    """Score the held-out predictions, write the fold's files, return its result."""
+    idx = np.asarray(index, dtype=np.int64)
+    if len(np.unique(idx)) != len(idx):
+        raise RuntimeError(f"fold {fold}: a held-out sample was predicted twice")
+    missing = sorted(set(split.test.tolist()) - set(idx.tolist()))
+    skipped = [dataset.paths[i] for i in missing]
+    if missing and not set(skipped) <= set(dataset.skipped):
+        raise RuntimeError(
+            f"fold {fold}: {len(missing)} held-out samples were not predicted (first: {skipped[0]})"
+        )
+    order = np.argsort(idx)
+    idx, probs = idx[order], probs[order]
+    labels = dataset.labels[idx]
+    classes = dataset.classes
+    preds = Predictions(
+        idx,
+        [dataset.paths[i] for i in idx],
+        [dataset.groups[i] for i in idx],
+        labels,
+        np.full(len(idx), fold),
+        probs,
+        classes,
+    )
+    metrics = classification_metrics(labels, probs, classes, where=f"fold {fold}")
+    result = FoldResult(
+        fold=fold,
+        metrics=metrics,
+        n_train=len(split.train),
+        n_val=len(split.val),
+        n_test=len(idx),
+        train_seconds=timings[0],
+        predict_ms_per_image=1000.0 * timings[1] / max(len(idx), 1),
+        skipped=skipped,
+        **extra,
+    )
+    _write_fold(folder, result, preds)
+    return result
+
+
+def run_lightning_fold(
+    build: Callable[[], pl.LightningModule],
+    datamodule: WBCDataModule,
+    split: Split,
+    fold: int,
+    folder: Path,
+    *,
+    seed: int,
+    trainer_args: dict[str, Any],
+    callbacks: Sequence[Callback],
+    patience: int | None,
+) -> FoldResult | None:
+    """Train a fresh task on the fold (resuming from ``last.ckpt``), predict the held-out part.
+
+    Returns:
+        The fold's result on the global-zero process; ``None`` on the other ranks.
+    """
+    pl.seed_everything(seed + fold, workers=True, verbose=False)
+    model = build()
+    dm = datamodule.with_split(split)
+    monitor = str(getattr(model, "monitor", "val_loss"))
+    ckpt_dir = folder / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=monitor,
+        mode="min",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    writer = _HeldOutWriter(folder)
+    cbs: list[Callback] = [best, LearningRateMonitor(logging_interval="epoch"), writer]
+    if patience is not None:
+        cbs.append(EarlyStopping(monitor=monitor, mode="min", patience=patience))
+    cbs += [copy.deepcopy(c) for c in callbacks]
+    last = ckpt_dir / "last.ckpt"
+    resumed = last.is_file()
+    # Each (re)start logs into its own folder: logs, logs_1, ... (CSVLogger would overwrite).
+    attempt = len(list(folder.glob("logs*"))) if resumed else 0
+    logger = CSVLogger(folder, name="", version="logs" + (f"_{attempt}" if attempt else ""))
+    trainer = pl.Trainer(callbacks=cbs, logger=logger, default_root_dir=folder, **trainer_args)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None)
+    train_seconds = time.perf_counter() - start
+    chosen = best.best_model_path or str(last)
+    start = time.perf_counter()
+    trainer.predict(model, datamodule=dm, ckpt_path=chosen, return_predictions=False)
+    predict_seconds = time.perf_counter() - start
+    trainer.strategy.barrier("leukemia_wbc_predicted")
+    result = None
+    if trainer.is_global_zero:
+        assert dm.split is not None
+        index: list[int] = []
+        probs: list[np.ndarray] = []
+        for shard in sorted(folder.glob("predict.rank*.pt")):
+            rows = torch.load(shard, map_location="cpu", weights_only=True)
+            i, p = _match_rows(rows, dm.dataset, dm.split.test)
+            index += i
+            probs += p
+            shard.unlink()
+        result = _finish(
+            folder,
+            dm.dataset,
+            dm.split,
+            fold,
+            index,
+            np.stack(probs),
+            (train_seconds, predict_seconds),
+            history=_history(folder),
+            checkpoint=str(Path(chosen).relative_to(folder.parent)),
+            resumed=resumed,
+        )
+    trainer.strategy.barrier("leukemia_wbc_fold_written")
+    return result
+
+
+def run_svm_fold(
+    template: HandcraftedSVM,
+    dataset: WBCDataset,
+    split: Split,
+    fold: int,
+    folder: Path,
+) -> FoldResult:
+    """Fit a copy of the SVM on the fold's training part and predict its held-out part.
+
+    The validation part is not used (the SVM selects nothing on it), so the SVM trains on
+    exactly the samples the deep models train on.
+
+    Returns:
+        The fold's result.
+    """
+    model = copy.deepcopy(template)
+    start = time.perf_counter()
+    model.fit_dataset(dataset, split.train)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    probs = model.predict_proba_dataset(dataset, split.test)
+    predict_seconds = time.perf_counter() - start
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.joblib")
+    return _finish(
+        folder,
+        dataset,
+        split,
+        fold,
+        split.test.tolist(),
+        probs,
+        (train_seconds, predict_seconds),
+        checkpoint=f"{folder.name}/model.joblib",
+    )

@@ -1,0 +1,408 @@
+"""``CrossValidator``: stratified (group) k-fold experiments that resume and run fold by fold."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+
+from ..data.base import UNLABELLED
+from ..data.datamodule import WBCDataModule
+from ..data.splits import Split, assign_folds, fold_split, is_grouped
+from ..models.handcrafted import HandcraftedSVM
+from ._folds import FOLD_FILE, fold_dir, is_finished, run_lightning_fold, run_svm_fold
+from ._io import atomic_write_text
+from .result import CVResult, FoldResult, Predictions
+
+__all__ = ["CrossValidator", "TaskSpec"]
+
+_log = logging.getLogger(__name__)
+
+#: What the validator runs: a LightningModule used as a template (rebuilt for each fold from
+#: its hyperparameters), a factory returning a fresh one, or a ``HandcraftedSVM``.
+TaskSpec = pl.LightningModule | Callable[[], pl.LightningModule] | HandcraftedSVM
+
+_CONFIG = "config.json"
+
+
+def _rebuild(template: pl.LightningModule) -> Callable[[], pl.LightningModule]:
+    """A factory building a fresh ``type(template)`` from its saved hyperparameters."""
+    kwargs = dict(template.hparams)
+    for name in getattr(template, "hparams_ignore", ()):  # modules kept out of hparams
+        kwargs[name] = getattr(template, name)
+    cls = type(template)
+    return lambda: cls(**kwargs)
+
+
+def _model_name(model: Any) -> str:
+    cls = type(model).__name__
+    if hasattr(model, "backbone_name"):
+        return f"{cls}({model.backbone_name})"
+    names = getattr(model, "names", None)
+    if isinstance(names, tuple) and all(isinstance(n, str) for n in names):
+        return f"{cls}({'+'.join(names)})"
+    return cls
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _model_config(model: Any) -> dict[str, Any]:
+    kind = type(model)
+    if isinstance(model, HandcraftedSVM):
+        params = {
+            k: getattr(model, k)
+            for k in ("C", "kernel", "gamma", "calibration_folds", "seed", "on_empty")
+        }
+        params["segmenter"] = type(model.segmenter).__name__ if model.segmenter else None
+    else:
+        params = dict(model.hparams)
+    return {"class": f"{kind.__module__}.{kind.__qualname__}", "hparams": _jsonable(params)}
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+class CrossValidator:
+    """Stratified k-fold cross-validation of a task, fold by fold, into an output folder.
+
+    Each fold gets a fresh model, the fold's DataModule (its own stain fit and augmentation)
+    and a Trainer with a best checkpoint on the task's monitored metric (``val_loss``), early
+    stopping, a learning-rate monitor, a CSV log and a progress bar. The best checkpoint is
+    evaluated on the held-out fold, whose class probabilities are saved. The folds come from
+    :func:`~leukemia_wbc.data.splits.assign_folds`: fold ``k`` is tested, fold ``k + 1``
+    validates, the rest train; with groups, each patient stays in one fold.
+
+    The output folder holds ``config.json`` (what was run), ``folds.csv`` (the assignment),
+    one ``fold_<k>/`` per fold (``predictions.csv``, ``fold.json``, checkpoints and logs) and,
+    once every fold is finished, ``result.json`` and the pooled ``predictions.csv``.
+
+    Resuming: running again on the same folder skips finished folds and continues an
+    interrupted fold from its ``last.ckpt``; a folder of another configuration is refused.
+    Scaling: ``run(folds=[...])`` runs some folds only (one per SLURM array task or torchrun
+    job) and :meth:`collect` merges them; inside a fold, ``devices``, ``num_nodes`` and
+    ``strategy`` go to Lightning (DDP), and the held-out predictions of all ranks are merged so
+    that every held-out sample is scored exactly once.
+
+    Args:
+        task: A LightningModule template, a factory, or a
+            :class:`~leukemia_wbc.models.handcrafted.HandcraftedSVM`.
+        datamodule: The data; its ``split`` settings are replaced by the folds.
+        output_dir: Folder of the results.
+        n_splits: Number of folds (at least 3: train, validation and test).
+        stratify: Keep class proportions in every fold.
+        group: Keep groups (patients) within folds: ``None`` decides from the dataset (yes
+            when some group holds more than one sample).
+        seed: Seed of the folds and of each fold's training (``seed + fold``).
+        name: Model name in tables (default: class and backbones).
+        accelerator: Lightning accelerator.
+        devices: Devices per node.
+        strategy: Lightning strategy (``"ddp"`` for several devices).
+        num_nodes: Nodes.
+        precision: Lightning precision (``"32-true"``, ``"bf16-mixed"``, ...).
+        max_epochs: Epoch limit per fold.
+        early_stopping_patience: Epochs without improvement before stopping; ``None`` turns
+            early stopping off.
+        callbacks: Extra callbacks (copied for each fold).
+        trainer_kwargs: Further ``Trainer`` arguments (``limit_train_batches``,
+            ``deterministic``, ``enable_progress_bar``, ...).
+
+    Raises:
+        ValueError: ``n_splits`` below 3 or above the number of groups or the size of the
+            smallest class, an empty dataset, or a bad task.
+    """
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        datamodule: WBCDataModule,
+        output_dir: str | os.PathLike[str],
+        *,
+        n_splits: int = 10,
+        stratify: bool = True,
+        group: bool | None = None,
+        seed: int = 0,
+        name: str | None = None,
+        accelerator: str = "auto",
+        devices: int | str | Sequence[int] = "auto",
+        strategy: str = "auto",
+        num_nodes: int = 1,
+        precision: str | int = "32-true",
+        max_epochs: int = 50,
+        early_stopping_patience: int | None = 10,
+        callbacks: Sequence[Callback] = (),
+        trainer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if n_splits < 3:
+            raise ValueError(
+                f"n_splits must be at least 3 (train, val and test folds), got {n_splits}"
+            )
+        if isinstance(task, pl.LightningModule):
+            self.build: Callable[[], pl.LightningModule] | None = _rebuild(task)
+            probe: Any = task
+        elif isinstance(task, HandcraftedSVM):
+            self.build, probe = None, task
+        elif callable(task):
+            self.build = task
+            probe = task()
+            if not isinstance(probe, pl.LightningModule):
+                raise ValueError(
+                    f"the task factory returned a {type(probe).__name__}, "
+                    "expected a LightningModule"
+                )
+        else:
+            raise ValueError(
+                f"task must be a LightningModule, a factory or a HandcraftedSVM, "
+                f"got {type(task).__name__}"
+            )
+        self.svm = task if isinstance(task, HandcraftedSVM) else None
+        self.datamodule = datamodule
+        self.output_dir = Path(output_dir)
+        self.n_splits, self.stratify, self.seed = n_splits, stratify, seed
+        self.name = name or _model_name(probe)
+        self.trainer_args: dict[str, Any] = {
+            "accelerator": accelerator,
+            "devices": devices,
+            "strategy": strategy,
+            "num_nodes": num_nodes,
+            "precision": precision,
+            "max_epochs": max_epochs,
+            **(trainer_kwargs or {}),
+        }
+        self.patience = early_stopping_patience
+        self.callbacks = list(callbacks)
+        dataset = datamodule.dataset
+        self.labelled = np.flatnonzero(dataset.labels != UNLABELLED)
+        if self.labelled.size == 0:
+            raise ValueError(f"{type(dataset).__name__} has no labelled samples to cross-validate")
+        groups = [dataset.groups[i] for i in self.labelled]
+        self.grouped = is_grouped(groups) if group is None else group
+        self._check_sizes(dataset.labels[self.labelled], groups)
+        folds = assign_folds(
+            dataset.labels[self.labelled],
+            groups if self.grouped else None,
+            n_splits=n_splits,
+            seed=seed,
+            stratify=stratify,
+        )
+        #: Fold of every dataset sample (-1 for unlabelled ones).
+        self.folds = np.full(len(dataset), -1, dtype=np.int64)
+        self.folds[self.labelled] = folds
+        self._warn_missing_classes()
+        self.config = self._config(probe)
+
+    # -- checks --------------------------------------------------------------------------------
+    def _check_sizes(self, labels: np.ndarray, groups: list[str]) -> None:
+        classes = self.datamodule.classes
+        if self.grouped:
+            n_groups = len(set(groups))
+            if n_groups < self.n_splits:
+                raise ValueError(
+                    f"n_splits={self.n_splits} exceeds the {n_groups} groups of the "
+                    "dataset: every fold needs a group of its own"
+                )
+        if self.stratify:
+            counts = np.bincount(labels, minlength=len(classes))
+            present = counts[counts > 0]
+            smallest = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+            if present.min() < self.n_splits:
+                raise ValueError(
+                    f"n_splits={self.n_splits} exceeds the {int(present.min())} samples of "
+                    f"class {classes[smallest]!r}: every fold needs at least one sample of each "
+                    "class; lower n_splits or drop the class"
+                )
+
+    def _warn_missing_classes(self) -> None:
+        labels = self.datamodule.dataset.labels
+        for k in range(self.n_splits):
+            present = set(labels[self.folds == k].tolist())
+            missing = [
+                c
+                for i, c in enumerate(self.datamodule.classes)
+                if i not in present and (labels == i).any()
+            ]
+            if missing:
+                warnings.warn(
+                    f"fold {k} holds no sample of {missing} (the groups do not spread over all "
+                    "folds): that fold's recall and AUC of those classes are undefined (NaN)",
+                    stacklevel=3,
+                )
+
+    def _config(self, probe: Any) -> dict[str, Any]:
+        ds = self.datamodule.dataset
+        digest = hashlib.sha1()
+        for path, label, grp in zip(ds.paths, ds.labels.tolist(), ds.groups, strict=True):
+            digest.update(f"{path}\t{label}\t{grp}\n".encode())
+        return {
+            "name": self.name,
+            "model": _model_config(probe),
+            "data": {
+                "dataset": type(ds).__name__,
+                "n": len(ds),
+                "classes": list(ds.classes),
+                "samples_sha1": digest.hexdigest(),
+                "datamodule": _jsonable(dict(self.datamodule.hparams)),
+            },
+            "split": {
+                "n_splits": self.n_splits,
+                "seed": self.seed,
+                "stratify": self.stratify,
+                "grouped": self.grouped,
+            },
+            "training": {
+                "max_epochs": self.trainer_args["max_epochs"],
+                "precision": str(self.trainer_args["precision"]),
+                "early_stopping_patience": self.patience,
+            },
+        }
+
+    # -- output folder -------------------------------------------------------------------------
+    @rank_zero_only
+    def _prepare_folder(self) -> None:
+        out = self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / _CONFIG
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            diff = _differences(saved, self.config)
+            if diff:
+                raise ValueError(
+                    f"{out} holds results of another configuration ({'; '.join(diff[:5])}); "
+                    "use a new output_dir (finished results are never overwritten)"
+                )
+            return
+        atomic_write_text(path, json.dumps(self.config, indent=2))
+        ds = self.datamodule.dataset
+        lines = ["index,path,group,label,fold"]
+        lines += [
+            f"{i},{json.dumps(ds.paths[i])},{json.dumps(ds.groups[i])},"
+            f"{int(ds.labels[i])},{int(self.folds[i])}"
+            for i in self.labelled
+        ]
+        atomic_write_text(out / "folds.csv", "\n".join(lines) + "\n")
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, folds: Sequence[int] | None = None) -> CVResult:
+        """Run the (selected) folds that are not finished yet, then gather the results.
+
+        Args:
+            folds: Fold indices to run (default all). Others are left as they are.
+
+        Returns:
+            The results of every finished fold in the folder (all folds once all have run).
+
+        Raises:
+            ValueError: A fold index out of range, or an output folder of another
+                configuration.
+        """
+        chosen = list(range(self.n_splits)) if folds is None else [int(k) for k in folds]
+        bad = [k for k in chosen if not 0 <= k < self.n_splits]
+        if bad:
+            raise ValueError(f"folds {bad} out of range for n_splits={self.n_splits}")
+        self._prepare_folder()
+        todo = [k for k in chosen if not is_finished(self.output_dir, k)]
+        for k in chosen:
+            if k not in todo:
+                _log.info("%s: fold %d already finished, skipped", self.name, k)
+        for k in todo:
+            self.run_fold(k)
+        complete = all(is_finished(self.output_dir, k) for k in range(self.n_splits))
+        result = self.collect(self.output_dir, allow_partial=not complete)
+        if complete and getattr(rank_zero_only, "rank", 0) == 0:
+            result.save(self.output_dir)
+        return result
+
+    def split(self, fold: int) -> Split:
+        """The :class:`~leukemia_wbc.data.splits.Split` (dataset positions) of fold ``fold``."""
+        part = fold_split(self.folds[self.labelled], fold)
+        lab = self.labelled
+        return Split(train=lab[part.train], val=lab[part.val], test=lab[part.test])
+
+    def run_fold(self, fold: int) -> FoldResult | None:
+        """Run one fold (resuming it if it was interrupted) and write its files.
+
+        Args:
+            fold: The fold index.
+
+        Returns:
+            The fold's result (``None`` on non-zero ranks of a distributed run).
+        """
+        _log.info("%s: fold %d of %d", self.name, fold, self.n_splits)
+        folder = fold_dir(self.output_dir, fold)
+        split = self.split(fold)
+        if self.svm is not None:
+            return run_svm_fold(self.svm, self.datamodule.dataset, split, fold, folder)
+        assert self.build is not None
+        return run_lightning_fold(
+            self.build,
+            self.datamodule,
+            split,
+            fold,
+            folder,
+            seed=self.seed,
+            trainer_args=self.trainer_args,
+            callbacks=self.callbacks,
+            patience=self.patience,
+        )
+
+    # -- gathering -----------------------------------------------------------------------------
+    @staticmethod
+    def collect(output_dir: str | os.PathLike[str], *, allow_partial: bool = False) -> CVResult:
+        """Merge the finished folds of an output folder (e.g. after separate fold jobs).
+
+        Args:
+            output_dir: The folder a :class:`CrossValidator` wrote.
+            allow_partial: Return the finished folds when some are missing (otherwise an
+                error lists them).
+
+        Returns:
+            The merged :class:`CVResult`.
+
+        Raises:
+            FileNotFoundError: The folder has no ``config.json``.
+            ValueError: Unfinished folds (without ``allow_partial``), or none finished.
+        """
+        out = Path(output_dir)
+        if not (out / _CONFIG).is_file():
+            raise FileNotFoundError(f"{out / _CONFIG} not found: not a CrossValidator folder")
+        config = json.loads((out / _CONFIG).read_text(encoding="utf-8"))
+        n_splits = int(config["split"]["n_splits"])
+        done = [k for k in range(n_splits) if is_finished(out, k)]
+        missing = sorted(set(range(n_splits)) - set(done))
+        if not done or (missing and not allow_partial):
+            raise ValueError(
+                f"{out}: folds {missing} of {n_splits} are not finished; run them "
+                "(CrossValidator.run(folds=...)) before collecting"
+            )
+        folds: list[FoldResult] = []
+        parts: list[Predictions] = []
+        for k in done:
+            folder = fold_dir(out, k)
+            body = json.loads((folder / FOLD_FILE).read_text(encoding="utf-8"))
+            folds.append(FoldResult.from_dict(body))
+            parts.append(Predictions.from_csv(folder / "predictions.csv"))
+        return CVResult(
+            name=config["name"],
+            classes=tuple(config["data"]["classes"]),
+            folds=folds,
+            predictions=Predictions.concat(parts),
+            config=config,
+            output_dir=out,
+        )

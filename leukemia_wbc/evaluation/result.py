@@ -1,0 +1,373 @@
+"""``CVResult``: what a cross-validation produced, its summaries, and the comparison table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._io import atomic_write_text
+from .metrics import (
+    PER_CLASS_METRICS,
+    SUMMARY_METRICS,
+    RocCurve,
+    Summary,
+    classification_metrics,
+    confusion_matrix,
+    roc_curves,
+    summarize,
+)
+
+__all__ = ["CVResult", "FoldResult", "Predictions"]
+
+_LABELS = {
+    "accuracy": "Accuracy",
+    "precision": "Precision",
+    "recall": "Recall",
+    "f1": "F1",
+    "auroc": "AUC",
+}
+
+
+@dataclass
+class Predictions:
+    """Out-of-fold predictions: one row per held-out sample.
+
+    Attributes:
+        index: Dataset positions.
+        path: Image paths.
+        group: Groups (patients, subjects, smears).
+        label: True class indices.
+        fold: Fold that held the sample out.
+        probs: ``(N, C)`` class probabilities.
+        classes: The ``C`` class names.
+    """
+
+    index: np.ndarray
+    path: list[str]
+    group: list[str]
+    label: np.ndarray
+    fold: np.ndarray
+    probs: np.ndarray
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def pred(self) -> np.ndarray:
+        """Predicted class indices (arg-max of :attr:`probs`)."""
+        pred: np.ndarray = self.probs.argmax(axis=1)
+        return pred
+
+    @staticmethod
+    def concat(parts: Sequence[Predictions]) -> Predictions:
+        """Rows of several parts, sorted by dataset position.
+
+        Args:
+            parts: Predictions of the same classes.
+
+        Returns:
+            The merged predictions.
+
+        Raises:
+            ValueError: No parts, parts with other classes, or a sample predicted twice.
+        """
+        if not parts:
+            raise ValueError("no predictions to merge")
+        classes = parts[0].classes
+        if any(p.classes != classes for p in parts):
+            raise ValueError("cannot merge predictions of different classes")
+        index = np.concatenate([p.index for p in parts])
+        if len(np.unique(index)) != len(index):
+            raise ValueError("a sample is predicted in more than one fold; the folds overlap")
+        order = np.argsort(index, kind="stable")
+        paths = [x for p in parts for x in p.path]
+        groups = [x for p in parts for x in p.group]
+        return Predictions(
+            index=index[order],
+            path=[paths[i] for i in order],
+            group=[groups[i] for i in order],
+            label=np.concatenate([p.label for p in parts])[order],
+            fold=np.concatenate([p.fold for p in parts])[order],
+            probs=np.concatenate([p.probs for p in parts])[order],
+            classes=classes,
+        )
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write ``index, path, group, label, fold, prob_<class>...`` (atomically).
+
+        Args:
+            path: Output CSV file.
+        """
+        header = ["index", "path", "group", "label", "fold"] + [f"prob_{c}" for c in self.classes]
+        rows = [header]
+        for i in range(len(self)):
+            rows.append(
+                [
+                    str(int(self.index[i])),
+                    self.path[i],
+                    self.group[i],
+                    str(int(self.label[i])),
+                    str(int(self.fold[i])),
+                ]
+                + [repr(float(v)) for v in self.probs[i]]
+            )
+        atomic_write_text(path, _csv_text(rows))
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str]) -> Predictions:
+        """Read a file written by :meth:`to_csv`.
+
+        Args:
+            path: The CSV file.
+
+        Returns:
+            The predictions.
+
+        Raises:
+            ValueError: The file does not have the expected columns.
+        """
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        head = rows[0] if rows else []
+        if head[:5] != ["index", "path", "group", "label", "fold"] or len(head) < 7:
+            raise ValueError(
+                f"{path}: expected columns index, path, group, label, fold, "
+                f"prob_<class>..., got {head}"
+            )
+        body = rows[1:]
+        n_cls = len(head) - 5
+        return cls(
+            index=np.array([int(r[0]) for r in body], dtype=np.int64),
+            path=[r[1] for r in body],
+            group=[r[2] for r in body],
+            label=np.array([int(r[3]) for r in body], dtype=np.int64),
+            fold=np.array([int(r[4]) for r in body], dtype=np.int64),
+            probs=np.array([[float(v) for v in r[5:]] for r in body]).reshape(len(body), n_cls),
+            classes=tuple(h.removeprefix("prob_") for h in head[5:]),
+        )
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+@dataclass
+class FoldResult:
+    """One fold's outcome.
+
+    Attributes:
+        fold: Fold index.
+        metrics: Metrics of the held-out part (see :func:`classification_metrics`).
+        n_train: Training samples.
+        n_val: Validation samples.
+        n_test: Held-out samples.
+        train_seconds: Wall time of training.
+        predict_ms_per_image: Wall time of predicting the held-out part, per image.
+        history: Per-epoch logged values (``epoch``, ``train_loss``, ``val_loss``, ...).
+        checkpoint: The best checkpoint (relative to the output folder), if any.
+        skipped: Held-out samples that could not be read (so not predicted).
+        resumed: Whether training continued from an interrupted run's last checkpoint.
+    """
+
+    fold: int
+    metrics: dict[str, float]
+    n_train: int
+    n_val: int
+    n_test: int
+    train_seconds: float
+    predict_ms_per_image: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    resumed: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FoldResult:
+        """Rebuild from :func:`dataclasses.asdict` output as stored in JSON (``null`` = NaN)."""
+        body = dict(data)
+        body["metrics"] = _unjson_metrics(body["metrics"])
+        body["history"] = [_unjson_metrics(h) for h in body.get("history", [])]
+        return cls(**body)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _unjson_metrics(data: dict[str, Any]) -> dict[str, float]:
+    return {k: float("nan") if v is None else float(v) for k, v in data.items()}
+
+
+@dataclass
+class CVResult:
+    """Per-fold results and out-of-fold predictions of one model's cross-validation.
+
+    Attributes:
+        name: Model name (a row of the comparison table).
+        classes: Class names.
+        folds: One :class:`FoldResult` per finished fold, by fold index.
+        predictions: Out-of-fold predictions of those folds.
+        config: The configuration the folds were run with (model, data, split).
+        output_dir: Folder the results live in, if any.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    folds: list[FoldResult]
+    predictions: Predictions
+    config: dict[str, Any] = field(default_factory=dict)
+    output_dir: Path | None = None
+
+    def fold_metric(self, metric: str) -> np.ndarray:
+        """One metric's value in each fold.
+
+        Args:
+            metric: A key of the fold metrics (``"accuracy"``, ``"f1_ALL"``, ...).
+
+        Returns:
+            ``(n_folds,)`` values (``NaN`` where undefined).
+
+        Raises:
+            KeyError: An unknown metric.
+        """
+        if self.folds and metric not in self.folds[0].metrics:
+            raise KeyError(f"unknown metric {metric!r}; known: {sorted(self.folds[0].metrics)}")
+        return np.array([f.metrics.get(metric, float("nan")) for f in self.folds])
+
+    def summary(self) -> dict[str, Summary]:
+        """Mean, std and 95 % interval across folds of every fold metric."""
+        keys = list(self.folds[0].metrics) if self.folds else []
+        return {k: summarize(self.fold_metric(k)) for k in keys}
+
+    def per_class(self) -> dict[str, dict[str, Summary]]:
+        """Class name to per-class metric (precision, recall, f1, auroc) summaries."""
+        s = self.summary()
+        return {c: {m: s[f"{m}_{c}"] for m in PER_CLASS_METRICS} for c in self.classes}
+
+    def pooled_metrics(self) -> dict[str, float]:
+        """Metrics of all out-of-fold predictions pooled (one set, not a mean over folds)."""
+        return classification_metrics(
+            self.predictions.label,
+            self.predictions.probs,
+            self.classes,
+            where=f"{self.name} pooled",
+        )
+
+    def roc(self) -> dict[str, RocCurve]:
+        """One-vs-rest ROC curve per class from the pooled out-of-fold predictions."""
+        return roc_curves(self.predictions.label, self.predictions.probs, self.classes)
+
+    def confusion(self, *, normalize: bool = False) -> np.ndarray:
+        """Confusion matrix of the pooled out-of-fold predictions (rows true, columns predicted).
+
+        Args:
+            normalize: Divide each row by its count (rows of absent classes stay 0).
+
+        Returns:
+            ``(C, C)`` counts (``int64``) or row fractions (``float64``).
+        """
+        cm = confusion_matrix(self.predictions.label, self.predictions.pred, len(self.classes))
+        if not normalize:
+            return cm
+        rows = cm.sum(axis=1, keepdims=True)
+        fractions: np.ndarray = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+        return fractions
+
+    # -- tables ------------------------------------------------------------------------------
+    def to_markdown(self, digits: int = 3) -> str:
+        """Per-fold metrics, then mean ± std and the 95 % interval, as a Markdown table.
+
+        Args:
+            digits: Decimals.
+
+        Returns:
+            The table.
+        """
+        head = ["fold", "n test", *(_LABELS[m] for m in SUMMARY_METRICS)]
+        lines = [_row(head), _row(["---"] * len(head))]
+        for f in self.folds:
+            values = [_fmt(f.metrics[m], digits) for m in SUMMARY_METRICS]
+            lines.append(_row([str(f.fold), str(f.n_test), *values]))
+        s = self.summary()
+        lines.append(_row(["mean ± std", "", *(s[m].format(digits) for m in SUMMARY_METRICS)]))
+        ci = [
+            f"[{_fmt(s[m].ci_low, digits)}, {_fmt(s[m].ci_high, digits)}]" for m in SUMMARY_METRICS
+        ]
+        lines.append(_row(["95 % CI", "", *ci]))
+        return "\n".join(lines) + "\n"
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ``result.json`` and ``predictions.csv`` into folder ``path``.
+
+        Args:
+            path: Output folder (created if needed).
+        """
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        body = {
+            "name": self.name,
+            "classes": list(self.classes),
+            "config": self.config,
+            "folds": [_json_safe(asdict(f)) for f in self.folds],
+            "summary": {k: _json_safe(asdict(v)) for k, v in self.summary().items()},
+        }
+        atomic_write_text(out / "result.json", json.dumps(body, indent=2))
+        self.predictions.to_csv(out / "predictions.csv")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CVResult:
+        """Read a folder written by :meth:`save`.
+
+        Args:
+            path: The folder.
+
+        Returns:
+            The result.
+
+        Raises:
+            FileNotFoundError: ``result.json`` or ``predictions.csv`` is missing.
+        """
+        folder = Path(path)
+        for name in ("result.json", "predictions.csv"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(
+                    f"{folder / name} not found: expected a folder written "
+                    "by CVResult.save or CrossValidator.run"
+                )
+        body = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        return cls(
+            name=body["name"],
+            classes=tuple(body["classes"]),
+            folds=[FoldResult.from_dict(f) for f in body["folds"]],
+            predictions=Predictions.from_csv(folder / "predictions.csv"),
+            config=body.get("config", {}),
+            output_dir=folder,
+        )
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
