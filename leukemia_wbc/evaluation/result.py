@@ -292,6 +292,33 @@ class CVResult:
         fractions: np.ndarray = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
         return fractions
 
+    def load_model(self, fold: int, **kwargs: Any) -> Any:
+        """The best checkpoint of fold ``fold``, loaded as the task class that was run.
+
+        Args:
+            fold: Fold index.
+            **kwargs: Passed to ``load_from_checkpoint`` (``map_location``, ``segmenter``...).
+
+        Returns:
+            The LightningModule (in evaluation mode), or the fitted SVM.
+
+        Raises:
+            ValueError: No output folder, or the fold has no checkpoint.
+        """
+        import importlib
+
+        found = [f for f in self.folds if f.fold == fold]
+        if self.output_dir is None or not found or found[0].checkpoint is None:
+            raise ValueError(f"{self.name}: fold {fold} has no saved checkpoint to load")
+        path = self.output_dir / found[0].checkpoint
+        module, _, qualname = str(self.config["model"]["class"]).rpartition(".")
+        cls = getattr(importlib.import_module(module), qualname)
+        if path.suffix == ".joblib":
+            return cls.load(path)
+        model = cls.load_from_checkpoint(path, **kwargs)
+        model.eval()
+        return model
+
     # -- tables ------------------------------------------------------------------------------
     def to_markdown(self, digits: int = 3) -> str:
         """Per-fold metrics, then mean ± std and the 95 % interval, as a Markdown table.

@@ -1,0 +1,185 @@
+"""Attribution gallery: a few held-out cells per class, correct and wrong, with their maps."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.datamodule import WBCDataModule, collate_samples
+from ..data.splits import fold_split
+from ._io import atomic_write_bytes
+from .explain import AttributionMethod, Explainer, attribution_share, overlay
+from .result import CVResult
+
+__all__ = ["GalleryItem", "attribution_gallery", "save_overlays", "select_cells"]
+
+
+@dataclass
+class GalleryItem:
+    """One explained held-out cell.
+
+    Attributes:
+        index: Dataset position.
+        path: Image path.
+        fold: Fold that held it out.
+        label: True class name.
+        pred: Predicted class name.
+        prob: Probability of the predicted class.
+        image: ``(H, W, 3)`` ``uint8`` image as the model saw it (before normalisation).
+        maps: Branch name to ``(H, W)`` attribution map (explaining the predicted class).
+        nucleus_share: Branch name to the map's mass share inside the nucleus (``NaN``
+            without a mask).
+        nucleus_area: The nucleus's share of the image area (``NaN`` without a mask).
+    """
+
+    index: int
+    path: str
+    fold: int
+    label: str
+    pred: str
+    prob: float
+    image: np.ndarray
+    maps: dict[str, np.ndarray]
+    nucleus_share: dict[str, float]
+    nucleus_area: float
+
+    @property
+    def correct(self) -> bool:
+        """Whether the prediction is right."""
+        return self.label == self.pred
+
+
+def select_cells(result: CVResult, per_class: int = 2) -> list[int]:
+    """Rows of the out-of-fold predictions to show in the gallery.
+
+    Per true class, the most confident correct and the most confident wrong predictions (up to
+    ``per_class`` of each).
+
+    Args:
+        result: A cross-validation result.
+        per_class: Cells of each kind (correct, wrong) per true class.
+
+    Returns:
+        Row positions in ``result.predictions``, grouped by class.
+    """
+    p = result.predictions
+    pred = p.pred
+    conf = p.probs.max(axis=1)
+    rows: list[int] = []
+    for c in range(len(result.classes)):
+        for right in (True, False):
+            mine = np.flatnonzero((p.label == c) & ((pred == c) == right))
+            rows += mine[np.argsort(-conf[mine], kind="stable")][:per_class].tolist()
+    return rows
+
+
+def attribution_gallery(
+    result: CVResult,
+    datamodule: WBCDataModule,
+    *,
+    per_class: int = 2,
+    method: AttributionMethod = "gradcam",
+    **load_kwargs: Any,
+) -> list[GalleryItem]:
+    """Explain the cells of :func:`select_cells` with the model of the fold that held each out.
+
+    Each fold's best checkpoint is loaded (see :meth:`CVResult.load_model`), its DataModule is
+    rebuilt for the fold's split (so the stain target is the one fitted in training) and the
+    cells go through the evaluation device stage before :class:`Explainer`.
+
+    Args:
+        result: A Lightning task's cross-validation result (not the SVM's).
+        datamodule: The DataModule the cross-validation ran on.
+        per_class: Cells of each kind (correct, wrong) per class.
+        method: ``"gradcam"`` or ``"integrated_gradients"``.
+        **load_kwargs: Passed to ``load_from_checkpoint`` (e.g. ``segmenter=``).
+
+    Returns:
+        The explained cells, in the order of :func:`select_cells`.
+    """
+    p = result.predictions
+    dataset = datamodule.dataset
+    folds = np.full(len(dataset), -1, dtype=np.int64)
+    folds[p.index] = p.fold
+    labelled = np.flatnonzero(folds >= 0)
+    rows = select_cells(result, per_class)
+    items: dict[int, GalleryItem] = {}
+    for fold in sorted({int(p.fold[r]) for r in rows}):
+        mine = [r for r in rows if p.fold[r] == fold]
+        part = fold_split(folds[labelled], fold)
+        split = type(part)(labelled[part.train], labelled[part.val], labelled[part.test])
+        dm = datamodule.with_split(split)
+        dm.setup()
+        model = result.load_model(fold, **load_kwargs)
+        samples = [dataset[int(p.index[r])] for r in mine]
+        kept = [(r, s) for r, s in zip(mine, samples, strict=True) if s is not None]
+        batch = collate_samples([s for _, s in kept])
+        raw = batch["image"].clone()
+        has_mask = isinstance(batch.get("mask"), torch.Tensor)
+        batch = dm.device_transform(batch, train=False)
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        attr = Explainer(model, method).explain(batch)
+        mask = batch["mask"].cpu() if has_mask else None
+        shares = {
+            k: attribution_share(v, mask) if mask is not None else None
+            for k, v in attr.maps.items()
+        }
+        for j, (r, _) in enumerate(kept):
+            pred = int(attr.probs[j].argmax())
+            items[r] = GalleryItem(
+                index=int(p.index[r]),
+                path=p.path[r],
+                fold=fold,
+                label=result.classes[int(p.label[r])],
+                pred=result.classes[pred],
+                prob=float(attr.probs[j, pred]),
+                image=raw[j].permute(1, 2, 0).numpy(),
+                maps={k: v[j, 0].numpy() for k, v in attr.maps.items()},
+                nucleus_share={
+                    k: float(s[j]) if s is not None else float("nan") for k, s in shares.items()
+                },
+                nucleus_area=float((mask[j] > 0).float().mean())
+                if mask is not None
+                else float("nan"),
+            )
+    return [items[r] for r in rows if r in items]
+
+
+def save_overlays(items: list[GalleryItem], folder: str | os.PathLike[str]) -> list[Path]:
+    """Write each cell's image and map overlays as PNG files.
+
+    Files are named ``<class>_<right|wrong>_<index>_<branch>.png`` (and ``..._image.png``).
+
+    Args:
+        items: Gallery cells.
+        folder: Output folder (created if needed).
+
+    Returns:
+        The written files.
+    """
+    out = Path(folder)
+    written: list[Path] = []
+    for item in items:
+        stem = f"{item.label}_{'right' if item.correct else 'wrong'}_{item.index}"
+        pictures = {"image": item.image}
+        pictures.update({k: overlay(item.image, m) for k, m in item.maps.items()})
+        for name, picture in pictures.items():
+            path = out / f"{stem}_{name}.png"
+            atomic_write_bytes(path, _png(picture))
+            written.append(path)
+    return written
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

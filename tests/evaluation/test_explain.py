@@ -1,0 +1,115 @@
+"""Captum attributions: layers, map shapes, the nucleus map's placement, shares and overlays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from leukemia_wbc.data import SyntheticWBC, WBCDataModule, collate_samples
+from leukemia_wbc.evaluation import (
+    Explainer,
+    attribution_share,
+    last_conv_layer,
+    nucleus_focus,
+    overlay,
+)
+from leukemia_wbc.models.backbones import create_backbone
+from leukemia_wbc.models.nucleus_crop import mask_boxes
+from leukemia_wbc.tasks import CellClassifier, DualBranchClassifier
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def batch() -> dict[str, Any]:
+    ds = SyntheticWBC(6, size=SIZE, seed=4)
+    dm = WBCDataModule(ds, size=SIZE, augment=False)
+    return dm.device_transform(collate_samples([ds[i] for i in range(6)]), train=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [("resnet18", "layer4"), ("mobilenetv2_050", "blocks.6"), ("vgg11", "features.20")],
+)
+def test_gradcam_layer_is_the_last_stage(name: str, layer: str) -> None:
+    backbone = create_backbone(name)
+    assert last_conv_layer(backbone) is backbone.get_submodule(layer)
+
+
+def test_layer_fallback_and_error() -> None:
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3), nn.Flatten())
+    assert last_conv_layer(plain) is plain[2]
+    with pytest.raises(ValueError, match="no feature_info and no Conv2d"):
+        last_conv_layer(nn.Linear(3, 3))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
+def test_cell_classifier_maps(batch: dict[str, Any], method: Any) -> None:
+    torch.manual_seed(0)
+    task = CellClassifier("resnet18", num_classes=4, head_hidden=(16,))
+    attr = Explainer(task, method, n_steps=8).explain(batch, target=[0, 1, 2, 3, 0, 1])
+    assert list(attr.maps) == ["cell"]
+    m = attr.maps["cell"]
+    assert m.shape == (6, 1, SIZE, SIZE) and torch.isfinite(m).all() and (m >= 0).all()
+    assert attr.target.tolist() == [0, 1, 2, 3, 0, 1]
+    assert torch.allclose(attr.probs.sum(1), torch.ones(6))
+    assert task.training  # the explainer restores the mode
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
+def test_dual_branch_maps_one_per_branch(batch: dict[str, Any], method: Any) -> None:
+    torch.manual_seed(0)
+    task = DualBranchClassifier("resnet18", "mobilenetv2_050", num_classes=4, nucleus_size=32,
+                                fusion_features=32, head_hidden=(16,))  # fmt: skip
+    attr = Explainer(task, method, n_steps=8).explain(batch)
+    assert set(attr.maps) == {"cell", "nucleus"}
+    for m in attr.maps.values():
+        assert m.shape == (6, 1, SIZE, SIZE) and torch.isfinite(m).all() and (m >= 0).all()
+    # The nucleus map is pasted back at its crop's box: nothing outside the box.
+    boxes, _ = mask_boxes(batch["mask"])
+    nucleus = attr.maps["nucleus"]
+    for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
+        outside = nucleus[i, 0].clone()
+        outside[y0 : y1 + 1, x0 : x1 + 1] = 0
+        assert outside.abs().sum() == 0
+        assert nucleus[i, 0, y0 : y1 + 1, x0 : x1 + 1].sum() > 0
+
+
+def test_share_and_focus_on_known_maps() -> None:
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[:, :, :2, :2] = 1  # a quarter of the image
+    maps = torch.ones(2, 1, 4, 4)
+    maps[1, :, :2, :2] = 7.0  # 28 of 40 inside
+    share = attribution_share(maps, mask)
+    assert share.tolist() == pytest.approx([0.25, 0.7])
+    assert torch.isnan(attribution_share(torch.zeros(1, 1, 4, 4), mask[:1])).all()
+    focus = nucleus_focus(maps, mask, [0, 1], ("a", "b", "c"))
+    assert focus.share[:2].tolist() == pytest.approx([0.25, 0.7])
+    assert focus.area[:2].tolist() == pytest.approx([0.25, 0.25])
+    assert focus.count.tolist() == [1, 1, 0]
+    table = focus.to_markdown()
+    assert "| b | 1 | 0.700 | 0.250 | 2.80 |" in table and "| c |" not in table
+    with pytest.raises(ValueError, match="differ in shape"):
+        attribution_share(maps, mask[:, :, :2])
+
+
+def test_overlay_is_rgb_uint8() -> None:
+    image = torch.full((3, 8, 8), 200, dtype=torch.uint8)
+    heat = torch.zeros(8, 8)
+    heat[2, 3] = 5.0
+    out = overlay(image, heat)
+    assert out.shape == (8, 8, 3) and out.dtype.name == "uint8"
+    assert (out[0, 0] == 200).all()  # zero heat leaves the pixel as it was
+    assert tuple(out[2, 3]) != (200, 200, 200)
+
+
+def test_unknown_network_and_method_are_refused() -> None:
+    task = CellClassifier("resnet18", num_classes=4)
+    with pytest.raises(ValueError, match="method must be"):
+        Explainer(task, "saliency")  # type: ignore[arg-type]
+    task.net = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="neither 'backbone' nor 'cell_branch'"):
+        Explainer(task)
