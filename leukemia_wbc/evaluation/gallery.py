@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from ..data.datamodule import WBCDataModule, collate_samples
-from ..data.splits import fold_split
 from ._io import atomic_write_bytes
 from .explain import AttributionMethod, Explainer, attribution_share, overlay
 from .result import CVResult
@@ -105,16 +104,11 @@ def attribution_gallery(
     """
     p = result.predictions
     dataset = datamodule.dataset
-    folds = np.full(len(dataset), -1, dtype=np.int64)
-    folds[p.index] = p.fold
-    labelled = np.flatnonzero(folds >= 0)
     rows = select_cells(result, per_class)
     items: dict[int, GalleryItem] = {}
     for fold in sorted({int(p.fold[r]) for r in rows}):
         mine = [r for r in rows if p.fold[r] == fold]
-        part = fold_split(folds[labelled], fold)
-        split = type(part)(labelled[part.train], labelled[part.val], labelled[part.test])
-        dm = datamodule.with_split(split)
+        dm = datamodule.with_split(result.split(fold))
         dm.setup()
         model = result.load_model(fold, **load_kwargs)
         samples = [dataset[int(p.index[r])] for r in mine]

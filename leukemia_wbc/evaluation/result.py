@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.splits import Split, fold_split
 from ._io import atomic_write_text
 from .metrics import (
     PER_CLASS_METRICS,
@@ -291,6 +292,22 @@ class CVResult:
         rows = cm.sum(axis=1, keepdims=True)
         fractions: np.ndarray = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
         return fractions
+
+    def split(self, fold: int) -> Split:
+        """The split (dataset positions) fold ``fold`` was trained and tested on.
+
+        Rebuilt from the out-of-fold predictions' fold column (every held-out sample has one):
+        fold ``fold`` tests, fold ``fold + 1`` validates, the others train.
+
+        Args:
+            fold: Fold index.
+
+        Returns:
+            The :class:`~leukemia_wbc.data.splits.Split`.
+        """
+        p = self.predictions
+        part = fold_split(p.fold, fold)
+        return Split(p.index[part.train], p.index[part.val], p.index[part.test])
 
     def load_model(self, fold: int, **kwargs: Any) -> Any:
         """The best checkpoint of fold ``fold``, loaded as the task class that was run.
