@@ -20,7 +20,15 @@ from .folder import BCCD_GROUP_PATTERN, ImageFolderWBC, ManifestWBC, write_manif
 from .pbc import PBC
 from .raabin import RaabinWBC
 from .segmentation_wbc import SegmentationWBC2018
-from .splits import Split, assign_folds, cv_split, fold_split, holdout_split, is_grouped
+from .splits import (
+    Split,
+    assign_folds,
+    cv_split,
+    fold_split,
+    holdout_split,
+    is_grouped,
+    kfold_split,
+)
 from .synthetic import SYNTHETIC_CLASSES, SyntheticWBC
 
 __all__ = [
@@ -54,6 +62,7 @@ __all__ = [
     "fold_split",
     "holdout_split",
     "is_grouped",
+    "kfold_split",
     "read_rgb",
     "read_xyc",
     "subject_is_healthy",

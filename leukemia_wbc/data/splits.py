@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-__all__ = ["Split", "assign_folds", "cv_split", "fold_split", "holdout_split", "is_grouped"]
+__all__ = [
+    "Split",
+    "assign_folds",
+    "cv_split",
+    "fold_split",
+    "holdout_split",
+    "is_grouped",
+    "kfold_split",
+]
 
 
 @dataclass(frozen=True)
@@ -247,3 +255,55 @@ def holdout_split(
         val=np.flatnonzero(np.isin(folds, val_folds)),
         test=np.flatnonzero(np.isin(folds, test_folds)),
     )
+
+
+def kfold_split(
+    folds: Sequence[int] | np.ndarray,
+    fold: int,
+    *,
+    labels: Sequence[int] | np.ndarray | None = None,
+    groups: Sequence[str] | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+) -> Split:
+    """A cross-validation split from a fold assignment, with the validation part chosen either way.
+
+    Fold ``fold`` is the test part. With ``val_fraction=None`` fold ``fold + 1`` validates and
+    the rest trains (:func:`fold_split`); otherwise a share ``val_fraction`` of the other folds'
+    samples validates, drawn by :func:`holdout_split` (stratified by ``labels``, whole
+    ``groups``, seeded by ``seed + fold``). The second keeps more training data when there are
+    few folds (with 3 folds the first trains on a third of the data).
+
+    Args:
+        folds: Per-sample fold indices (see :func:`assign_folds`).
+        fold: The test fold.
+        labels: Per-sample labels (needed with ``val_fraction``).
+        groups: Per-sample groups, or ``None``.
+        val_fraction: Share of the non-test samples that validates, or ``None``.
+        seed: Seed of the validation draw.
+
+    Returns:
+        The split over positions of ``folds``.
+
+    Raises:
+        ValueError: ``val_fraction`` without ``labels``, or the cases of :func:`fold_split`
+            and :func:`holdout_split`.
+    """
+    if val_fraction is None:
+        return fold_split(folds, fold)
+    if labels is None:
+        raise ValueError("kfold_split with val_fraction needs the labels (to stratify)")
+    f = np.asarray(folds, dtype=np.int64)
+    fold_split(f, fold)  # range checks
+    rest = np.flatnonzero(f != fold)
+    y = np.asarray(labels, dtype=np.int64)
+    g = None if groups is None else [groups[int(i)] for i in rest]
+    units = len(set(g)) if g is not None and is_grouped(g) else len(rest)
+    if units < 3:
+        raise ValueError(
+            f"the folds other than fold {fold} hold {units} groups; a validation part needs 3"
+        )
+    # With few groups the share asked for cannot be met: validate on one whole group.
+    share = max(val_fraction, 1.0 / units)
+    inner = holdout_split(y[rest], g, val_fraction=share, test_fraction=0.0, seed=seed + fold)
+    return Split(train=rest[inner.train], val=rest[inner.val], test=np.flatnonzero(f == fold))

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ..data.base import UNLABELLED
 from ..data.datamodule import WBCDataModule
-from ..data.splits import Split, assign_folds, fold_split, is_grouped
+from ..data.splits import Split, assign_folds, is_grouped, kfold_split
 from ..models.handcrafted import HandcraftedSVM
 from ._folds import FOLD_FILE, fold_dir, is_finished, run_lightning_fold, run_svm_fold
 from ._io import atomic_write_text
@@ -87,8 +87,10 @@ class CrossValidator:
     and a Trainer with a best checkpoint on the task's monitored metric (``val_loss``), early
     stopping, a learning-rate monitor, a CSV log and a progress bar. The best checkpoint is
     evaluated on the held-out fold, whose class probabilities are saved. The folds come from
-    :func:`~leukemia_wbc.data.splits.assign_folds`: fold ``k`` is tested, fold ``k + 1``
-    validates, the rest train; with groups, each patient stays in one fold.
+    :func:`~leukemia_wbc.data.splits.assign_folds`: fold ``k`` is tested; a share
+    ``val_fraction`` of the other folds' samples (stratified, whole groups) validates and the
+    rest trains (or, with ``val_fraction=None``, fold ``k + 1`` validates); with groups, each
+    patient stays in one fold.
 
     The output folder holds ``config.json`` (what was run), ``folds.csv`` (the assignment),
     one ``fold_<k>/`` per fold (``predictions.csv``, ``fold.json``, checkpoints and logs) and,
@@ -108,6 +110,9 @@ class CrossValidator:
         output_dir: Folder of the results.
         n_splits: Number of folds (at least 3: train, validation and test).
         stratify: Keep class proportions in every fold.
+        val_fraction: Share of each fold's non-test samples used for validation (early
+            stopping and the best checkpoint); ``None`` validates on the next fold instead
+            (which trains on only a third of the data with 3 folds).
         group: Keep groups (patients) within folds: ``None`` decides from the dataset (yes
             when some group holds more than one sample).
         seed: Seed of the folds and of each fold's training (``seed + fold``).
@@ -137,6 +142,7 @@ class CrossValidator:
         *,
         n_splits: int = 10,
         stratify: bool = True,
+        val_fraction: float | None = 0.15,
         group: bool | None = None,
         seed: int = 0,
         name: str | None = None,
@@ -176,6 +182,7 @@ class CrossValidator:
         self.datamodule = datamodule
         self.output_dir = Path(output_dir)
         self.n_splits, self.stratify, self.seed = n_splits, stratify, seed
+        self.val_fraction = val_fraction
         self.name = name or _model_name(probe)
         self.trainer_args: dict[str, Any] = {
             "accelerator": accelerator,
@@ -265,6 +272,7 @@ class CrossValidator:
                 "seed": self.seed,
                 "stratify": self.stratify,
                 "grouped": self.grouped,
+                "val_fraction": self.val_fraction,
             },
             "training": {
                 "max_epochs": self.trainer_args["max_epochs"],
@@ -331,8 +339,16 @@ class CrossValidator:
 
     def split(self, fold: int) -> Split:
         """The :class:`~leukemia_wbc.data.splits.Split` (dataset positions) of fold ``fold``."""
-        part = fold_split(self.folds[self.labelled], fold)
         lab = self.labelled
+        ds = self.datamodule.dataset
+        part = kfold_split(
+            self.folds[lab],
+            fold,
+            labels=ds.labels[lab],
+            val_fraction=self.val_fraction,
+            groups=[ds.groups[i] for i in lab] if self.grouped else None,
+            seed=self.seed,
+        )
         return Split(train=lab[part.train], val=lab[part.val], test=lab[part.test])
 
     def run_fold(self, fold: int) -> FoldResult | None:

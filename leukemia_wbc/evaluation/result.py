@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.splits import Split, fold_split
+from ..data.splits import Split, kfold_split
 from ._io import atomic_write_text
 from .metrics import (
     PER_CLASS_METRICS,
@@ -296,8 +296,8 @@ class CVResult:
     def split(self, fold: int) -> Split:
         """The split (dataset positions) fold ``fold`` was trained and tested on.
 
-        Rebuilt from the out-of-fold predictions' fold column (every held-out sample has one):
-        fold ``fold`` tests, fold ``fold + 1`` validates, the others train.
+        Rebuilt from the out-of-fold predictions (every labelled sample is held out once, with
+        its label and group) and the split settings in :attr:`config`.
 
         Args:
             fold: Fold index.
@@ -306,7 +306,15 @@ class CVResult:
             The :class:`~leukemia_wbc.data.splits.Split`.
         """
         p = self.predictions
-        part = fold_split(p.fold, fold)
+        settings = self.config.get("split", {})
+        part = kfold_split(
+            p.fold,
+            fold,
+            labels=p.label,
+            groups=p.group if settings.get("grouped") else None,
+            val_fraction=settings.get("val_fraction"),
+            seed=int(settings.get("seed", 0)),
+        )
         return Split(p.index[part.train], p.index[part.val], p.index[part.test])
 
     def load_model(self, fold: int, **kwargs: Any) -> Any:

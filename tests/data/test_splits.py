@@ -110,3 +110,24 @@ def test_property_no_group_crosses(sizes, n_classes, n_splits, seed):
         return
     for fold in range(n_splits):
         cv_split(labels, groups, fold=fold, n_splits=n_splits, seed=seed).check(len(labels), groups)
+
+
+def test_kfold_split_validation_from_the_other_folds() -> None:
+    from leukemia_wbc.data.splits import fold_split, kfold_split
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    groups = [f"p{i // 5}" for i in range(300)]  # 60 patients of 5 cells
+    folds = assign_folds(labels, groups, n_splits=3, seed=1)
+    for k in range(3):
+        split = kfold_split(folds, k, labels=labels, groups=groups, val_fraction=0.2, seed=1)
+        split.check(300, groups)
+        assert (folds[split.test] == k).all() and (folds[split.train] != k).all()
+        assert 0.15 < len(split.val) / (len(split.train) + len(split.val)) < 0.25
+        assert set(labels[split.val].tolist()) == {0, 1, 2}
+        again = kfold_split(folds, k, labels=labels, groups=groups, val_fraction=0.2, seed=1)
+        assert np.array_equal(again.val, split.val)
+        plain = kfold_split(folds, k)
+        assert np.array_equal(plain.val, fold_split(folds, k).val)
+    with pytest.raises(ValueError, match="needs the labels"):
+        kfold_split(folds, 0, val_fraction=0.2)
