@@ -118,7 +118,8 @@ class CrossValidator:
         seed: Seed of the folds and of each fold's training (``seed + fold``).
         name: Model name in tables (default: class and backbones).
         accelerator: Lightning accelerator.
-        devices: Devices per node.
+        devices: Devices per node (several start DDP processes: use a script, not a
+            notebook).
         strategy: Lightning strategy (``"ddp"`` for several devices).
         num_nodes: Nodes.
         precision: Lightning precision (``"32-true"``, ``"bf16-mixed"``, ...).
@@ -127,7 +128,8 @@ class CrossValidator:
             early stopping off.
         callbacks: Extra callbacks (copied for each fold).
         trainer_kwargs: Further ``Trainer`` arguments (``limit_train_batches``,
-            ``deterministic``, ``enable_progress_bar``, ...).
+            ``deterministic``, ``enable_progress_bar``, ...), not those above, nor
+            ``callbacks``, ``logger`` or ``default_root_dir``.
 
     Raises:
         ValueError: ``n_splits`` below 3 or above the number of groups or the size of the
@@ -147,7 +149,7 @@ class CrossValidator:
         seed: int = 0,
         name: str | None = None,
         accelerator: str = "auto",
-        devices: int | str | Sequence[int] = "auto",
+        devices: int | str | Sequence[int] = 1,
         strategy: str = "auto",
         num_nodes: int = 1,
         precision: str | int = "32-true",
@@ -156,6 +158,22 @@ class CrossValidator:
         callbacks: Sequence[Callback] = (),
         trainer_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        reserved = {
+            "callbacks",
+            "logger",
+            "default_root_dir",
+            "accelerator",
+            "devices",
+            "strategy",
+            "num_nodes",
+            "precision",
+            "max_epochs",
+        } & set(trainer_kwargs or {})
+        if reserved:
+            raise ValueError(
+                f"trainer_kwargs must not set {sorted(reserved)}: they are "
+                "CrossValidator arguments (the validator owns the logger)"
+            )
         if n_splits < 3:
             raise ValueError(
                 f"n_splits must be at least 3 (train, val and test folds), got {n_splits}"

@@ -212,6 +212,8 @@ def test_bad_inputs(synthetic: SyntheticWBC, tmp_path: Path) -> None:
         validator(synthetic, tmp_path, n_splits=2)
     with pytest.raises(ValueError, match="out of range"):
         validator(synthetic, tmp_path).run(folds=[3])
+    with pytest.raises(ValueError, match=r"must not set \['logger'\]"):
+        validator(synthetic, tmp_path, trainer_kwargs={"logger": False})
     with pytest.raises(ValueError, match="expected a LightningModule"):
         validator(synthetic, tmp_path, task=lambda: "not a model")
 
