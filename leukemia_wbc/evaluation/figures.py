@@ -60,7 +60,8 @@ def folds_figure(result: CVResult) -> bytes:
         ax.text(i, bottom[i], f"{n} groups", ha="center", va="bottom", fontsize=8)
     ax.set_xlabel("fold")
     ax.set_ylabel("held-out cells")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.set_ylim(0, bottom.max() * 1.12)
     ax.set_title("Folds")
     return _png(fig)
 

@@ -218,6 +218,18 @@ def test_bad_inputs(synthetic: SyntheticWBC, tmp_path: Path) -> None:
         validator(synthetic, tmp_path, task=lambda: "not a model")
 
 
+def test_dataset_without_labels_is_refused(tmp_path: Path) -> None:
+    from leukemia_wbc.data import UNLABELLED, Record, WBCDataset
+
+    unlabelled = WBCDataset(
+        [Record(f"cell{i}.png", UNLABELLED, f"p{i}") for i in range(9)], ("ALL", "normal")
+    )
+    with pytest.raises(ValueError, match="WBCDataset has no labelled samples"):
+        CrossValidator(tiny_cell(), WBCDataModule(unlabelled, size=32), tmp_path, n_splits=3)
+    with pytest.raises(ValueError, match="the dataset is empty"):
+        WBCDataset([], ("ALL", "normal"))
+
+
 def test_fold_without_a_class_warns_and_leaves_metrics_undefined(tmp_path: Path) -> None:
     full = SyntheticWBC(90, size=32, seed=2, n_patients=6)
     normal = [i for i in range(90) if full.labels[i] == 3 and full.groups[i] == "patient000"]
