@@ -129,6 +129,9 @@ def assign_folds(
     dummy = np.zeros((len(y), 1))
     if is_grouped(groups):
         codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+        # scikit-learn refuses to stratify when every class is smaller than n_splits.
+        if stratify and np.bincount(strat).max() < n_splits:
+            strat = np.zeros_like(y)
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         parts = splitter.split(dummy, strat, codes)
     else:

@@ -1,0 +1,133 @@
+"""The ``leukemia-wbc`` command (also ``python -m leukemia_wbc``).
+
+``fit``, ``validate``, ``test`` and ``predict`` are Lightning's ``LightningCLI`` in subclass
+mode (``--model DualBranchClassifier --data WBCDataModule``, or YAML ``class_path``); ``cv``
+runs the :class:`~leukemia_wbc.evaluation.CrossValidator`; ``datasets`` lists the known
+datasets and verifies a folder. ``--config NAME`` accepts a packaged preset by name
+(``leukemia-wbc cv --config demo``). Errors are one line on stderr and a non-zero exit status;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["config_names", "main", "resolve_config"]
+
+_LIGHTNING = ("fit", "validate", "test", "predict")
+_USAGE = """usage: leukemia-wbc COMMAND [options]
+
+commands:
+  fit | validate | test | predict   train or evaluate a task (LightningCLI; see --help)
+  cv                                cross-validate a model, or --collect a folder's folds
+  datasets [verify NAME ROOT]       the known datasets, or check a dataset folder
+  configs                           the packaged configs (use with --config NAME)
+
+options: --debug shows tracebacks; COMMAND --help lists a command's options.
+"""
+
+
+def config_names() -> list[str]:
+    """Names of the packaged YAML configs (``leukemia_wbc/configs/<name>.yaml``)."""
+    folder = resources.files("leukemia_wbc") / "configs"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
+                  if p.name.endswith(".yaml"))  # fmt: skip
+
+
+def resolve_config(value: str) -> str:
+    """A ``--config`` value: an existing file as given, else a packaged config by name.
+
+    Args:
+        value: A path or a config name (``paper_dual_branch``, ``demo``, ...).
+
+    Returns:
+        The file path.
+
+    Raises:
+        FileNotFoundError: Neither a file nor a packaged config; the message lists the names.
+    """
+    if Path(value).is_file():
+        return value
+    name = value.removesuffix(".yaml")
+    if name in config_names():
+        return str(resources.files("leukemia_wbc") / "configs" / f"{name}.yaml")
+    raise FileNotFoundError(f"config {value!r} is neither a file nor a packaged config; "
+                            f"packaged: {', '.join(config_names())}")  # fmt: skip
+
+
+def _resolve_configs(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if i > 0 and argv[i - 1] in ("--config", "-c"):
+            out.append(resolve_config(arg))
+        elif arg.startswith("--config="):
+            out.append("--config=" + resolve_config(arg.partition("=")[2]))
+        else:
+            out.append(arg)
+    return out
+
+
+def _lightning(argv: list[str]) -> int:
+    from lightning.pytorch.cli import LightningCLI
+
+    from .data.datamodule import WBCDataModule
+    from .tasks.base import BaseTask
+
+    LightningCLI(BaseTask, WBCDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                 args=argv, save_config_kwargs={"overwrite": True})  # fmt: skip
+    return 0
+
+
+def _configs(argv: list[str]) -> int:
+    for name in config_names():
+        path = resolve_config(name)
+        first = Path(path).read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+        print(f"{name:20s} {first}")
+    return 0
+
+
+def _commands() -> dict[str, Callable[[list[str]], int]]:
+    from ._commands.cv import run_cv
+    from ._commands.datasets import run_datasets
+
+    return {"cv": run_cv, "datasets": run_datasets, "configs": _configs}
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        args: Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (0 on success).
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_USAGE)
+        return 0 if argv else 2
+    try:
+        argv = _resolve_configs(argv)
+        if argv[0] in _LIGHTNING:
+            return _lightning(argv)
+        handler = _commands().get(argv[0])
+        if handler is None:
+            raise ValueError(f"unknown command {argv[0]!r}; expected one of "
+                             f"{', '.join([*_LIGHTNING, *_commands()])}")  # fmt: skip
+        return handler(argv[1:])
+    except SystemExit as stop:  # argparse / jsonargparse already printed their message
+        return stop.code if isinstance(stop.code, int) else 1
+    except Exception as err:  # one line for the user; the traceback with --debug
+        if debug:
+            raise
+        print(f"leukemia-wbc: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The ``leukemia-wbc`` command through its real entry points: configs, commands, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leukemia_wbc.cli import config_names, main, resolve_config
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+CV_CONFIGS = ("paper_dual_branch", "resnet50_baseline", "vgg16_baseline", "svm_baseline", "demo")
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed console script's code path, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "leukemia_wbc", *args], capture_output=True,
+                          text=True, timeout=600, cwd=cwd, env=ENV)  # fmt: skip
+
+
+def test_packaged_configs_are_all_there() -> None:
+    assert set(config_names()) == {
+        "paper_dual_branch", "resnet50_baseline", "vgg16_baseline", "svm_baseline",
+        "segmentation_unet", "cnmc2019", "all_idb2", "demo",
+    }  # fmt: skip
+    assert resolve_config("demo").endswith("demo.yaml")
+    with pytest.raises(FileNotFoundError, match="packaged: all_idb2, cnmc2019"):
+        resolve_config("nope")
+
+
+@pytest.mark.parametrize("name", CV_CONFIGS)
+def test_cv_configs_build_their_model_and_data(name: str) -> None:
+    from leukemia_wbc._commands.cv import _parser
+
+    parser = _parser()
+    cfg = parser.parse_args(["--config", resolve_config(name), "--data.dataset.init_args.n", "8"])
+    init = parser.instantiate_classes(cfg)
+    expected = yaml.safe_load(Path(resolve_config(name)).read_text())["model"]["class_path"]
+    assert type(init.model).__name__ == expected.rpartition(".")[2]
+    assert len(init.data.dataset) == 8 and cfg.cv.n_splits in (3, 10)
+
+
+def test_data_configs_combine_with_a_model_config(tmp_path: Path) -> None:
+    from leukemia_wbc._commands.cv import _parser
+    from tests.conftest import make_fixture
+
+    root = make_fixture("cnmc", tmp_path)
+    parser = _parser()
+    cfg = parser.parse_args(["--config", resolve_config("svm_baseline"), "--config",
+                             resolve_config("cnmc2019"), "--data.dataset.init_args.root",
+                             str(root)])  # fmt: skip
+    init = parser.instantiate_classes(cfg)
+    assert type(init.data.dataset).__name__ == "CNMC2019" and len(init.data.dataset) > 0
+
+
+def test_segmentation_config_parses_for_fit(tmp_path: Path) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    from leukemia_wbc.data import WBCDataModule
+    from leukemia_wbc.tasks.base import BaseTask
+    from tests.conftest import make_fixture
+
+    root = make_fixture("segmentation_wbc", tmp_path)
+    cli = LightningCLI(BaseTask, WBCDataModule, subclass_mode_model=True,
+                       subclass_mode_data=True, run=False,
+                       args=["--config", resolve_config("segmentation_unet"),
+                             "--data.init_args.dataset.init_args.root", str(root),
+                             "--trainer.logger", "false"])  # fmt: skip
+    assert type(cli.model).__name__ == "SegmentationModule"
+    assert cli.trainer.max_epochs == 100
+
+
+def test_fit_then_cv_through_the_command(tmp_path: Path) -> None:
+    fit = run("fit", "--model", "CellClassifier", "--model.backbone", "resnet18",
+              "--model.head_hidden", "[16]", "--data", "WBCDataModule",
+              "--data.dataset", "SyntheticWBC", "--data.dataset.n", "60", "--data.size", "32",
+              "--data.split", "holdout", "--trainer.max_epochs", "1",
+              "--trainer.default_root_dir", str(tmp_path / "fit"),
+              "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    assert list((tmp_path / "fit").rglob("*.ckpt"))
+    cv = run("cv", "--config", "svm_baseline", "--data.dataset.init_args.n", "36",
+             "--data.size", "32", "--cv.n_splits", "3", "--cv.output_dir",
+             str(tmp_path / "cv"), "--model.init_args.progress", "false", cwd=tmp_path)  # fmt: skip
+    assert cv.returncode == 0, cv.stderr[-2000:]
+    assert "| mean ± std |" in cv.stdout
+    assert (tmp_path / "cv" / "report" / "report.html").is_file()
+    collect = run("cv", "--collect", str(tmp_path / "cv"), cwd=tmp_path)
+    assert collect.returncode == 0 and "| 95 % CI |" in collect.stdout
+
+
+def test_datasets_list_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import make_fixture
+
+    assert main(["datasets"]) == 0
+    listing = capsys.readouterr().out
+    assert "cnmc2019 (CNMC2019)" in listing and "source:" in listing
+    root = make_fixture("cnmc", tmp_path)
+    assert main(["datasets", "verify", "cnmc2019", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "CNMC2019 at" in out and "all" in out and "hem" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bogus"], "unknown command 'bogus'"),
+        (["cv", "--config", "nope"], "config 'nope' is neither a file nor a packaged config"),
+        (["datasets", "verify", "nope", "."], "unknown dataset 'nope'"),
+        (["datasets", "verify", "pbc", "/does/not/exist"], "/does/not/exist not found"),
+    ],
+)
+def test_errors_are_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("leukemia-wbc: error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_debug_shows_the_traceback() -> None:
+    with pytest.raises(ValueError, match="unknown command"):
+        main(["bogus", "--debug"])
+
+
+def test_unknown_model_name_fails_cleanly(tmp_path: Path) -> None:
+    proc = run("cv", "--model", "NoSuchModel", "--cv.output_dir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "NoSuchModel" in proc.stderr
