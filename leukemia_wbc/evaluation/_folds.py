@@ -224,16 +224,19 @@ def run_lightning_fold(
     dm = datamodule.with_split(split)
     monitor = str(getattr(model, "monitor", "val_loss"))
     ckpt_dir = folder / "checkpoints"
+    # best.ckpt: weights only (what evaluation needs); last.ckpt: the full training state for
+    # resuming, deleted once the fold is finished (with Adam's moments it is 3x the weights).
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
         monitor=monitor,
         mode="min",
-        save_last=True,
+        save_weights_only=True,
         enable_version_counter=False,
     )
+    resume = ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False)
     writer = _HeldOutWriter(folder)
-    cbs: list[Callback] = [best, LearningRateMonitor(logging_interval="epoch"), writer]
+    cbs: list[Callback] = [best, resume, LearningRateMonitor(logging_interval="epoch"), writer]
     if patience is not None:
         cbs.append(EarlyStopping(monitor=monitor, mode="min", patience=patience))
     cbs += [copy.deepcopy(c) for c in callbacks]
@@ -274,6 +277,7 @@ def run_lightning_fold(
             checkpoint=str(Path(chosen).relative_to(folder.parent)),
             resumed=resumed,
         )
+        last.unlink(missing_ok=True)  # the fold is finished: nothing to resume
     trainer.strategy.barrier("leukemia_wbc_fold_written")
     return result
 

@@ -88,6 +88,7 @@ def test_outputs_on_disk_and_summary(full_run: CVResult) -> None:
     for k in range(3):
         fold = out / f"fold_{k}"
         assert (fold / "checkpoints" / "best.ckpt").is_file()
+        assert not (fold / "checkpoints" / "last.ckpt").exists()  # finished: nothing to resume
         header = (fold / "predictions.csv").read_text().splitlines()[0]
         assert header == "index,path,group,label,fold,prob_ALL,prob_AML,prob_CLL,prob_normal"
     fold0 = full_run.folds[0]
