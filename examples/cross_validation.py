@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from leukemia_wbc.data import SyntheticWBC, WBCDataModule, collate_samples
+from leukemia_wbc.data import SYNTHETIC_CLASSES, SyntheticWBC, WBCDataModule, collate_samples
 from leukemia_wbc.evaluation import (
     CrossValidator,
     CVResult,
@@ -46,7 +46,12 @@ from leukemia_wbc.tasks import CellClassifier, DualBranchClassifier
 
 def models(fast: bool, lr: float) -> dict[str, Any]:
     """The four models of the comparison (small backbones with ``fast``)."""
-    common: dict[str, Any] = {"num_classes": 4, "lr": lr, "lr_patience": 3}
+    common: dict[str, Any] = {
+        "num_classes": 4,
+        "classes": SYNTHETIC_CLASSES,
+        "lr": lr,
+        "lr_patience": 3,
+    }
     if fast:
         return {
             "dual_branch": DualBranchClassifier(

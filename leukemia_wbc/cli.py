@@ -23,6 +23,8 @@ _USAGE = """usage: leukemia-wbc COMMAND [options]
 commands:
   fit | validate | test | predict   train or evaluate a task (LightningCLI; see --help)
   cv                                cross-validate a model, or --collect a folder's folds
+  classify CHECKPOINT PATHS...      class probabilities of images into a CSV
+  explain CHECKPOINT PATHS...       attribution overlays (Grad-CAM or Integrated Gradients)
   datasets [verify NAME ROOT]       the known datasets, or check a dataset folder
   configs                           the packaged configs (use with --config NAME)
 
@@ -33,8 +35,9 @@ options: --debug shows tracebacks; COMMAND --help lists a command's options.
 def config_names() -> list[str]:
     """Names of the packaged YAML configs (``leukemia_wbc/configs/<name>.yaml``)."""
     folder = resources.files("leukemia_wbc") / "configs"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
-                  if p.name.endswith(".yaml"))  # fmt: skip
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def resolve_config(value: str) -> str:
@@ -54,8 +57,10 @@ def resolve_config(value: str) -> str:
     name = value.removesuffix(".yaml")
     if name in config_names():
         return str(resources.files("leukemia_wbc") / "configs" / f"{name}.yaml")
-    raise FileNotFoundError(f"config {value!r} is neither a file nor a packaged config; "
-                            f"packaged: {', '.join(config_names())}")  # fmt: skip
+    raise FileNotFoundError(
+        f"config {value!r} is neither a file nor a packaged config; "
+        f"packaged: {', '.join(config_names())}"
+    )
 
 
 def _resolve_configs(argv: list[str]) -> list[str]:
@@ -76,8 +81,14 @@ def _lightning(argv: list[str]) -> int:
     from .data.datamodule import WBCDataModule
     from .tasks.base import BaseTask
 
-    LightningCLI(BaseTask, WBCDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                 args=argv, save_config_kwargs={"overwrite": True})  # fmt: skip
+    LightningCLI(
+        BaseTask,
+        WBCDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,
+        save_config_kwargs={"overwrite": True},
+    )
     return 0
 
 
@@ -90,10 +101,17 @@ def _configs(argv: list[str]) -> int:
 
 
 def _commands() -> dict[str, Callable[[list[str]], int]]:
+    from ._commands.classify import run_classify, run_explain
     from ._commands.cv import run_cv
     from ._commands.datasets import run_datasets
 
-    return {"cv": run_cv, "datasets": run_datasets, "configs": _configs}
+    return {
+        "cv": run_cv,
+        "classify": run_classify,
+        "explain": run_explain,
+        "datasets": run_datasets,
+        "configs": _configs,
+    }
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -117,8 +135,10 @@ def main(args: Sequence[str] | None = None) -> int:
             return _lightning(argv)
         handler = _commands().get(argv[0])
         if handler is None:
-            raise ValueError(f"unknown command {argv[0]!r}; expected one of "
-                             f"{', '.join([*_LIGHTNING, *_commands()])}")  # fmt: skip
+            raise ValueError(
+                f"unknown command {argv[0]!r}; expected one of "
+                f"{', '.join([*_LIGHTNING, *_commands()])}"
+            )
         return handler(argv[1:])
     except SystemExit as stop:  # argparse / jsonargparse already printed their message
         return stop.code if isinstance(stop.code, int) else 1

@@ -213,6 +213,9 @@ class WBCDataModule(pl.LightningDataModule):
         )
         self.split: Split | None = None
         self.skipped_count = 0
+        # Recorded (as flags) for rebuilding the evaluation pipeline from a checkpoint.
+        self.hparams["stain_normalization"] = stain is not None
+        self.hparams["background_removal"] = background is not None
 
     # -- splits ------------------------------------------------------------------------------
     @property

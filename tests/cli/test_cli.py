@@ -18,15 +18,27 @@ CV_CONFIGS = ("paper_dual_branch", "resnet50_baseline", "vgg16_baseline", "svm_b
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The installed console script's code path, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "leukemia_wbc", *args], capture_output=True,
-                          text=True, timeout=600, cwd=cwd, env=ENV)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "leukemia_wbc", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=ENV,
+    )
 
 
 def test_packaged_configs_are_all_there() -> None:
     assert set(config_names()) == {
-        "paper_dual_branch", "resnet50_baseline", "vgg16_baseline", "svm_baseline",
-        "segmentation_unet", "cnmc2019", "all_idb2", "demo",
-    }  # fmt: skip
+        "paper_dual_branch",
+        "resnet50_baseline",
+        "vgg16_baseline",
+        "svm_baseline",
+        "segmentation_unet",
+        "cnmc2019",
+        "all_idb2",
+        "demo",
+    }
     assert resolve_config("demo").endswith("demo.yaml")
     with pytest.raises(FileNotFoundError, match="packaged: all_idb2, cnmc2019"):
         resolve_config("nope")
@@ -50,9 +62,16 @@ def test_data_configs_combine_with_a_model_config(tmp_path: Path) -> None:
 
     root = make_fixture("cnmc", tmp_path)
     parser = _parser()
-    cfg = parser.parse_args(["--config", resolve_config("svm_baseline"), "--config",
-                             resolve_config("cnmc2019"), "--data.dataset.init_args.root",
-                             str(root)])  # fmt: skip
+    cfg = parser.parse_args(
+        [
+            "--config",
+            resolve_config("svm_baseline"),
+            "--config",
+            resolve_config("cnmc2019"),
+            "--data.dataset.init_args.root",
+            str(root),
+        ]
+    )
     init = parser.instantiate_classes(cfg)
     assert type(init.data.dataset).__name__ == "CNMC2019" and len(init.data.dataset) > 0
 
@@ -65,27 +84,150 @@ def test_segmentation_config_parses_for_fit(tmp_path: Path) -> None:
     from tests.conftest import make_fixture
 
     root = make_fixture("segmentation_wbc", tmp_path)
-    cli = LightningCLI(BaseTask, WBCDataModule, subclass_mode_model=True,
-                       subclass_mode_data=True, run=False,
-                       args=["--config", resolve_config("segmentation_unet"),
-                             "--data.init_args.dataset.init_args.root", str(root),
-                             "--trainer.logger", "false"])  # fmt: skip
+    cli = LightningCLI(
+        BaseTask,
+        WBCDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=[
+            "--config",
+            resolve_config("segmentation_unet"),
+            "--data.init_args.dataset.init_args.root",
+            str(root),
+            "--trainer.logger",
+            "false",
+        ],
+    )
     assert type(cli.model).__name__ == "SegmentationModule"
     assert cli.trainer.max_epochs == 100
 
 
-def test_fit_then_cv_through_the_command(tmp_path: Path) -> None:
-    fit = run("fit", "--model", "CellClassifier", "--model.backbone", "resnet18",
-              "--model.head_hidden", "[16]", "--data", "WBCDataModule",
-              "--data.dataset", "SyntheticWBC", "--data.dataset.n", "60", "--data.size", "32",
-              "--data.split", "holdout", "--trainer.max_epochs", "1",
-              "--trainer.default_root_dir", str(tmp_path / "fit"),
-              "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
+@pytest.fixture(scope="module")
+def dual_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dual-branch classifier trained for one epoch through ``leukemia-wbc fit``."""
+    root = tmp_path_factory.mktemp("fit")
+    fit = run(
+        "fit",
+        "--model",
+        "DualBranchClassifier",
+        "--model.cell_backbone",
+        "resnet18",
+        "--model.nucleus_backbone",
+        "mobilenetv2_050",
+        "--model.nucleus_size",
+        "32",
+        "--model.fusion_features",
+        "32",
+        "--model.head_hidden",
+        "[16]",
+        "--model.classes",
+        "[ALL, AML, CLL, normal]",
+        "--data",
+        "WBCDataModule",
+        "--data.dataset",
+        "SyntheticWBC",
+        "--data.dataset.n",
+        "60",
+        "--data.size",
+        "32",
+        "--data.split",
+        "holdout",
+        "--data.stain_normalization",
+        "true",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        cwd=root,
+    )
     assert fit.returncode == 0, fit.stderr[-2000:]
-    assert list((tmp_path / "fit").rglob("*.ckpt"))
-    cv = run("cv", "--config", "svm_baseline", "--data.dataset.init_args.n", "36",
-             "--data.size", "32", "--cv.n_splits", "3", "--cv.output_dir",
-             str(tmp_path / "cv"), "--model.init_args.progress", "false", cwd=tmp_path)  # fmt: skip
+    (ckpt,) = root.rglob("*.ckpt")
+    return ckpt
+
+
+def test_classify_and_explain_images(dual_checkpoint: Path, tmp_path: Path) -> None:
+    from leukemia_wbc.data import SyntheticWBC
+
+    SyntheticWBC(5, size=48, seed=9).to_folder(tmp_path / "cells")
+    folders = [str(p) for p in sorted((tmp_path / "cells").iterdir()) if p.name != "masks"]
+    folders = [f for f in folders if Path(f).is_dir()]
+    out = tmp_path / "pred.csv"
+    proc = run(
+        "classify",
+        str(dual_checkpoint),
+        *folders,
+        "--out",
+        str(out),
+        "--overlays",
+        str(tmp_path / "ov"),
+        "--batch-size",
+        "2",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = out.read_text().splitlines()
+    assert rows[0] == "path,predicted,prob_ALL,prob_AML,prob_CLL,prob_normal"
+    assert len(rows) == 1 + 5
+    for row in rows[1:]:
+        values = row.split(",")
+        probs = [float(v) for v in values[2:]]
+        assert (
+            abs(sum(probs) - 1) < 1e-4
+            and values[1] == ["ALL", "AML", "CLL", "normal"][probs.index(max(probs))]
+        )
+    assert len(list((tmp_path / "ov").glob("*_nucleus.png"))) == 5
+    explain = run(
+        "explain",
+        str(dual_checkpoint),
+        folders[0],
+        "--out",
+        str(tmp_path / "ex"),
+        "--method",
+        "integrated_gradients",
+        cwd=tmp_path,
+    )
+    assert explain.returncode == 0, explain.stderr[-2000:]
+    assert {p.name.rpartition("_")[2] for p in (tmp_path / "ex").glob("*.png")} == {
+        "cell.png",
+        "nucleus.png",
+    }
+
+
+def test_classify_refuses_what_is_not_ours(tmp_path: Path) -> None:
+    import torch
+
+    bogus = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, bogus)
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    proc = run("classify", str(bogus), str(image), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "is not a leukemia_wbc classifier checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    missing = run("classify", str(tmp_path / "none.ckpt"), str(image), cwd=tmp_path)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_cv_through_the_command(tmp_path: Path) -> None:
+    cv = run(
+        "cv",
+        "--config",
+        "svm_baseline",
+        "--data.dataset.init_args.n",
+        "36",
+        "--data.size",
+        "32",
+        "--cv.n_splits",
+        "3",
+        "--cv.output_dir",
+        str(tmp_path / "cv"),
+        "--model.init_args.progress",
+        "false",
+        cwd=tmp_path,
+    )
     assert cv.returncode == 0, cv.stderr[-2000:]
     assert "| mean ± std |" in cv.stdout
     assert (tmp_path / "cv" / "report" / "report.html").is_file()
