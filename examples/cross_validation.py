@@ -29,14 +29,13 @@ from typing import Any
 
 import torch
 
-from leukemia_wbc.data import SYNTHETIC_CLASSES, SyntheticWBC, WBCDataModule, collate_samples
+from leukemia_wbc.data import SYNTHETIC_CLASSES, SyntheticWBC, WBCDataModule
 from leukemia_wbc.evaluation import (
     CrossValidator,
     CVResult,
-    Explainer,
     attribution_gallery,
     compare,
-    nucleus_focus,
+    held_out_focus,
     save_overlays,
     write_report,
 )
@@ -80,27 +79,6 @@ def models(fast: bool, lr: float) -> dict[str, Any]:
         "vgg16": CellClassifier("vgg16", head_hidden=(256,), dropout=0.3, **common),
         "svm": HandcraftedSVM(progress=False),
     }
-
-
-def nucleus_share_table(result: CVResult, dm: WBCDataModule, per_class: int) -> str:
-    """Integrated Gradients on the cells held out by fold 0: attribution inside the nucleus."""
-    model = result.load_model(0)
-    rows = [i for i in range(len(result.predictions)) if result.predictions.fold[i] == 0]
-    by_class: dict[int, list[int]] = {}
-    for i in rows:
-        by_class.setdefault(int(result.predictions.label[i]), []).append(i)
-    chosen = [i for c in sorted(by_class) for i in by_class[c][: per_class * 4]]
-    ds = dm.dataset
-    fold_dm = dm.with_split(result.split(0))
-    fold_dm.setup()
-    batch = fold_dm.device_transform(
-        collate_samples([ds[int(result.predictions.index[i])] for i in chosen]), train=False
-    )
-    attr = Explainer(model, "integrated_gradients", n_steps=32).explain(batch)
-    return "\n".join(
-        nucleus_focus(m, batch["mask"], batch["label"], result.classes, branch=k).to_markdown()
-        for k, m in attr.maps.items()
-    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     dual = results["dual_branch"]
     gallery = attribution_gallery(dual, dm, per_class=1 if args.fast else 2)
     save_overlays(gallery, args.out / "gallery")
-    focus = nucleus_share_table(dual, dm, per_class=1 if args.fast else 4)
+    focus = "\n".join(f.to_markdown() for f in held_out_focus(dual, dm, fold=0))
     print("Integrated Gradients, fold 0 held-out cells:\n" + focus)
     notes = (
         f"SyntheticWBC: {args.n} cells at {args.size} px, {args.patients} patients, "

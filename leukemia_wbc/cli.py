@@ -26,6 +26,8 @@ commands:
   classify CHECKPOINT PATHS...      class probabilities of images into a CSV
   explain CHECKPOINT PATHS...       attribution overlays (Grad-CAM or Integrated Gradients)
   datasets [verify NAME ROOT]       the known datasets, or check a dataset folder
+  demo [--full]                     U-Net, the four-model comparison and the report on
+                                    SyntheticWBC (CPU-sized; --full: the paper's settings)
   configs                           the packaged configs (use with --config NAME)
 
 options: --debug shows tracebacks; COMMAND --help lists a command's options.
@@ -104,6 +106,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
     from ._commands.classify import run_classify, run_explain
     from ._commands.cv import run_cv
     from ._commands.datasets import run_datasets
+    from ._commands.demo import run_demo_command
 
     return {
         "cv": run_cv,
@@ -111,6 +114,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         "explain": run_explain,
         "datasets": run_datasets,
         "configs": _configs,
+        "demo": run_demo_command,
     }
 
 

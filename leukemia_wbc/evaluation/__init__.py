@@ -14,7 +14,7 @@ from .explain import (
     nucleus_focus,
     overlay,
 )
-from .gallery import GalleryItem, attribution_gallery, save_overlays, select_cells
+from .gallery import GalleryItem, attribution_gallery, held_out_focus, save_overlays, select_cells
 from .metrics import (
     PER_CLASS_METRICS,
     SUMMARY_METRICS,
@@ -50,6 +50,7 @@ __all__ = [
     "compare",
     "confusion_matrix",
     "environment",
+    "held_out_focus",
     "last_conv_layer",
     "nucleus_focus",
     "overlay",

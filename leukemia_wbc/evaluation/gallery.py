@@ -13,10 +13,23 @@ from PIL import Image
 
 from ..data.datamodule import WBCDataModule, collate_samples
 from ._io import atomic_write_bytes
-from .explain import AttributionMethod, Explainer, attribution_share, overlay
+from .explain import (
+    AttributionMethod,
+    Explainer,
+    NucleusFocus,
+    attribution_share,
+    nucleus_focus,
+    overlay,
+)
 from .result import CVResult
 
-__all__ = ["GalleryItem", "attribution_gallery", "save_overlays", "select_cells"]
+__all__ = [
+    "GalleryItem",
+    "attribution_gallery",
+    "held_out_focus",
+    "save_overlays",
+    "select_cells",
+]
 
 
 @dataclass
@@ -144,6 +157,51 @@ def attribution_gallery(
                 else float("nan"),
             )
     return [items[r] for r in rows if r in items]
+
+
+def held_out_focus(
+    result: CVResult,
+    datamodule: WBCDataModule,
+    *,
+    fold: int = 0,
+    method: AttributionMethod = "integrated_gradients",
+    max_cells: int = 64,
+    **load_kwargs: Any,
+) -> list[NucleusFocus]:
+    """Attribution inside the nucleus on one fold's held-out cells, per class and branch.
+
+    The fold's best model explains up to ``max_cells`` of its held-out cells (the first ones,
+    in dataset order, for the predicted class); :func:`nucleus_focus` compares, per true class,
+    the share of attribution mass inside the nucleus with the nucleus's share of the image.
+
+    Args:
+        result: A Lightning task's cross-validation result.
+        datamodule: The DataModule the cross-validation ran on (its dataset needs masks).
+        fold: Which fold's model and held-out cells.
+        method: ``"integrated_gradients"`` (per pixel) or ``"gradcam"``.
+        max_cells: Cells explained.
+        **load_kwargs: Passed to ``load_from_checkpoint``.
+
+    Returns:
+        One :class:`NucleusFocus` per branch.
+
+    Raises:
+        ValueError: The dataset has no nucleus masks.
+    """
+    dataset = datamodule.dataset
+    split = result.split(fold)
+    dm = datamodule.with_split(split)
+    dm.setup()
+    model = result.load_model(fold, **load_kwargs)
+    samples = [s for s in (dataset[int(i)] for i in split.test[:max_cells]) if s is not None]
+    if not samples or "mask" not in samples[0]:
+        raise ValueError(f"{type(dataset).__name__} has no nucleus masks to measure against")
+    batch = dm.device_transform(collate_samples(samples), train=False)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    attr = Explainer(model, method).explain(batch)
+    mask, labels = batch["mask"].cpu(), batch["label"].cpu()
+    return [nucleus_focus(m, mask, labels, result.classes, branch=k) for k, m in attr.maps.items()]
 
 
 def save_overlays(items: list[GalleryItem], folder: str | os.PathLike[str]) -> list[Path]:

@@ -274,3 +274,29 @@ def test_unknown_model_name_fails_cleanly(tmp_path: Path) -> None:
     proc = run("cv", "--model", "NoSuchModel", "--cv.output_dir", str(tmp_path), cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "NoSuchModel" in proc.stderr
+
+
+def test_demo_smoke_run(tmp_path: Path) -> None:
+    """The demo's whole path at toy size (the default run is measured, not tested)."""
+    out = tmp_path / "demo"
+    proc = run(
+        "demo",
+        "--out",
+        str(out),
+        "--n",
+        "48",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--unet-epochs",
+        "1",
+        "--no-progress",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nucleus U-Net: held-out Dice" in proc.stdout
+    assert (out / "unet.ckpt").is_file() and (out / "comparison.md").is_file()
+    page = (out / "report" / "report.html").read_text()
+    assert "Attribution gallery" in page and "Nucleus U-Net" in page
+    assert page.count("<td>HandcraftedSVM</td>") == 1 + 4 + 1  # overall, per class, timings
