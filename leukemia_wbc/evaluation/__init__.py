@@ -25,8 +25,9 @@ from .metrics import (
     roc_curves,
     summarize,
 )
+from .predictions import Predictions
 from .report import ReportFiles, environment, write_report
-from .result import CVResult, FoldResult, Predictions
+from .result import CVResult, FoldResult
 
 __all__ = [
     "PER_CLASS_METRICS",

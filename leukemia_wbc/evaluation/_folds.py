@@ -33,7 +33,8 @@ from ..data.splits import Split
 from ..models.handcrafted import HandcraftedSVM
 from ._io import atomic_write_text
 from .metrics import classification_metrics
-from .result import FoldResult, Predictions, _json_safe
+from .predictions import Predictions
+from .result import FoldResult, _json_safe
 
 __all__ = ["FOLD_FILE", "fold_dir", "is_finished", "run_lightning_fold", "run_svm_fold"]
 

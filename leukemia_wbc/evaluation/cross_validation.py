@@ -22,7 +22,9 @@ from ..data.splits import Split, assign_folds, is_grouped, kfold_split
 from ..models.handcrafted import HandcraftedSVM
 from ._folds import FOLD_FILE, fold_dir, is_finished, run_lightning_fold, run_svm_fold
 from ._io import atomic_write_text
-from .result import CVResult, FoldResult, Predictions
+from ._spec import differences, jsonable, model_config, model_name, rebuild
+from .predictions import Predictions
+from .result import CVResult, FoldResult
 
 __all__ = ["CrossValidator", "TaskSpec"]
 
@@ -33,51 +35,6 @@ _log = logging.getLogger(__name__)
 TaskSpec = pl.LightningModule | Callable[[], pl.LightningModule] | HandcraftedSVM
 
 _CONFIG = "config.json"
-
-
-def _rebuild(template: pl.LightningModule) -> Callable[[], pl.LightningModule]:
-    """A factory building a fresh ``type(template)`` from its saved hyperparameters."""
-    kwargs = dict(template.hparams)
-    for name in getattr(template, "hparams_ignore", ()):  # modules kept out of hparams
-        kwargs[name] = getattr(template, name)
-    cls = type(template)
-    return lambda: cls(**kwargs)
-
-
-def _model_name(model: Any) -> str:
-    cls = type(model).__name__
-    if hasattr(model, "backbone_name"):
-        return f"{cls}({model.backbone_name})"
-    names = getattr(model, "names", None)
-    if isinstance(names, tuple) and all(isinstance(n, str) for n in names):
-        return f"{cls}({'+'.join(names)})"
-    return cls
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def _model_config(model: Any) -> dict[str, Any]:
-    kind = type(model)
-    if isinstance(model, HandcraftedSVM):
-        params = {
-            k: getattr(model, k)
-            for k in ("C", "kernel", "gamma", "calibration_folds", "seed", "on_empty")
-        }
-        params["segmenter"] = type(model.segmenter).__name__ if model.segmenter else None
-    else:
-        params = dict(model.hparams)
-    return {"class": f"{kind.__module__}.{kind.__qualname__}", "hparams": _jsonable(params)}
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 class CrossValidator:
@@ -179,7 +136,7 @@ class CrossValidator:
                 f"n_splits must be at least 3 (train, val and test folds), got {n_splits}"
             )
         if isinstance(task, pl.LightningModule):
-            self.build: Callable[[], pl.LightningModule] | None = _rebuild(task)
+            self.build: Callable[[], pl.LightningModule] | None = rebuild(task)
             probe: Any = task
         elif isinstance(task, HandcraftedSVM):
             self.build, probe = None, task
@@ -201,7 +158,7 @@ class CrossValidator:
         self.output_dir = Path(output_dir)
         self.n_splits, self.stratify, self.seed = n_splits, stratify, seed
         self.val_fraction = val_fraction
-        self.name = name or _model_name(probe)
+        self.name = name or model_name(probe)
         self.trainer_args: dict[str, Any] = {
             "accelerator": accelerator,
             "devices": devices,
@@ -277,13 +234,13 @@ class CrossValidator:
             digest.update(f"{path}\t{label}\t{grp}\n".encode())
         return {
             "name": self.name,
-            "model": _model_config(probe),
+            "model": model_config(probe),
             "data": {
                 "dataset": type(ds).__name__,
                 "n": len(ds),
                 "classes": list(ds.classes),
                 "samples_sha1": digest.hexdigest(),
-                "datamodule": _jsonable(dict(self.datamodule.hparams)),
+                "datamodule": jsonable(dict(self.datamodule.hparams)),
             },
             "split": {
                 "n_splits": self.n_splits,
@@ -307,7 +264,7 @@ class CrossValidator:
         path = out / _CONFIG
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
-            diff = _differences(saved, self.config)
+            diff = differences(saved, self.config)
             if diff:
                 raise ValueError(
                     f"{out} holds results of another configuration ({'; '.join(diff[:5])}); "
