@@ -7,10 +7,9 @@ import csv
 import io
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from ..evaluation._io import atomic_write_bytes, atomic_write_text
+from ..evaluation._io import atomic_write_text, write_png
 from ._inference import Classifier, image_paths, load_classifier
 
 __all__ = ["run_classify", "run_explain"]
@@ -39,14 +38,6 @@ def _load(args: argparse.Namespace) -> Classifier:
     return load_classifier(args.checkpoint, device=args.device, segmenter=segmenter)
 
 
-def _png(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _run(args: argparse.Namespace, *, table: Path | None, overlays: Path | None) -> int:
     from ..evaluation.explain import Explainer, overlay
 
@@ -68,9 +59,7 @@ def _run(args: argparse.Namespace, *, table: Path | None, overlays: Path | None)
                 for i, name in enumerate(names):
                     for branch, m in maps.items():
                         picture = overlay(images[i].cpu(), m[i, 0])
-                        atomic_write_bytes(
-                            overlays / f"{Path(name).stem}_{branch}.png", _png(picture)
-                        )
+                        write_png(overlays / f"{Path(name).stem}_{branch}.png", picture)
             bar.update(len(names))
     if table is not None:
         buf = io.StringIO()

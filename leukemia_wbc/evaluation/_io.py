@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+import numpy as np
+from PIL import Image
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_png"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -36,3 +40,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         text: The content.
     """
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` ``uint8`` RGB array as a PNG file, atomically.
+
+    Args:
+        path: Destination file.
+        rgb: The image.
+    """
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..data.datamodule import WBCDataModule, collate_samples
-from ._io import atomic_write_bytes
+from ._io import write_png
 from .explain import (
+    Attribution,
     AttributionMethod,
     Explainer,
     NucleusFocus,
@@ -91,6 +91,28 @@ def select_cells(result: CVResult, per_class: int = 2) -> list[int]:
     return rows
 
 
+def _explain_fold(
+    result: CVResult,
+    datamodule: WBCDataModule,
+    fold: int,
+    samples: list[Any],
+    method: AttributionMethod,
+    load_kwargs: dict[str, Any],
+) -> tuple[Attribution, dict[str, Any]]:
+    """Explain samples with fold ``fold``'s best model, through that fold's evaluation stage.
+
+    The fold's DataModule is rebuilt for its split (so the stain target is the one fitted in
+    training); returns the attributions and the transformed batch (on the model's device).
+    """
+    dm = datamodule.with_split(result.split(fold))
+    dm.setup()
+    model = result.load_model(fold, **load_kwargs)
+    batch = dm.device_transform(collate_samples(samples), train=False)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return Explainer(model, method).explain(batch), batch
+
+
 def attribution_gallery(
     result: CVResult,
     datamodule: WBCDataModule,
@@ -121,19 +143,13 @@ def attribution_gallery(
     items: dict[int, GalleryItem] = {}
     for fold in sorted({int(p.fold[r]) for r in rows}):
         mine = [r for r in rows if p.fold[r] == fold]
-        dm = datamodule.with_split(result.split(fold))
-        dm.setup()
-        model = result.load_model(fold, **load_kwargs)
         samples = [dataset[int(p.index[r])] for r in mine]
         kept = [(r, s) for r, s in zip(mine, samples, strict=True) if s is not None]
-        batch = collate_samples([s for _, s in kept])
-        raw = batch["image"].clone()
-        has_mask = isinstance(batch.get("mask"), torch.Tensor)
-        batch = dm.device_transform(batch, train=False)
-        device = next(model.parameters()).device
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        attr = Explainer(model, method).explain(batch)
-        mask = batch["mask"].cpu() if has_mask else None
+        raw = torch.stack([s["image"] for _, s in kept])
+        attr, batch = _explain_fold(
+            result, datamodule, fold, [s for _, s in kept], method, load_kwargs
+        )
+        mask = batch["mask"].cpu() if isinstance(batch.get("mask"), torch.Tensor) else None
         shares = {
             k: attribution_share(v, mask) if mask is not None else None
             for k, v in attr.maps.items()
@@ -189,17 +205,11 @@ def held_out_focus(
         ValueError: The dataset has no nucleus masks.
     """
     dataset = datamodule.dataset
-    split = result.split(fold)
-    dm = datamodule.with_split(split)
-    dm.setup()
-    model = result.load_model(fold, **load_kwargs)
-    samples = [s for s in (dataset[int(i)] for i in split.test[:max_cells]) if s is not None]
+    test = result.split(fold).test[:max_cells]
+    samples = [s for s in (dataset[int(i)] for i in test) if s is not None]
     if not samples or "mask" not in samples[0]:
         raise ValueError(f"{type(dataset).__name__} has no nucleus masks to measure against")
-    batch = dm.device_transform(collate_samples(samples), train=False)
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    attr = Explainer(model, method).explain(batch)
+    attr, batch = _explain_fold(result, datamodule, fold, samples, method, load_kwargs)
     mask, labels = batch["mask"].cpu(), batch["label"].cpu()
     return [nucleus_focus(m, mask, labels, result.classes, branch=k) for k, m in attr.maps.items()]
 
@@ -224,14 +234,6 @@ def save_overlays(items: list[GalleryItem], folder: str | os.PathLike[str]) -> l
         pictures.update({k: overlay(item.image, m) for k, m in item.maps.items()})
         for name, picture in pictures.items():
             path = out / f"{stem}_{name}.png"
-            atomic_write_bytes(path, _png(picture))
+            write_png(path, picture)
             written.append(path)
     return written
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
