@@ -6,6 +6,7 @@ from .base import BaseTask, Stage
 from .classification import CellClassifier, DualBranchClassifier
 from .classifier_base import ClassificationTask, LossKind
 from .losses import FocalLoss, HybridFocalCELoss
+from .optim import OptimizerKind, SchedulerKind
 from .segmentation import SegmentationMode, SegmentationModule
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "FocalLoss",
     "HybridFocalCELoss",
     "LossKind",
+    "OptimizerKind",
+    "SchedulerKind",
     "SegmentationMode",
     "SegmentationModule",
     "Stage",

@@ -21,6 +21,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from .base import BaseTask, Stage
 from .losses import HybridFocalCELoss
+from .optim import OptimizerKind, SchedulerKind
 
 __all__ = ["ClassificationTask", "LossKind"]
 
@@ -59,10 +60,14 @@ class ClassificationTask(BaseTask):
         focal_gamma: Focusing parameter of the focal loss.
         focal_weight: Weight of the focal term of the hybrid loss.
         class_weights: Per-class loss weights (e.g. ``WBCDataModule.class_weights()``).
-        lr: Learning rate of Adam.
-        weight_decay: Weight decay of Adam.
+        lr: Learning rate (the peak of ``"onecycle"``).
+        weight_decay: Weight decay (not on biases and norms).
         lr_patience: ReduceLROnPlateau patience (epochs).
         lr_factor: ReduceLROnPlateau factor.
+        optimizer: ``"adam"`` (default) or ``"adamw"``; see
+            :class:`~leukemia_wbc.tasks.base.BaseTask`.
+        scheduler: ``"plateau"`` (default), ``"onecycle"`` or ``"cosine"``.
+        warmup_fraction: Warm-up share of ``scheduler="onecycle"``.
 
     Raises:
         ValueError: Fewer than two classes, names or weights of the wrong length, or an
@@ -82,6 +87,9 @@ class ClassificationTask(BaseTask):
         weight_decay: float = 0.0,
         lr_patience: int = 5,
         lr_factor: float = 0.1,
+        optimizer: OptimizerKind = "adam",
+        scheduler: SchedulerKind = "plateau",
+        warmup_fraction: float = 0.25,
     ) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
@@ -105,8 +113,9 @@ class ClassificationTask(BaseTask):
         self.focal_weight = focal_weight
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         super().__init__(
-            lr=lr, weight_decay=weight_decay, lr_patience=lr_patience, lr_factor=lr_factor
-        )
+            lr=lr, weight_decay=weight_decay, lr_patience=lr_patience, lr_factor=lr_factor,
+            optimizer=optimizer, scheduler=scheduler, warmup_fraction=warmup_fraction,
+        )  # fmt: skip
 
     # -- hooks ---------------------------------------------------------------------------------
     def configure_losses(self) -> None:

@@ -18,6 +18,7 @@ from ..models.segmentation import (
     postprocess_masks,
 )
 from .base import BaseTask, Stage
+from .optim import OptimizerKind, SchedulerKind
 
 __all__ = ["SegmentationMode", "SegmentationModule"]
 
@@ -98,10 +99,14 @@ class SegmentationModule(BaseTask):
             segmentation_WBC with ``examples/segmentation_quality.py`` (U-Net trained on one
             dataset, tested on the other, four settings): ``"all"`` scored 0.04-0.07 Dice
             higher than ``"largest"`` in every setting.
-        lr: Learning rate of Adam.
-        weight_decay: Weight decay of Adam.
+        lr: Learning rate (the peak of ``"onecycle"``).
+        weight_decay: Weight decay (not on biases and norms).
         lr_patience: Epochs without ``val_loss`` improvement before the rate is reduced.
         lr_factor: Factor of each reduction.
+        optimizer: ``"adam"`` (default) or ``"adamw"``; see
+            :class:`~leukemia_wbc.tasks.base.BaseTask`.
+        scheduler: ``"plateau"`` (default), ``"onecycle"`` or ``"cosine"``.
+        warmup_fraction: Warm-up share of ``scheduler="onecycle"``.
 
     Raises:
         ValueError: An unknown mode, architecture or encoder, a negative ``dice_weight``, a
@@ -125,6 +130,9 @@ class SegmentationModule(BaseTask):
         weight_decay: float = 0.0,
         lr_patience: int = 5,
         lr_factor: float = 0.1,
+        optimizer: OptimizerKind = "adam",
+        scheduler: SchedulerKind = "plateau",
+        warmup_fraction: float = 0.25,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"argument 'mode': expected one of {_MODES}, got {mode!r}")
@@ -146,8 +154,9 @@ class SegmentationModule(BaseTask):
         #: Output channels of the network: 1 (binary) or 3 (background, cytoplasm, nucleus).
         self.num_classes = 1 if mode == "binary" else 3
         super().__init__(
-            lr=lr, weight_decay=weight_decay, lr_patience=lr_patience, lr_factor=lr_factor
-        )
+            lr=lr, weight_decay=weight_decay, lr_patience=lr_patience, lr_factor=lr_factor,
+            optimizer=optimizer, scheduler=scheduler, warmup_fraction=warmup_fraction,
+        )  # fmt: skip
 
     # -- hooks ---------------------------------------------------------------------------------
     def configure_models(self) -> None:
