@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s lint typecheck tests build``."""
+"""Developer sessions: ``nox -s lint typecheck tests build docs``."""
 
 from __future__ import annotations
 
@@ -50,3 +50,20 @@ def build(session: nox.Session) -> None:
             "len(d.SyntheticWBC(2, size=32)))"
         )
         session.run(py, "-c", check, external=True)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the HTML documentation with warnings as errors."""
+    session.install("-e", ".[docs]")
+    session.env["OMP_NUM_THREADS"] = "1"
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )
