@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -71,6 +73,11 @@ def _run(args: argparse.Namespace, *, table: Path | None, overlays: Path | None)
     return 0
 
 
+def _summary(command: Callable[..., int]) -> str:
+    """First paragraph of a command's docstring (its ``--help`` description)."""
+    return inspect.cleandoc(command.__doc__ or "").split("\n\n")[0]
+
+
 def run_classify(argv: list[str]) -> int:
     """Class probabilities of images into a CSV (and, with ``--overlays``, attribution PNGs).
 
@@ -80,7 +87,9 @@ def run_classify(argv: list[str]) -> int:
     Returns:
         The exit status.
     """
-    parser = argparse.ArgumentParser(prog="leukemia-wbc classify", description=run_classify.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="leukemia-wbc classify", description=_summary(run_classify)
+    )
     _common(parser)
     parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV file")
     parser.add_argument("--overlays", type=Path, help="also write attribution overlays here")
@@ -97,7 +106,7 @@ def run_explain(argv: list[str]) -> int:
     Returns:
         The exit status.
     """
-    parser = argparse.ArgumentParser(prog="leukemia-wbc explain", description=run_explain.__doc__)
+    parser = argparse.ArgumentParser(prog="leukemia-wbc explain", description=_summary(run_explain))
     _common(parser)
     parser.add_argument("--out", type=Path, default=Path("overlays"), help="output folder")
     args = parser.parse_args(argv)
