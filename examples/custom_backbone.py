@@ -192,6 +192,7 @@ def held_out_probabilities(trainer: pl.Trainer, model: CellClassifier, dm: WBCDa
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments (``--fast`` shrinks the run)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="a short run (about half a minute)")
     parser.add_argument("--out", type=Path, default=Path("outputs/custom_backbone"))
@@ -214,6 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Train and test both subclasses; return what ``result.json`` holds."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -280,14 +282,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"probabilities: {same}"
             )
 
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     summary = {
         "chance": chance,
         "majority": majority,
         "test_cells": len(test_labels),
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "settings": settings,
         "models": results,
     }
-    summary["settings"]["out"] = str(args.out)
     (args.out / "result.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.out / 'result.json'}")
     return summary

@@ -42,10 +42,11 @@ import torch
 from torch import Tensor
 
 from leukemia_wbc.data import SegmentationWBC2018
+from leukemia_wbc.data.segmentation_wbc import SegmentationSubset
 from leukemia_wbc.transforms import CLAHE, BackgroundRemoval, MacenkoNormalizer
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-SUBSETS = ("Dataset 1", "Dataset 2")
+SUBSETS: tuple[SegmentationSubset, ...] = ("Dataset 1", "Dataset 2")
 REGIONS = ("nucleus", "cytoplasm")
 PIPELINES = (
     "original",
@@ -74,7 +75,12 @@ def to_uint8(x: Tensor) -> Tensor:
 
 def load_cells(ds: SegmentationWBC2018, indices: list[int]) -> Cells:
     """Decode ``indices`` of ``ds`` into one :class:`Cells` batch."""
-    samples = [ds[i] for i in indices]
+    samples = []
+    for i in indices:
+        sample = ds[i]
+        if sample is None:  # only with on_error="skip"
+            raise RuntimeError(f"{ds.paths[i]} could not be read")
+        samples.append(sample)
     nucleus = torch.stack([s["mask"] for s in samples]) > 0
     cell = torch.stack([s["cell_mask"] for s in samples]) > 0
     return Cells(
@@ -217,12 +223,12 @@ def draw(
         va="center",
         transform=axes[0, 1].transAxes,
     )
-    for r, (subset, i) in enumerate(rows, start=1):
+    for r, (lab, i) in enumerate(rows, start=1):
         for c, pipeline in enumerate(FIGURE_PIPELINES):
-            axes[r, c].imshow(outputs[subset][pipeline][i].permute(1, 2, 0).numpy())
-            if r == 1 or rows[r - 2][0] != subset:
+            axes[r, c].imshow(outputs[lab][pipeline][i].permute(1, 2, 0).numpy())
+            if r == 1 or rows[r - 2][0] != lab:
                 axes[r, c].set_title(pipeline, fontsize=8)
-        axes[r, 0].set_ylabel(cells[subset].names[i], fontsize=8)
+        axes[r, 0].set_ylabel(cells[lab].names[i], fontsize=8)
     fig.suptitle("Two labs before and after stain normalisation (segmentation_WBC)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -230,6 +236,7 @@ def draw(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments (``--fast`` shrinks the run)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--data-root",
@@ -261,6 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Normalise, measure, print and draw; return what ``stain_gap.json`` holds."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
