@@ -4,8 +4,9 @@
 U-Net and reports its held-out Dice, cross-validates the dual-branch classifier against the
 ResNet and VGG baselines and the SVM on handcrafted features (identical patient-grouped folds),
 explains held-out cells and writes the HTML report. The default is sized for a CPU (small
-backbones of the same families, 64 px, 3 folds); ``full=True`` uses the paper's settings
-(ResNet-50 + MobileNetV2, VGG-16, 224 px, 10 folds), for a GPU.
+backbones of the same families, AdamW with a one-cycle schedule, 64 px, 3 folds; see
+:func:`comparison_models`); ``full=True`` uses the paper's settings (ResNet-50 + MobileNetV2,
+VGG-16, Adam with ReduceLROnPlateau, 224 px, 10 folds), for a GPU.
 """
 
 from __future__ import annotations
@@ -56,11 +57,11 @@ class DemoSettings:
         batch_size: Batch size.
     """
 
-    n: int = 480
+    n: int = 960
     size: int = 64
     patients: int = 12
     folds: int = 3
-    epochs: int = 6
+    epochs: int = 12
     unet_epochs: int = 4
     full: bool = False
     batch_size: int = 32
@@ -71,42 +72,36 @@ class DemoSettings:
         return cls(n=4000, size=224, patients=40, folds=10, epochs=50, unet_epochs=30, full=True)
 
 
-def comparison_models(full: bool = False, *, lr: float = 1e-3) -> dict[str, TaskSpec]:
+def comparison_models(full: bool = False, *, lr: float | None = None) -> dict[str, TaskSpec]:
     """The four models of the paper's comparison, on the SyntheticWBC classes.
 
+    ``full=True`` is the paper's setup: ResNet-50 (cell) + MobileNetV2 (nucleus), ResNet-50 and
+    VGG-16, Adam at 1e-3 with ReduceLROnPlateau. The CPU default keeps each model's family at
+    a size that trains from random initialisation in minutes: ResNet-10t (cell) +
+    MobileNetV3-Small-0.5 (nucleus), ResNet-10t, and VGG-11 with batch norm at a quarter width
+    (:func:`~leukemia_wbc.models.slim_vgg.vgg11_bn_quarter`); AdamW at 5e-3 with a one-cycle
+    schedule, which reached a held-out accuracy above 0.9 on SyntheticWBC where Adam with
+    ReduceLROnPlateau stayed below it in the same number of epochs (see the README).
+
     Args:
-        full: The paper's backbones (ResNet-50 + MobileNetV2, ResNet-50, VGG-16); otherwise
-            smaller members of the same families (ResNet-18 + MobileNetV2-0.5, ResNet-18,
-            VGG-11) that train on a CPU.
-        lr: Learning rate of the networks.
+        full: The paper's backbones and optimiser; otherwise the CPU-sized ones.
+        lr: Learning rate of the networks (default 1e-3 with ``full``, else 5e-3).
 
     Returns:
         Folder name to task (templates for the cross-validator).
     """
-    common: dict[str, Any] = {
-        "num_classes": 4,
-        "classes": SYNTHETIC_CLASSES,
-        "lr": lr,
-        "lr_patience": 3,
-    }
+    common: dict[str, Any] = {"num_classes": 4, "classes": SYNTHETIC_CLASSES, "dropout": 0.2}
     if full:
         cell, nucleus, resnet, vgg, width, crop = (
-            "resnet50",
-            "mobilenetv2_100",
-            "resnet50",
-            "vgg16",
-            256,
-            128,
-        )
+            "resnet50", "mobilenetv2_100", "resnet50", "vgg16", 256, 128,
+        )  # fmt: skip
+        common |= {"lr": lr or 1e-3, "lr_patience": 3}
     else:
         cell, nucleus, resnet, vgg, width, crop = (
-            "resnet18",
-            "mobilenetv2_050",
-            "resnet18",
-            "vgg11",
-            64,
-            48,
-        )
+            "resnet10t", "mobilenetv3_small_050", "resnet10t", "vgg11_bn_quarter", 64, 48,
+        )  # fmt: skip
+        common |= {"lr": lr or 5e-3, "weight_decay": 0.05, "optimizer": "adamw",
+                   "scheduler": "onecycle"}  # fmt: skip
     return {
         "dual_branch": DualBranchClassifier(
             cell,
@@ -114,11 +109,10 @@ def comparison_models(full: bool = False, *, lr: float = 1e-3) -> dict[str, Task
             nucleus_size=crop,
             fusion_features=width,
             head_hidden=(width,),
-            dropout=0.2,
             **common,
         ),
-        "resnet": CellClassifier(resnet, head_hidden=(width,), dropout=0.2, **common),
-        "vgg": CellClassifier(vgg, head_hidden=(width,), dropout=0.2, **common),
+        "resnet": CellClassifier(resnet, head_hidden=(width,), **common),
+        "vgg": CellClassifier(vgg, head_hidden=(width,), **common),
         "svm": HandcraftedSVM(progress=False),
     }
 
@@ -202,7 +196,8 @@ def run_demo(
             n_splits=s.folds,
             seed=0,
             max_epochs=s.epochs,
-            early_stopping_patience=4,
+            # a one-cycle run is scored at its best epoch, not stopped while the rate is high
+            early_stopping_patience=4 if s.full else None,
             accelerator=trainer.get("accelerator", "auto"),
             trainer_kwargs={
                 "enable_progress_bar": progress,

@@ -23,6 +23,7 @@ from .segmentation import (
     postprocess_masks,
     segmentation_architectures,
 )
+from .slim_vgg import vgg11_bn_quarter
 
 __all__ = [
     "FEATURE_NAMES",
@@ -49,4 +50,5 @@ __all__ = [
     "postprocess_masks",
     "read_state_dict",
     "segmentation_architectures",
+    "vgg11_bn_quarter",
 ]
