@@ -275,7 +275,7 @@ def run_lightning_fold(
             np.stack(probs),
             (train_seconds, predict_seconds),
             history=_history(folder),
-            checkpoint=str(Path(chosen).relative_to(folder.parent)),
+            checkpoint=str(Path(chosen).resolve().relative_to(folder.parent.resolve())),
             resumed=resumed,
         )
         last.unlink(missing_ok=True)  # the fold is finished: nothing to resume

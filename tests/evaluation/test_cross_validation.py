@@ -242,3 +242,13 @@ def test_fold_without_a_class_warns_and_leaves_metrics_undefined(tmp_path: Path)
         result = cv.run()
     recall = result.fold_metric("recall_normal")
     assert np.isnan(recall).any() and not np.isnan(result.fold_metric("accuracy")).any()
+
+
+def test_relative_output_folder(
+    synthetic: SyntheticWBC, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative output folder (the demo's default ``runs/demo``) records and reloads a fold."""
+    monkeypatch.chdir(tmp_path)
+    result = validator(synthetic, Path("runs") / "cell", max_epochs=1).run(folds=[0])
+    assert result.folds[0].checkpoint == "fold_0/checkpoints/best.ckpt"
+    assert isinstance(result.load_model(0), CellClassifier)
