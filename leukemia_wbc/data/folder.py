@@ -248,8 +248,8 @@ class ImageFolderWBC(WBCDataset):
 
     Raises:
         FileNotFoundError: ``root`` or a class folder is missing.
-        ValueError: An unexpected folder, a stem that does not match ``group_pattern``, a
-            pattern without a capture group, or no images.
+        ValueError: An unexpected folder, a class folder without images, a stem that does not
+            match ``group_pattern``, or a pattern without a capture group.
     """
 
     def __init__(
@@ -267,6 +267,15 @@ class ImageFolderWBC(WBCDataset):
         names, items = scan_class_folders(
             self.root, classes, dataset=type(self).__name__, recursive=recursive
         )
+        found = {label for _, label in items}
+        empty = [name for i, name in enumerate(names) if i not in found]
+        if empty:
+            hint = "" if recursive else " (recursive=True takes images in sub-folders)"
+            raise ValueError(
+                f"{type(self).__name__}: class folder(s) {empty} under {self.root} hold no "
+                f"images{hint}; move a folder that is not a class (masks, extra data) out of the "
+                "root"
+            )
         records = [Record(str(p), label, grouper(p)) for p, label in items]
         super().__init__(records, names, size=size, on_error=on_error)
 

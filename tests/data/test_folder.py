@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from leukemia_wbc.data import base
+from leukemia_wbc.data import SYNTHETIC_CLASSES, SyntheticWBC, base
 from leukemia_wbc.data.base import UNLABELLED
 from leukemia_wbc.data.folder import (
     BCCD_GROUP_PATTERN,
@@ -155,6 +155,16 @@ def test_scan_case_insensitive_and_duplicates(tmp_path: Path) -> None:
 def test_scan_empty_root(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no class folder"):
         scan_class_folders(tmp_path, None, dataset="t")
+
+
+def test_class_folder_without_images_is_an_error(tmp_path: Path) -> None:
+    """SyntheticWBC.to_folder writes masks/<class>/: read flat, 'masks' would be a fake class."""
+    SyntheticWBC(8, size=32, seed=0).to_folder(tmp_path)
+    with pytest.raises(ValueError, match=r"class folder\(s\) \['masks'\] under .* hold no images"):
+        ImageFolderWBC(tmp_path)
+    shutil.move(tmp_path / "masks", tmp_path.parent / f"{tmp_path.name}_masks")
+    ds = ImageFolderWBC(tmp_path)
+    assert len(ds) == 8 and set(ds.classes) <= set(SYNTHETIC_CLASSES)
 
 
 # -- ManifestWBC ------------------------------------------------------------------------------
