@@ -251,20 +251,26 @@ def test_bad_labels_and_images(synthetic: SyntheticWBC) -> None:
 
 @pytest.mark.slow
 def test_dual_branch_learns_synthetic_morphology() -> None:
-    """Held-out accuracy of a from-scratch dual-branch model on SyntheticWBC, on the CPU.
+    """Held-out accuracy >= 0.90 of a from-scratch dual-branch model on SyntheticWBC, on the CPU.
 
-    Measured: 0.881 test accuracy (chance 0.25) in 30 epochs, 13.5 min on 2 cores
-    (`pytest -m slow -s`); 1600 images gave 0.743. The issue's bar of 0.90 is not
-    reached from random initialisation within this budget; the assertion guards the measured
-    level.
+    Recipe: MobileNetV3-Small-0.5 on both branches, 96 px cells and 64 px nucleus crops, AdamW
+    (weight decay 0.05, none on biases and norms) with a one-cycle schedule peaking at 5e-3, 40
+    epochs, the paper's augmentation and hybrid loss; test = about 5 of 24 synthetic patients.
+    Measured on one thread with the same settings (README, "Models"), held-out accuracy after 40
+    epochs: 0.936 for this data seed (11), 0.915 and 0.932 for data seeds 12 and 13 (about 15
+    min each); with 30 epochs seed 12 stayed at 0.874.
     """
     pl.seed_everything(0)
-    ds = SyntheticWBC(3200, size=64, seed=11, n_patients=24, difficulty=0.1)
-    dm = WBCDataModule(ds, size=64, batch_size=32, split="holdout", seed=0,
+    ds = SyntheticWBC(3200, size=96, seed=11, n_patients=24, difficulty=0.1)
+    dm = WBCDataModule(ds, size=96, batch_size=32, split="holdout", seed=0,
                        val_fraction=0.15, test_fraction=0.2, num_workers=1)  # fmt: skip
-    model = tiny_dual(nucleus_size=48, lr=1e-3, dropout=0.2, lr_patience=3)
-    fit = trainer(30)
+    small = "mobilenetv3_small_050"
+    model = tiny_dual(
+        cell_backbone=small, nucleus_backbone=small, nucleus_size=64, dropout=0.2, lr=5e-3,
+        weight_decay=0.05, optimizer="adamw", scheduler="onecycle",
+    )  # fmt: skip
+    fit = trainer(40)
     fit.fit(model, datamodule=dm)
     accuracy = fit.test(model, datamodule=dm)[0]["test_accuracy"]
     print(f"held-out accuracy {accuracy:.3f}")
-    assert accuracy >= 0.83
+    assert accuracy >= 0.90
