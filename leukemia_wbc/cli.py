@@ -149,8 +149,25 @@ def main(args: Sequence[str] | None = None) -> int:
     except Exception as err:  # one line for the user; the traceback with --debug
         if debug:
             raise
-        print(f"leukemia-wbc: error: {err}", file=sys.stderr)
+        print(f"leukemia-wbc: error: {_one_line(str(err))}", file=sys.stderr)
         return 1
+
+
+def _one_line(message: str) -> str:
+    """One line of an error message.
+
+    jsonargparse reports a bad ``class_path`` argument as a list of causes, one per candidate
+    class, followed by the whole namespace; the causes that name the argument are kept, the
+    "not a subclass of" ones of the other candidates are dropped.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return message.strip()
+    causes = [
+        line[2:] for line in lines
+        if line.startswith("- ") and "does not correspond to a subclass" not in line
+    ]  # fmt: skip
+    return "; ".join(causes) if causes else lines[0]
 
 
 if __name__ == "__main__":

@@ -265,6 +265,21 @@ def test_errors_are_one_line(
     assert "Traceback" not in err and err.count("\n") == 1
 
 
+def test_unknown_backbone_and_wrong_layout_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["cv", "--config", "demo", "--model.init_args.cell_backbone", "nosuchnet"]
+    assert main([*args, "--cv.output_dir", str(tmp_path / "cv")]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "leukemia-wbc: error: argument 'name': 'nosuchnet' is not a timm model name "
+        "(see timm.list_models())\n"
+    )
+    assert main(["datasets", "verify", "pbc", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"PBC: no class folder under {tmp_path}" in err
+
+
 def test_debug_shows_the_traceback() -> None:
     with pytest.raises(ValueError, match="unknown command"):
         main(["bogus", "--debug"])
