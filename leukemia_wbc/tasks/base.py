@@ -36,9 +36,9 @@ class BaseTask(pl.LightningModule):
     :meth:`configure_metrics` with the stage as prefix (``val_accuracy``, ...).
 
     The default optimisation is the paper's: Adam, and ReduceLROnPlateau on ``val_loss``.
-    ``optimizer="adamw", scheduler="onecycle"`` trains small networks from random
-    initialisation faster (see :mod:`leukemia_wbc.tasks.optim`); weight decay never applies
-    to biases and normalisation weights.
+    ``optimizer="adamw", scheduler="onecycle"`` is the recipe of the CPU demo and of the slow
+    accuracy test (see :mod:`leukemia_wbc.tasks.optim`); weight decay never applies to biases
+    and normalisation weights.
 
     Args:
         lr: Learning rate (the peak rate for ``scheduler="onecycle"``).
