@@ -43,16 +43,20 @@ def parameter_groups(
         weight_decay: Decay of the weight matrices and kernels.
 
     Returns:
-        Optimiser parameter groups; an empty group is dropped.
+        Optimiser parameter groups, named ``"decay"`` and ``"no_decay"`` (Lightning's
+        learning-rate monitor logs ``lr-<optimiser>/<name>``); an empty group is dropped, and
+        with ``weight_decay=0`` all parameters form one unnamed group.
     """
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for _, param in named:
         if param.requires_grad:
             (decay if param.ndim > 1 else no_decay).append(param)
+    if weight_decay == 0:  # one group: the learning-rate monitor logs one "lr-<optimiser>"
+        return [{"params": decay + no_decay, "weight_decay": 0.0}] if decay or no_decay else []
     groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
     ]
     return [g for g in groups if g["params"]]
 

@@ -58,6 +58,9 @@ def test_no_weight_decay_on_biases_and_norms() -> None:
     # the frozen norm weight is left out; the biases are not decayed
     assert {id(p) for p in no_decay["params"]} == {id(net[0].bias), id(net[1].bias),
                                                    id(net[3].bias)}  # fmt: skip
+    assert [g["name"] for g in (decay, no_decay)] == ["decay", "no_decay"]
+    (single,) = parameter_groups(net.named_parameters(), 0.0)  # nothing to split
+    assert len(single["params"]) == 5 and "name" not in single
     optimizer = build_optimizer(net, "adamw", 1e-3, 0.05)
     assert isinstance(optimizer, torch.optim.AdamW)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.0]
