@@ -34,8 +34,7 @@ def parameter_groups(
     """Trainable parameters split into a decayed and a non-decayed group.
 
     Biases and normalisation weights (every parameter with fewer than two dimensions) get no
-    weight decay: decaying them shrinks the scale of normalised activations without any
-    regularising effect (the usual practice, e.g. in timm's ``param_groups_weight_decay``).
+    weight decay, the usual practice (timm's ``param_groups_weight_decay`` does the same).
     Frozen parameters are left out.
 
     Args:
