@@ -9,12 +9,11 @@ import lightning.pytorch as pl
 from torch import Tensor
 
 from .optim import (
-    OPTIMIZERS,
-    SCHEDULERS,
     OptimizerKind,
     SchedulerKind,
     build_optimizer,
     build_scheduler,
+    check_choices,
 )
 
 __all__ = ["BaseTask", "Stage"]
@@ -81,14 +80,7 @@ class BaseTask(pl.LightningModule):
             )
         if not 0 < lr_factor < 1:
             raise ValueError(f"lr_factor must lie in (0, 1), got {lr_factor}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"argument 'optimizer': expected one of {OPTIMIZERS}, got {optimizer!r}"
-            )
-        if scheduler not in SCHEDULERS:
-            raise ValueError(
-                f"argument 'scheduler': expected one of {SCHEDULERS}, got {scheduler!r}"
-            )
+        check_choices(optimizer, scheduler)
         if not 0 < warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must lie in (0, 1), got {warmup_fraction}")
         self.save_hyperparameters(ignore=list(self.hparams_ignore))

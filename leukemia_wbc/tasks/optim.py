@@ -15,6 +15,7 @@ __all__ = [
     "SchedulerKind",
     "build_optimizer",
     "build_scheduler",
+    "check_choices",
     "parameter_groups",
 ]
 
@@ -26,6 +27,24 @@ OptimizerKind = Literal["adam", "adamw"]
 SchedulerKind = Literal["plateau", "onecycle", "cosine"]
 OPTIMIZERS: tuple[OptimizerKind, ...] = ("adam", "adamw")
 SCHEDULERS: tuple[SchedulerKind, ...] = ("plateau", "onecycle", "cosine")
+
+
+def check_choices(optimizer: str, scheduler: str) -> None:
+    """Refuse an unknown optimiser or scheduler name.
+
+    Args:
+        optimizer: The optimiser name to check against :data:`OPTIMIZERS`.
+        scheduler: The scheduler name to check against :data:`SCHEDULERS`.
+
+    Raises:
+        ValueError: Either name is not one of the choices; the message names the argument.
+    """
+    for argument, value, choices in (
+        ("optimizer", optimizer, OPTIMIZERS),
+        ("scheduler", scheduler, SCHEDULERS),
+    ):
+        if value not in choices:
+            raise ValueError(f"argument {argument!r}: expected one of {choices}, got {value!r}")
 
 
 def parameter_groups(
