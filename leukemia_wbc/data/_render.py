@@ -21,7 +21,7 @@ import numpy as np
 
 from ._morphology import CellRecipe, PatientStain
 
-__all__ = ["render_cell"]
+__all__ = ["add_red_cell", "beer_lambert", "grid", "plasma", "render_cell", "white_cell"]
 
 _F = np.float32
 
@@ -68,7 +68,7 @@ def _camera_noise(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates in units where the shorter side spans [-1, 1]."""
     s = min(h, w) / 2.0
     y = ((np.arange(h, dtype=_F) + 0.5) - h / 2.0) / s
@@ -129,12 +129,12 @@ def render_cell(
         ``(H, W)`` 0/1 masks.
     """
     h, w = size
-    yy, xx = _grid(h, w)
+    yy, xx = grid(h, w)
     edge = 2.0 / min(h, w) * 1.2
     cell_r = float(rng.uniform(0.42, 0.68))
     um = cell_r / (recipe.cell_um / 2.0)  # units per micrometre
     cy, cx = rng.normal(0, 0.04, 2)
-    c_e = np.full((h, w), stain.plasma, _F) * (1 + 0.3 * _noise(rng, (h, w), 5))
+    c_e = plasma(stain, (h, w), rng)
 
     # red cells: a class-independent share of the field, biconcave (pale centre)
     rbc_r = 7.5 / 2 * um * float(rng.uniform(0.92, 1.08))
@@ -143,15 +143,79 @@ def render_cell(
         ry, rx = rng.uniform(-1.1, 1.1, 2)
         if np.hypot(ry - cy, rx - cx) < cell_r * 0.6:
             continue
-        y0, y1, x0, x1 = _box(ry, rx, rbc_r * 1.2, h, w)
-        if y0 >= y1 or x0 >= x1:
-            continue
-        sy, sx = yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
-        rho = np.sqrt((sy - ry) ** 2 + (sx - rx) ** 2) / rbc_r
-        inside = _soft((1.0 - rho) * rbc_r, edge)
-        c_e[y0:y1, x0:x1] += inside * 0.55 * (0.55 + 0.45 * np.clip(rho, 0, 1) ** 2)
+        add_red_cell(c_e, yy, xx, float(ry), float(rx), rbc_r, edge)
 
-    # the white cell
+    c_h, c_e, nucleus, cell = white_cell(recipe, yy, xx, (cy, cx), cell_r, c_e, rng, edge)
+    image = beer_lambert(c_h, c_e, stain, rng)
+    return image, (nucleus > 0.5).astype(np.uint8), (cell > 0.5).astype(np.uint8)
+
+
+def plasma(stain: PatientStain, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Eosin concentration of the background plasma: the patient's level with smooth variation.
+
+    Args:
+        stain: The patient's stain and acquisition.
+        size: ``(height, width)`` in pixels.
+        rng: Random generator.
+
+    Returns:
+        ``float32`` ``(H, W)`` concentration map.
+    """
+    field: np.ndarray = np.full(size, stain.plasma, _F) * (1 + 0.3 * _noise(rng, size, 5))
+    return field
+
+
+def add_red_cell(
+    c_e: np.ndarray, yy: np.ndarray, xx: np.ndarray, ry: float, rx: float, r: float, edge: float
+) -> None:
+    """Add one biconcave red cell (pale centre) to an eosin map in place.
+
+    Args:
+        c_e: ``float32`` ``(H, W)`` eosin concentration, changed in place.
+        yy: Pixel-centre rows in grid units (see ``grid``).
+        xx: Pixel-centre columns in grid units.
+        ry: Centre row in grid units.
+        rx: Centre column in grid units.
+        r: Radius in grid units.
+        edge: Anti-aliasing width in grid units.
+    """
+    y0, y1, x0, x1 = _box(ry, rx, r * 1.2, *c_e.shape)
+    if y0 >= y1 or x0 >= x1:
+        return
+    sy, sx = yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
+    rho = np.sqrt((sy - ry) ** 2 + (sx - rx) ** 2) / r
+    inside = _soft((1.0 - rho) * r, edge)
+    c_e[y0:y1, x0:x1] += inside * 0.55 * (0.55 + 0.45 * np.clip(rho, 0, 1) ** 2)
+
+
+def white_cell(
+    recipe: CellRecipe,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    centre: tuple[float, float],
+    cell_r: float,
+    c_e: np.ndarray,
+    rng: np.random.Generator,
+    edge: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one white cell over a background eosin map.
+
+    Args:
+        recipe: The cell's morphology.
+        yy: Pixel-centre rows in grid units (see ``grid``).
+        xx: Pixel-centre columns in grid units.
+        centre: ``(row, column)`` of the cell in grid units.
+        cell_r: Cell radius in grid units.
+        c_e: Background eosin concentration (plasma, red cells); not changed.
+        rng: Random generator.
+        edge: Anti-aliasing width in grid units.
+
+    Returns:
+        ``(c_h, c_e, nucleus, cell)``: the cell's hematoxylin map, the eosin map with the cell
+        drawn over the background, and the soft (0-1) nucleus and cell maps, all ``(H, W)``.
+    """
+    h, w = yy.shape
+    cy, cx = centre
     cell = _blob(yy, xx, cy, cx, cell_r, rng, recipe.roundness, edge)
     r_nuc = cell_r * np.sqrt(recipe.nucleus_fraction)
     off = (cell_r - r_nuc) * rng.uniform(0.0, 0.8)
@@ -209,8 +273,24 @@ def render_cell(
     cyto = cell - nucleus
     c_h = cyto * cyto_h + nucleus * h_nuc
     c_e = c_e * (1 - cell) + cyto * cyto_e + nucleus * _F(0.08)
+    return c_h, c_e, nucleus, cell
 
-    # Beer-Lambert per channel, then camera noise shared by the channels
+
+def beer_lambert(
+    c_h: np.ndarray, c_e: np.ndarray, stain: PatientStain, rng: np.random.Generator
+) -> np.ndarray:
+    """Turn stain concentrations into an RGB image, with camera noise shared by the channels.
+
+    Args:
+        c_h: ``float32`` ``(H, W)`` hematoxylin concentration.
+        c_e: ``float32`` ``(H, W)`` eosin concentration.
+        stain: The patient's stain and acquisition.
+        rng: Random generator (draws the noise window).
+
+    Returns:
+        ``uint8`` ``(H, W, 3)`` image.
+    """
+    h, w = c_h.shape
     noise = _camera_noise(rng, h, w) * _F(stain.noise) + _F(0.5)
     image = np.empty((h, w, 3), np.uint8)
     for ch in range(3):
@@ -220,7 +300,7 @@ def render_cell(
         channel += noise
         np.clip(channel, 0, 255, out=channel)
         image[:, :, ch] = channel
-    return image, (nucleus > 0.5).astype(np.uint8), (cell > 0.5).astype(np.uint8)
+    return image
 
 
 def _box(cy: float, cx: float, r: float, h: int, w: int) -> tuple[int, int, int, int]:
