@@ -20,6 +20,7 @@ from .folder import BCCD_GROUP_PATTERN, ImageFolderWBC, ManifestWBC, write_manif
 from .pbc import PBC
 from .raabin import RaabinWBC
 from .segmentation_wbc import SegmentationWBC2018
+from .smear import SmearField, SyntheticSmear, detection_collate
 from .splits import (
     Split,
     assign_folds,
@@ -51,7 +52,9 @@ __all__ = [
     "Record",
     "Sample",
     "SegmentationWBC2018",
+    "SmearField",
     "Split",
+    "SyntheticSmear",
     "SyntheticWBC",
     "WBCDataModule",
     "WBCDataset",
@@ -59,6 +62,7 @@ __all__ = [
     "collate_samples",
     "cv_split",
     "decode_mask",
+    "detection_collate",
     "fold_split",
     "holdout_split",
     "is_grouped",
