@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 from .backbones import create_backbone, feature_dim, read_state_dict
+from .cell_detectors import (
+    ROMANOWSKY_STAINS,
+    CellDetector,
+    ClassicalCellDetector,
+    HybridCellDetector,
+)
 from .cell_net import CellNet
+from .detection import (
+    Detections,
+    MaskRCNNCellDetector,
+    create_mask_rcnn,
+    detect_tiled,
+    load_detector_weights,
+    mask_nms,
+)
 from .dual_branch import Branch, DualBranchNet
 from .handcrafted import FEATURE_NAMES, HandcraftedSVM, nucleus_features
 from .heads import (
@@ -27,25 +41,35 @@ from .slim_vgg import vgg11_bn_quarter
 
 __all__ = [
     "FEATURE_NAMES",
+    "ROMANOWSKY_STAINS",
     "AttentionFusion",
     "Branch",
+    "CellDetector",
     "CellNet",
+    "ClassicalCellDetector",
     "ClassicalMethod",
     "ClassicalNucleusSegmenter",
     "ClassifierHead",
     "ConcatFusion",
+    "Detections",
     "DualBranchNet",
     "FusionKind",
     "GatedFusion",
     "HandcraftedSVM",
+    "HybridCellDetector",
     "KeepMode",
+    "MaskRCNNCellDetector",
     "NucleusCrops",
     "create_backbone",
+    "create_mask_rcnn",
     "create_segmentation_net",
     "crop_nucleus",
+    "detect_tiled",
     "feature_dim",
+    "load_detector_weights",
     "make_fusion",
     "mask_boxes",
+    "mask_nms",
     "nucleus_features",
     "postprocess_masks",
     "read_state_dict",
