@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import BaseTask, Stage
 from .classification import CellClassifier, DualBranchClassifier
 from .classifier_base import ClassificationTask, LossKind
+from .detection import DetectionModule
 from .losses import FocalLoss, HybridFocalCELoss
 from .optim import OptimizerKind, SchedulerKind
 from .segmentation import SegmentationMode, SegmentationModule
@@ -13,6 +14,7 @@ __all__ = [
     "BaseTask",
     "CellClassifier",
     "ClassificationTask",
+    "DetectionModule",
     "DualBranchClassifier",
     "FocalLoss",
     "HybridFocalCELoss",
