@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .compare import compare
 from .cross_validation import CrossValidator, TaskSpec
+from .detection import DetectorScore, compare_detectors, detector_table
 from .explain import (
     Attribution,
     AttributionMethod,
@@ -28,36 +29,62 @@ from .metrics import (
 from .predictions import Predictions
 from .report import ReportFiles, environment, write_report
 from .result import CVResult, FoldResult
+from .smear import DEFAULT_BLAST_CLASSES, SmearAnalysis, SmearAnalyzer
+from .smear_metrics import (
+    ACUTE_LEUKEMIA_BLAST_THRESHOLD,
+    ALLIDB1Evaluation,
+    ALLIDB1ImageResult,
+    PointMatch,
+    blast_share_interval,
+    evaluate_allidb1,
+    match_points,
+)
+from .smear_overlay import save_smear_overlay, smear_overlay
 
 __all__ = [
+    "ACUTE_LEUKEMIA_BLAST_THRESHOLD",
+    "DEFAULT_BLAST_CLASSES",
     "PER_CLASS_METRICS",
     "SUMMARY_METRICS",
+    "ALLIDB1Evaluation",
+    "ALLIDB1ImageResult",
     "Attribution",
     "AttributionMethod",
     "CVResult",
     "CrossValidator",
+    "DetectorScore",
     "Explainer",
     "FoldResult",
     "GalleryItem",
     "NucleusFocus",
+    "PointMatch",
     "Predictions",
     "ReportFiles",
     "RocCurve",
+    "SmearAnalysis",
+    "SmearAnalyzer",
     "Summary",
     "TaskSpec",
     "attribution_gallery",
     "attribution_share",
+    "blast_share_interval",
     "classification_metrics",
     "compare",
+    "compare_detectors",
     "confusion_matrix",
+    "detector_table",
     "environment",
+    "evaluate_allidb1",
     "held_out_focus",
     "last_conv_layer",
+    "match_points",
     "nucleus_focus",
     "overlay",
     "roc_curves",
     "save_overlays",
+    "save_smear_overlay",
     "select_cells",
+    "smear_overlay",
     "summarize",
     "write_report",
 ]
