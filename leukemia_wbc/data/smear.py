@@ -249,12 +249,11 @@ class SyntheticSmear(Dataset[dict[str, Any]]):
         return np.where(own, dominant, rng.choice(others, n_cells)).astype(np.int64)
 
 
-def detection_collate(
-    samples: Sequence[dict[str, Any]],
-) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
-    """Collate detection samples into torchvision's ``(images, targets)`` lists.
+def detection_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Collate detection samples into ``{"image": [...], "targets": [...]}`` lists.
 
-    Fields may differ in size and in their number of cells, so nothing is stacked.
+    Fields may differ in size and in their number of cells, so nothing is stacked; this is the
+    batch of :class:`~leukemia_wbc.tasks.DetectionModule`.
 
     Args:
         samples: Samples of :class:`SyntheticSmear` (or any dict with an ``image`` entry).
@@ -264,7 +263,7 @@ def detection_collate(
     """
     images = [s["image"] for s in samples]
     targets = [{k: v for k, v in s.items() if k != "image"} for s in samples]
-    return images, targets
+    return {"image": images, "targets": targets}
 
 
 def _check(ok: bool, name: str, expected: str, got: object) -> None:

@@ -82,7 +82,8 @@ def test_patients_have_a_dominant_class() -> None:
 
 
 def test_collate_keeps_lists(smears: SyntheticSmear) -> None:
-    images, targets = detection_collate([smears[0], smears[1]])
+    batch = detection_collate([smears[0], smears[1]])
+    images, targets = batch["image"], batch["targets"]
     assert len(images) == 2 and images[0].shape == (3, 256, 256)
     assert "image" not in targets[0] and targets[1]["masks"].shape[0] == len(targets[1]["labels"])
 
