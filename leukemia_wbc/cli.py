@@ -25,6 +25,7 @@ commands:
   cv                                cross-validate a model, or --collect a folder's folds
   classify CHECKPOINT PATHS...      class probabilities of images into a CSV
   explain CHECKPOINT PATHS...       attribution overlays (Grad-CAM or Integrated Gradients)
+  analyze-smear CHECKPOINTS IMAGES... whole smears: cells, counts, blast share, overlays
   datasets [verify NAME ROOT]       the known datasets, or check a dataset folder
   demo [--full]                     U-Net, the four-model comparison and the report on
                                     SyntheticWBC (CPU-sized; --full: the paper's settings)
@@ -107,11 +108,13 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
     from ._commands.cv import run_cv
     from ._commands.datasets import run_datasets
     from ._commands.demo import run_demo_command
+    from ._commands.smear import run_analyze_smear
 
     return {
         "cv": run_cv,
         "classify": run_classify,
         "explain": run_explain,
+        "analyze-smear": run_analyze_smear,
         "datasets": run_datasets,
         "configs": _configs,
         "demo": run_demo_command,

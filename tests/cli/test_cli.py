@@ -315,3 +315,73 @@ def test_demo_smoke_run(tmp_path: Path) -> None:
     page = (out / "report" / "report.html").read_text()
     assert "Attribution gallery" in page and "Nucleus U-Net" in page
     assert page.count("<td>HandcraftedSVM</td>") == 1 + 4 + 1  # overall, per class, timings
+
+
+def test_analyze_smear_counts_blasts_and_writes_overlays(
+    dual_checkpoint: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    import torch
+    from PIL import Image
+
+    from leukemia_wbc.data import SyntheticSmear
+    from leukemia_wbc.models import create_mask_rcnn
+
+    smears = SyntheticSmear(2, size=(256, 320), seed=3, cells_per_field=(3, 4))
+    images = []
+    for i in range(2):
+        images.append(tmp_path / f"field{i}.png")
+        Image.fromarray(smears.render(i).image).save(images[-1])
+    out = tmp_path / "analysis"
+    proc = run("analyze-smear", str(dual_checkpoint), *map(str, images), "--out", str(out),
+               cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "against the 20 % acute-leukemia threshold" in proc.stdout
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert [Path(r["path"]).name for r in summary] == ["field0.png", "field1.png"]
+    for i, row in enumerate(summary):
+        cells = int(row["cells"])
+        assert abs(cells - len(smears.render(i).labels)) <= 1  # the classical detector
+        assert sum(int(row[c]) for c in ("ALL", "AML", "CLL", "normal")) == cells
+        assert int(row["blasts"]) == int(row["ALL"]) + int(row["AML"])
+        assert float(row["ci_low"]) <= float(row["blast_share"]) <= float(row["ci_high"])
+        per_cell = list(csv.DictReader((out / f"field{i}_cells.csv").open()))
+        assert len(per_cell) == cells
+        overlay = Image.open(out / f"field{i}_overlay.png")
+        assert overlay.size == (320, 256 + 48)
+    # finished results are not overwritten
+    again = run("analyze-smear", str(dual_checkpoint), str(images[0]), "--out", str(out),
+                cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 1 and "summary.csv exists" in again.stderr
+    # with a detector file: the network (here untrained) runs through the same command
+    detector = tmp_path / "det.pt"
+    torch.save(create_mask_rcnn().state_dict(), detector)
+    net = run("analyze-smear", str(dual_checkpoint), str(detector), str(images[0]),
+              "--method", "mask_rcnn", "--score-threshold", "0.9", "--out", str(tmp_path / "n"),
+              cwd=tmp_path)  # fmt: skip
+    assert net.returncode == 0, net.stderr[-2000:]
+    assert (tmp_path / "n" / "field0_overlay.png").is_file()
+
+
+def test_analyze_smear_scores_allidb1_and_rejects_bad_input(
+    dual_checkpoint: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    from tests.conftest import make_fixture
+
+    root = make_fixture("allidb", tmp_path / "idb")
+    proc = run("analyze-smear", str(dual_checkpoint), "--allidb1", str(root), "--out",
+               str(tmp_path / "a"), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ALL-IDB1 (4 smears, radius 40 px)" in proc.stdout
+    rows = list(csv.DictReader((tmp_path / "a" / "allidb1.csv").open()))
+    assert [r["stem"] for r in rows] == ["Im001_1", "Im002_1", "Im003_0", "Im004_0"]
+    assert [int(r["n_true"]) for r in rows] == [3, 2, 0, 0]
+    no_ckpt = run("analyze-smear", str(root / "ALL_IDB1" / "im" / "Im001_1.jpg"), cwd=tmp_path)
+    assert no_ckpt.returncode == 1
+    assert "expected one classifier checkpoint" in no_ckpt.stderr
+    assert len(no_ckpt.stderr.strip().splitlines()) == 1
+    nothing = run("analyze-smear", str(dual_checkpoint), cwd=tmp_path)
+    assert nothing.returncode == 1 and "nothing to analyse" in nothing.stderr
