@@ -1,0 +1,135 @@
+"""Seconds per whole 2592x1944 smear field (ALL-IDB1's size), split into its stages.
+
+A :class:`~leukemia_wbc.data.SyntheticSmear` field of 2592x1944 pixels with 15-25 white cells
+goes through :class:`~leukemia_wbc.evaluation.SmearAnalyzer`'s stages, each timed on its own
+(median of ``--repeats`` runs after one warm-up):
+
+* detection by the classical detector, the lightweight Mask R-CNN (tiles of 1024 pixels,
+  overlap 192) and the hybrid;
+* cropping: the cell and nucleus-mask crops of every detected cell at 224x224;
+* classification of those crops by the paper's dual-branch network (ResNet-50 + MobileNetV2).
+
+Reference, in the same run: torchvision's standard Mask R-CNN (ResNet-50 FPN, the same tiles
+and no resizing), so the lightweight network's speed is a ratio. Without ``--weights`` both
+networks are randomly initialised and keep at most 30 detections per tile (their timing then
+does not depend on what they find); cropping and classification run on the classical
+detector's cells.
+
+Run: ``python benchmarks/smear.py [--threads 2] [--repeats 3] [--weights mask_rcnn.pt]``;
+CUDA figures are added when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import append_record, table
+
+from leukemia_wbc.data import SyntheticSmear
+from leukemia_wbc.evaluation.smear import SmearAnalyzer
+from leukemia_wbc.models.cell_detectors import ClassicalCellDetector, HybridCellDetector
+from leukemia_wbc.models.detection import MaskRCNNCellDetector, create_mask_rcnn
+from leukemia_wbc.tasks import DualBranchClassifier
+
+SIZE = (1944, 2592)
+
+
+def _seconds(fn: Callable[[], object], repeats: int, device: str) -> float:
+    times = []
+    for i in range(repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _standard_mask_rcnn(reference: torch.nn.Module) -> torch.nn.Module:
+    """torchvision's ResNet-50 FPN Mask R-CNN with the lightweight one's transform (no resize)."""
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2,
+                                  box_detections_per_img=30)  # fmt: skip
+    model.transform = reference.transform
+    return model
+
+
+def run(device: str, weights: str | None, repeats: int) -> dict[str, Any]:
+    """Time every stage on ``device``."""
+    torch.manual_seed(0)
+    image = SyntheticSmear(1, size=SIZE, seed=0, cells_per_field=(15, 25))[0]["image"]
+    light = create_mask_rcnn(weights=weights, detections_per_image=30).to(device)
+    standard = _standard_mask_rcnn(light).to(device)
+    threshold = 0.5 if weights else 0.0
+    network = MaskRCNNCellDetector(light, score_threshold=threshold)
+    reference = MaskRCNNCellDetector(standard, score_threshold=threshold)  # type: ignore[arg-type]
+    classical = ClassicalCellDetector()
+    hybrid = HybridCellDetector(classical, network)
+    gpu_image = image.to(device)
+    figures: dict[str, Any] = {}
+    for name, detect in (("classical", classical), ("mask_rcnn", network), ("hybrid", hybrid),
+                         ("standard_mask_rcnn", reference)):  # fmt: skip
+        found = detect(gpu_image)
+        figures[f"detect_{name}_s"] = _seconds(lambda d=detect: d(gpu_image), repeats, device)
+        figures[f"cells_{name}"] = len(found)
+    clf = DualBranchClassifier(num_classes=4).to(device)
+    clf.classes = ("ALL", "AML", "CLL", "normal")
+    analyzer = SmearAnalyzer(classical, clf, size=224)
+    cells = classical(image).to(device)
+    crops, masks = analyzer.crops(gpu_image, cells)
+    figures["crop_s"] = _seconds(lambda: analyzer.crops(gpu_image, cells), repeats, device)
+    figures["classify_s"] = _seconds(lambda: analyzer.classify(crops, masks), repeats, device)
+    figures["cells_classified"] = len(cells)
+    figures["light_params_m"] = sum(p.numel() for p in light.parameters()) / 1e6
+    figures["standard_params_m"] = sum(p.numel() for p in standard.parameters()) / 1e6
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--weights", default=None, help="trained lightweight Mask R-CNN")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    record: dict[str, Any] = {"threads": args.threads, "weights": args.weights, "size": SIZE}
+    for device in devices:
+        f = run(device, args.weights, args.repeats)
+        record[device] = f
+        name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {args.threads} threads"
+        total = f["detect_hybrid_s"] + f["crop_s"] + f["classify_s"]
+        rows = [
+            (stage, f"{f[key]:.3f}", extra)
+            for stage, key, extra in (
+                ("detect: classical", "detect_classical_s", f"{f['cells_classical']} cells"),
+                ("detect: Mask R-CNN (MobileNetV3 FPN)", "detect_mask_rcnn_s",
+                 f"{f['light_params_m']:.1f} M params"),
+                ("detect: hybrid", "detect_hybrid_s", ""),
+                ("reference: Mask R-CNN (ResNet-50 FPN)", "detect_standard_mask_rcnn_s",
+                 f"{f['standard_params_m']:.1f} M params; lightweight is "
+                 f"{f['detect_standard_mask_rcnn_s'] / f['detect_mask_rcnn_s']:.1f}x faster"),
+                ("crop 224x224", "crop_s", f"{f['cells_classified']} cells"),
+                ("classify (ResNet-50 + MobileNetV2)", "classify_s", ""),
+            )
+        ]  # fmt: skip
+        rows.append(("field total (hybrid + crop + classify)", f"{total:.3f}", ""))
+        print(f"\n{SIZE[1]}x{SIZE[0]} smear field, {name}"
+              f"{'' if args.weights else ', untrained networks'}")  # fmt: skip
+        print(table(rows, ("stage", "seconds", "")))
+    print(f"\nrecord appended to {append_record('smear', record)}")
+
+
+if __name__ == "__main__":
+    main()
