@@ -25,7 +25,9 @@ commands:
   cv                                cross-validate a model, or --collect a folder's folds
   classify CHECKPOINT PATHS...      class probabilities of images into a CSV
   explain CHECKPOINT PATHS...       attribution overlays (Grad-CAM or Integrated Gradients)
-  analyze-smear CHECKPOINTS IMAGES... whole smears: cells, counts, blast share, overlays
+  analyze-smear CHECKPOINTS IMAGES...
+                                    whole smears: detect and classify the white cells,
+                                    count blasts (share, interval), overlays
   datasets [verify NAME ROOT]       the known datasets, or check a dataset folder
   demo [--full]                     U-Net, the four-model comparison and the report on
                                     SyntheticWBC (CPU-sized; --full: the paper's settings)
