@@ -12,7 +12,7 @@ fields of other synthetic patients (another seed, so other stains):
 It prints one table of nucleus-mask AP (COCO 0.5:0.95), AP50, AP75 and AR100 on all cells and
 on the cells that touch or overlap another white cell, and writes ``OUT/detectors.md``,
 ``OUT/detectors.json`` and the trained network ``OUT/mask_rcnn.pt`` (a state dict for
-``create_mask_rcnn(weights=...)`` and ``leukemia-wbc analyze-smear --detector``).
+``create_mask_rcnn(weights=...)``, and the detector file of ``leukemia-wbc analyze-smear``).
 
 ``--weights FILE`` evaluates a trained network instead of training one, and
 ``--test-pixels-per-um`` draws the held-out fields at another magnification (training: 4).

@@ -27,6 +27,11 @@ create_mask_rcnn state dict, e.g. examples/smear_detection.py's mask_rcnn.pt). W
 detector the classical detector runs; with one, the hybrid (--method to choose)."""
 
 
+def _names(value: str) -> list[str]:
+    """A comma-separated list of class names."""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leukemia-wbc analyze-smear", description=_DESCRIPTION)
     p.add_argument("paths", nargs="*", metavar="CHECKPOINTS... IMAGES...",
@@ -42,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=0.35,
                    help="crop margin per side, as a share of the cell box side")  # fmt: skip
     p.add_argument("--tile", type=int, default=1024, help="Mask R-CNN tile side")
-    p.add_argument("--blast-classes", nargs="+", help="classes counted as blasts")
+    p.add_argument("--blast-classes", type=_names,
+                   help="comma-separated blast classes (default: ALL,AML,blast)")  # fmt: skip
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--out", type=Path, default=Path("smear_analysis"), help="output folder")
@@ -143,9 +149,9 @@ def run_analyze_smear(argv: list[str]) -> int:
     classifier_file, detector_file, inputs = _split(list(args.paths))
     if not inputs and args.allidb1 is None:
         raise ValueError("no images given (and no --allidb1 ROOT): nothing to analyse")
+    paths = image_paths(inputs) if inputs else []
     summary_file = args.out / "summary.csv"
-    if summary_file.exists() and not args.overwrite:
-        raise FileExistsError(f"{summary_file} exists; pass --overwrite or another --out")
+    _check_outputs(args, paths, summary_file)
     clf = load_classifier(classifier_file, device=args.device)
     analyzer = SmearAnalyzer(
         _detector(args, detector_file, clf.device), clf.task, pipeline=clf.pipeline,
@@ -153,7 +159,7 @@ def run_analyze_smear(argv: list[str]) -> int:
         confidence=args.confidence,
     )  # fmt: skip
     summary: list[dict[str, Any]] = []
-    for path in tqdm(image_paths(inputs) if inputs else [], desc="smears", unit="image"):
+    for path in tqdm(paths, desc="smears", unit="image"):
         result = analyzer.analyze(path)
         stem = Path(path).stem
         write_png(args.out / f"{stem}_overlay.png", result.overlay())
@@ -170,6 +176,30 @@ def run_analyze_smear(argv: list[str]) -> int:
     if args.allidb1 is not None:
         _allidb1(args, analyzer)
     return 0
+
+
+def _check_outputs(args: argparse.Namespace, paths: list[str], summary_file: Path) -> None:
+    """Refuse, before any work, outputs that would collide or replace finished results."""
+    stems: dict[str, str] = {}
+    for path in paths:
+        stem = Path(path).stem
+        if stem in stems:
+            raise ValueError(
+                f"{path} and {stems[stem]} would write the same {stem}_overlay.png and "
+                f"{stem}_cells.csv in {args.out}; analyse them into separate --out folders"
+            )
+        stems[stem] = path
+    planned = [
+        args.out / f"{stem}_{kind}" for stem in stems for kind in ("overlay.png", "cells.csv")
+    ]
+    planned += [summary_file] if paths else []
+    planned += [args.out / "allidb1.csv"] if args.allidb1 is not None else []
+    existing = [p for p in planned if p.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(
+            f"{existing[0]} exists ({len(existing)} of the outputs do); pass --overwrite or "
+            "another --out"
+        )
 
 
 def _allidb1(args: argparse.Namespace, analyzer: Any) -> None:

@@ -213,11 +213,16 @@ class SmearAnalyzer:
                 f"blast_classes must name classes of the classifier {classes}; got "
                 f"{list(wanted)}" + ("" if blast_classes is not None else " (the default)")
             )
-        if margin < 0 or scale <= 0 or batch_size < 1 or not 0 < confidence < 1:
-            raise ValueError(
-                "need margin >= 0, scale > 0, batch_size >= 1 and confidence in (0, 1); got "
-                f"{margin}, {scale}, {batch_size}, {confidence}"
-            )
+        side = (size, size) if isinstance(size, int) else tuple(size)
+        for name, ok, expected, value in (
+            ("margin", margin >= 0, ">= 0", margin),
+            ("scale", scale > 0, "> 0", scale),
+            ("batch_size", batch_size >= 1, ">= 1", batch_size),
+            ("confidence", 0 < confidence < 1, "in (0, 1)", confidence),
+            ("size", len(side) == 2 and min(side) >= 8, "at least 8 pixels a side", size),
+        ):
+            if not ok:
+                raise ValueError(f"argument {name!r} must be {expected}, got {value!r}")
         self.detector = detector
         self.classifier = classifier.eval()
         self.pipeline = DevicePipeline() if pipeline is None else pipeline
@@ -256,11 +261,15 @@ class SmearAnalyzer:
         rois = torch.cat([torch.zeros(len(boxes), 1), low, low + 2 * half], 1)
         rois = rois.to(image.device)
         pixels = roi_align(image.float().unsqueeze(0), rois, self.size, aligned=True)
-        masks = detections.masks.to(image.device).unsqueeze(1).float()
-        index = torch.arange(len(boxes), device=image.device, dtype=torch.float32)
-        own = torch.cat([index.unsqueeze(1), rois[:, 1:]], 1)
-        mask_crops = roi_align(masks, own, self.size, aligned=True) > 0.5
-        return pixels.round().clamp(0, 255).to(torch.uint8), mask_crops.to(torch.uint8)
+        mask_crops = torch.zeros(len(boxes), 1, *self.size, dtype=torch.uint8, device=image.device)
+        for i, (x0, y0, x1, y1) in enumerate(rois[:, 1:].tolist()):
+            # only the window under the crop: no (N, H, W) float copy of full-size masks
+            wx0, wy0 = max(int(x0) - 1, 0), max(int(y0) - 1, 0)
+            wx1, wy1 = min(int(x1) + 2, w), min(int(y1) + 2, h)
+            window = detections.masks[i, wy0:wy1, wx0:wx1].to(image.device).float()
+            roi = torch.tensor([[0.0, x0 - wx0, y0 - wy0, x1 - wx0, y1 - wy0]], device=image.device)
+            mask_crops[i] = roi_align(window[None, None], roi, self.size, aligned=True)[0] > 0.5
+        return pixels.round().clamp(0, 255).to(torch.uint8), mask_crops
 
     @torch.inference_mode()
     def classify(self, crops: Tensor, masks: Tensor) -> Tensor:
@@ -317,7 +326,7 @@ class SmearAnalyzer:
         crops, masks = self.crops(pixels, detections)
         probabilities = self.classify(crops, masks)
         return SmearAnalysis(
-            image=pixels.permute(1, 2, 0).numpy().copy(),
+            image=pixels.permute(1, 2, 0).cpu().numpy().copy(),
             detections=detections,
             probabilities=probabilities,
             classes=self.classes,

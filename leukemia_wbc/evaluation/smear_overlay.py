@@ -44,8 +44,13 @@ def smear_overlay(analysis: SmearAnalysis, *, header: bool = True) -> np.ndarray
     names = analysis.predicted
     masks = analysis.detections.masks.numpy()
     for mask, name in zip(masks, names, strict=True):
-        edge = mask & ~ndi.binary_erosion(mask, iterations=2)
-        image[edge] = colours[name]
+        found = ndi.find_objects(mask.astype(np.uint8))
+        if not found or found[0] is None:
+            continue
+        sl = tuple(slice(max(s.start - 3, 0), s.stop + 3) for s in found[0])  # erode near it
+        part = mask[sl]
+        edge = part & ~ndi.binary_erosion(part, iterations=2)
+        image[sl][edge] = colours[name]
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()

@@ -16,14 +16,15 @@ The classical detector works in optical density (OD, ``-log(I / 256)`` per chann
    with a reference stain matrix) lies above the cell's own Otsu threshold, opened and with
    holes filled.
 
-Defaults were chosen on 16 SyntheticSmear fields (seed 3): mask AP 0.58 (AP50 0.82), against
-0.50 with a 3-pixel filter, markers 12 pixels apart and no opening of the nucleus, and 0.46
-with the hematoxylin map smoothed by a Gaussian of 2 pixels.
-
-On held-out :class:`~leukemia_wbc.data.SyntheticSmear` fields, step 2 found the white-cell
-pixels with a mean IoU of 0.92, while Otsu or three-class Otsu on a hematoxylin map, on the red
-OD, or the darkest of four k-means colour clusters, each failed on some fields (mean IoU
-0.51-0.78 on 16 fields), because red cells outnumber nuclei many times over.
+The steps and defaults were chosen on :class:`~leukemia_wbc.data.SyntheticSmear` fields of
+seed 3, its tuning set. There, step 2 found the white-cell pixels with a mean IoU of 0.92 (24
+fields), while Otsu or three-class Otsu on a hematoxylin map, on the red OD, or the darkest of
+four k-means colour clusters each failed on some fields (mean IoU 0.51-0.78 on 16 fields),
+because red cells outnumber nuclei many times over; and the defaults gave mask AP 0.58 (AP50
+0.82) on 16 fields, against 0.50 with a 3-pixel filter, markers 12 pixels apart and no opening
+of the nucleus, and 0.46 with the hematoxylin map smoothed by a Gaussian of 2 pixels. Tuning
+figures flatter: on 96 held-out fields of other patients it scored 0.36 (AP50 0.67), see
+``docs/smears.md``.
 """
 
 from __future__ import annotations
@@ -182,7 +183,9 @@ class ClassicalCellDetector:
             if int(cell.sum()) < self.min_area:
                 continue
             nucleus = cell & (hema[sl] > _otsu(hema[sl][cell]))
-            nucleus = ndi.binary_fill_holes(ndi.binary_opening(nucleus, iterations=self.opening))
+            if self.opening:  # SciPy repeats an opening of 0 iterations until nothing is left
+                nucleus = ndi.binary_opening(nucleus, iterations=self.opening)
+            nucleus = ndi.binary_fill_holes(nucleus)
             if not nucleus.any():
                 continue
             full = np.zeros((h, w), bool)
@@ -212,11 +215,14 @@ class HybridCellDetector:
        28x28 mask upsampled); otherwise the network's mask stays;
     3. each classical cell that no network detection covers (less than ``min_cover`` of its
        nucleus under network masks) is added with score ``classical_score``, so that a cell
-       the network missed is still reported, ranked below the network's own.
+       the network missed is still reported; it ranks below the network's detections while
+       ``classical_score`` is below the network's score threshold (0.3 and 0.5 by default).
 
-    Step 2 is off by default: on held-out SyntheticSmear fields it lowered the mask AP of a
-    trained network from 0.70 to 0.56 (AP75 0.78 to 0.56; ``examples/smear_detection.py`` on
-    an H200), because the classical nucleus edges were less accurate than the network's.
+    Step 2 is off by default: on 96 held-out SyntheticSmear fields at the training
+    magnification it lowered the mask AP of a trained network from 0.675 to 0.555 (AP75 0.751
+    to 0.555), because the classical nucleus edges were less accurate than the network's; on
+    fields with cells 0.6 times as large it raised it from 0.384 to 0.423
+    (``examples/smear_detection.py``, see ``docs/smears.md``).
 
     Args:
         classical: The classical detector.
@@ -265,14 +271,23 @@ class HybridCellDetector:
         """
         net = self.network(image)
         cls = self.classical(image).to(net.masks.device)
-        classical_pixels = cls.masks.any(0)
-        masks = net.masks.clone()
-        refined = net.masks & classical_pixels
-        agree = refined.flatten(1).sum(1) >= self.min_agreement * net.masks.flatten(1).sum(1)
-        if self.refine_masks:
-            masks[agree] = refined[agree]
-        found = (cls.masks & masks.any(0)).flatten(1).sum(1)
-        extra = found < self.min_cover * cls.masks.flatten(1).sum(1)
+        masks = net.masks
+        if self.refine_masks and len(net) and len(cls):
+            masks = net.masks.clone()
+            classical_pixels = cls.masks.any(0)
+            for i, mask in enumerate(net.masks):
+                refined = mask & classical_pixels
+                if int(refined.count_nonzero()) >= self.min_agreement * int(mask.count_nonzero()):
+                    masks[i] = refined
+        covered = masks.any(0)
+        extra = torch.tensor(
+            [
+                int((m & covered).count_nonzero()) < self.min_cover * int(m.count_nonzero())
+                for m in cls.masks
+            ],
+            dtype=torch.bool,
+            device=cls.masks.device,
+        )
         added = torch.full_like(cls.scores[extra], self.classical_score)
         return Detections(
             boxes=torch.cat([net.boxes, cls.boxes[extra]]),

@@ -15,6 +15,7 @@ learned is the cell size it sees; tiles (:func:`detect_tiled`) cover large field
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -113,17 +114,13 @@ class Detections:
         Returns:
             ``float32`` ``(N, 2)``.
         """
-        if not len(self):
-            return torch.zeros(0, 2, device=self.boxes.device)
-        h, w = self.masks.shape[-2:]
-        m = self.masks.float()
-        area = m.sum((1, 2))
-        ys = torch.arange(h, device=m.device, dtype=torch.float32) + 0.5
-        xs = torch.arange(w, device=m.device, dtype=torch.float32) + 0.5
-        cx = (m.sum(1) * xs).sum(1) / area.clamp_min(1)
-        cy = (m.sum(2) * ys).sum(1) / area.clamp_min(1)
-        centre = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
-        return torch.where((area > 0).unsqueeze(1), torch.stack([cx, cy], 1), centre)
+        out = (self.boxes[:, :2] + self.boxes[:, 2:]).float() / 2
+        for i, mask in enumerate(self.masks):  # one mask at a time: no (N, H, W) float copy
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            if len(ys):
+                out[i, 0] = xs.float().mean() + 0.5
+                out[i, 1] = ys.float().mean() + 0.5
+        return out
 
 
 def to_unit_image(image: Tensor, name: str = "image") -> Tensor:
@@ -138,7 +135,7 @@ def to_unit_image(image: Tensor, name: str = "image") -> Tensor:
 
     Raises:
         TypeError: Not a tensor, or an integer type other than uint8.
-        ValueError: Not ``(3, H, W)``.
+        ValueError: Not ``(3, H, W)``, or float values above 1.
     """
     if not isinstance(image, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (3, H, W), got {type(image).__name__}")
@@ -148,6 +145,11 @@ def to_unit_image(image: Tensor, name: str = "image") -> Tensor:
         return image.float() / 255.0
     if not image.is_floating_point():
         raise TypeError(f"{name} must be uint8 or float in [0, 1], got {image.dtype}")
+    if image.numel() and float(image.max()) > 1.0:
+        raise ValueError(
+            f"{name} is float with values up to {float(image.max()):.3g}; expected [0, 1] "
+            "(divide by 255, or pass uint8)"
+        )
     return image.float()
 
 
@@ -308,7 +310,7 @@ def mask_nms(
     order = torch.argsort(detections.scores, descending=True, stable=True)
     det = detections.select(order)
     bounds = _mask_bounds(det.masks).tolist()
-    area = det.masks.sum((1, 2)).tolist()
+    area = [int(m.count_nonzero()) for m in det.masks]
     keep: list[int] = []
     for i in range(len(det)):
         duplicate = False
@@ -334,6 +336,12 @@ def _starts(length: int, tile: int, step: int) -> list[int]:
     return [min(i * step, length - tile) for i in range(n)]
 
 
+def _cores(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
+    """Each tile's core: its part nearer to it than to a neighbour (cores tile the axis)."""
+    cuts = [(nxt + prev + tile) // 2 for prev, nxt in itertools.pairwise(starts)]
+    return list(zip([0, *cuts], [*cuts, length], strict=True))
+
+
 def detect_tiled(
     detect: Callable[[Tensor], Detections],
     image: Tensor,
@@ -345,10 +353,11 @@ def detect_tiled(
 ) -> Detections:
     """Run ``detect`` on overlapping tiles of a large image and merge the detections.
 
-    Each tile keeps the detections whose box centre lies in its own core (the tile minus half
-    the overlap on every side that has a neighbour), so every cell is reported by the one tile
-    that sees it whole as long as ``overlap`` exceeds the cell size; a mask NMS then removes
-    any duplicate left at a core border.
+    Each tile keeps the detections whose box centre lies in its own core (the part of the tile
+    nearer to it than to its neighbours: the cores of all tiles cover the image without
+    overlapping), so every cell is reported by one tile, which sees it whole as long as the
+    overlap exceeds the cell's size; a mask NMS then removes any duplicate left. Every kept
+    detection gets a full-size mask (one byte per pixel: 5 MB on a 2592x1944 field).
 
     Args:
         detect: Detector of one ``(3, h, w)`` tile.
@@ -371,16 +380,12 @@ def detect_tiled(
         return detect(image)
     ys, xs = _starts(h, tile, tile - overlap), _starts(w, tile, tile - overlap)
     parts: list[Detections] = []
-    for y0 in ys:
-        for x0 in xs:
+    for y0, (cy0, cy1) in zip(ys, _cores(ys, tile, h), strict=True):
+        for x0, (cx0, cx1) in zip(xs, _cores(xs, tile, w), strict=True):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
             found = detect(image[:, y0:y1, x0:x1])
             if not len(found):
                 continue
-            cy0 = y0 + (overlap // 2 if y0 > 0 else 0)
-            cy1 = y1 - (overlap // 2 if y1 < h else 0)
-            cx0 = x0 + (overlap // 2 if x0 > 0 else 0)
-            cx1 = x1 - (overlap // 2 if x1 < w else 0)
             boxes = found.boxes + torch.tensor([x0, y0, x0, y0], device=found.boxes.device)
             mid = (boxes[:, :2] + boxes[:, 2:]) / 2
             own = (mid[:, 0] >= cx0) & (mid[:, 0] < cx1) & (mid[:, 1] >= cy0) & (mid[:, 1] < cy1)
@@ -415,7 +420,7 @@ class MaskRCNNCellDetector:
             all with scores above 0.5; this removes them.
 
     Raises:
-        ValueError: A threshold outside ``[0, 1]``.
+        ValueError: A threshold outside ``[0, 1]``, or ``overlap`` not below ``tile``.
     """
 
     def __init__(
@@ -437,6 +442,10 @@ class MaskRCNNCellDetector:
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if tile < 1 or not 0 <= overlap < tile:
+            raise ValueError(
+                f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}"
+            )
         self.model = model.eval()
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)

@@ -385,3 +385,17 @@ def test_analyze_smear_scores_allidb1_and_rejects_bad_input(
     assert len(no_ckpt.stderr.strip().splitlines()) == 1
     nothing = run("analyze-smear", str(dual_checkpoint), cwd=tmp_path)
     assert nothing.returncode == 1 and "nothing to analyse" in nothing.stderr
+    # the ALL-IDB1 table is a finished result too
+    again = run("analyze-smear", str(dual_checkpoint), "--allidb1", str(root), "--out",
+                str(tmp_path / "a"), "--blast-classes", "ALL,AML", cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 1 and "allidb1.csv exists" in again.stderr
+    # two images of the same name would write the same outputs: refused before any work
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    for folder in ("x", "y"):
+        (tmp_path / folder / "s.png").write_bytes(
+            (root / "ALL_IDB1" / "im" / "Im001_1.jpg").read_bytes()
+        )
+    clash = run("analyze-smear", str(dual_checkpoint), str(tmp_path / "x"), str(tmp_path / "y"),
+                "--out", str(tmp_path / "c"), cwd=tmp_path)  # fmt: skip
+    assert clash.returncode == 1 and "would write the same s_overlay.png" in clash.stderr

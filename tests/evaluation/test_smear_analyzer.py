@@ -144,6 +144,8 @@ def test_inputs_and_blast_classes(tmp_path: Path) -> None:
         analyzer.analyze(np.zeros((4, 4)))
     with pytest.raises(ValueError, match="blast_classes"):
         SmearAnalyzer(_Fixed(det), _ColourClassifier(), blast_classes=["myelocyte"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="argument 'margin' must be >= 0"):
+        SmearAnalyzer(_Fixed(det), _ColourClassifier(), margin=-1)  # type: ignore[arg-type]
     only_cll = SmearAnalyzer(_Fixed(det), _ColourClassifier(), blast_classes=["CLL"])  # type: ignore[arg-type]
     assert only_cll.analyze(image).n_blasts == 0
 

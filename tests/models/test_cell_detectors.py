@@ -39,6 +39,11 @@ def test_classical_detector_on_a_field_without_white_cells() -> None:
     assert len(ClassicalCellDetector()(blank)) == 0
 
 
+def test_classical_without_opening_still_finds_cells() -> None:
+    s = SyntheticSmear(1, size=320, seed=5, cells_per_field=(4, 4))[0]
+    assert len(ClassicalCellDetector(opening=0)(s["image"])) >= 3
+
+
 def test_classical_arguments() -> None:
     with pytest.raises(ValueError, match="min_area"):
         ClassicalCellDetector(min_area=-1)
