@@ -29,6 +29,15 @@ from .metrics import (
 from .predictions import Predictions
 from .report import ReportFiles, environment, write_report
 from .result import CVResult, FoldResult
+from .robustness import (
+    PERTURBATIONS,
+    RobustnessResult,
+    baseline_predictor,
+    cv_robustness,
+    evaluate_robustness,
+    perturb,
+    task_predictor,
+)
 from .smear import DEFAULT_BLAST_CLASSES, SmearAnalysis, SmearAnalyzer
 from .smear_metrics import (
     ACUTE_LEUKEMIA_BLAST_THRESHOLD,
@@ -44,6 +53,7 @@ from .smear_overlay import save_smear_overlay, smear_overlay
 __all__ = [
     "ACUTE_LEUKEMIA_BLAST_THRESHOLD",
     "DEFAULT_BLAST_CLASSES",
+    "PERTURBATIONS",
     "PER_CLASS_METRICS",
     "SUMMARY_METRICS",
     "ALLIDB1Evaluation",
@@ -60,6 +70,7 @@ __all__ = [
     "PointMatch",
     "Predictions",
     "ReportFiles",
+    "RobustnessResult",
     "RocCurve",
     "SmearAnalysis",
     "SmearAnalyzer",
@@ -67,24 +78,29 @@ __all__ = [
     "TaskSpec",
     "attribution_gallery",
     "attribution_share",
+    "baseline_predictor",
     "blast_share_interval",
     "classification_metrics",
     "compare",
     "compare_detectors",
     "confusion_matrix",
+    "cv_robustness",
     "detector_table",
     "environment",
     "evaluate_allidb1",
+    "evaluate_robustness",
     "held_out_focus",
     "last_conv_layer",
     "match_points",
     "nucleus_focus",
     "overlay",
+    "perturb",
     "roc_curves",
     "save_overlays",
     "save_smear_overlay",
     "select_cells",
     "smear_overlay",
     "summarize",
+    "task_predictor",
     "write_report",
 ]

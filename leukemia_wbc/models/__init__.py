@@ -10,6 +10,7 @@ from .cell_detectors import (
     HybridCellDetector,
 )
 from .cell_net import CellNet
+from .colour_baseline import COLOUR_FEATURE_NAMES, ColourShortcutBaseline, colour_statistics
 from .detection import (
     Detections,
     MaskRCNNCellDetector,
@@ -40,6 +41,7 @@ from .segmentation import (
 from .slim_vgg import vgg11_bn_quarter
 
 __all__ = [
+    "COLOUR_FEATURE_NAMES",
     "FEATURE_NAMES",
     "ROMANOWSKY_STAINS",
     "AttentionFusion",
@@ -50,6 +52,7 @@ __all__ = [
     "ClassicalMethod",
     "ClassicalNucleusSegmenter",
     "ClassifierHead",
+    "ColourShortcutBaseline",
     "ConcatFusion",
     "Detections",
     "DualBranchNet",
@@ -60,6 +63,7 @@ __all__ = [
     "KeepMode",
     "MaskRCNNCellDetector",
     "NucleusCrops",
+    "colour_statistics",
     "create_backbone",
     "create_mask_rcnn",
     "create_segmentation_net",

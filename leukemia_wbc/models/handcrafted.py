@@ -70,6 +70,9 @@ class HandcraftedSVM:
         ValueError: If ``calibration_folds`` < 2, ``n_jobs`` is 0 or ``on_empty`` is unknown.
     """
 
+    #: Names of the features the model is fitted on (a subclass may measure others).
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+
     def __init__(
         self,
         *,
@@ -117,7 +120,7 @@ class HandcraftedSVM:
                         bar.update(len(part))
         self.fallbacks_ = [n for n, (_, fell) in zip(names, results, strict=True) if fell]
         if not results:
-            return np.zeros((0, len(FEATURE_NAMES)))
+            return np.zeros((0, len(self.feature_names)))
         return np.stack([features for features, _ in results])
 
     def features(
@@ -204,9 +207,9 @@ class HandcraftedSVM:
         """
         x = np.asarray(features, dtype=np.float64)
         y = np.asarray(labels).astype(np.int64)
-        if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES) or y.shape != (x.shape[0],):
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names) or y.shape != (x.shape[0],):
             raise ValueError(
-                f"expected features (N, {len(FEATURE_NAMES)}) and labels (N,), got "
+                f"expected features (N, {len(self.feature_names)}) and labels (N,), got "
                 f"{x.shape} and {y.shape}"
             )
         if (y < 0).any():
@@ -248,8 +251,8 @@ class HandcraftedSVM:
         if self.pipeline_ is None:
             raise RuntimeError("HandcraftedSVM is not fitted: call fit() or fit_dataset() first")
         x = np.asarray(features, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
-            raise ValueError(f"expected features (N, {len(FEATURE_NAMES)}), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected features (N, {len(self.feature_names)}), got {x.shape}")
         proba = np.asarray(self.pipeline_.predict_proba(x), dtype=np.float64)
         normalised: np.ndarray = proba / proba.sum(axis=1, keepdims=True)
         return normalised

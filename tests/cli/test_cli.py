@@ -353,7 +353,8 @@ def test_analyze_smear_counts_blasts_and_writes_overlays(
     # finished results are not overwritten
     again = run("analyze-smear", str(dual_checkpoint), str(images[0]), "--out", str(out),
                 cwd=tmp_path)  # fmt: skip
-    assert again.returncode == 1 and "summary.csv exists" in again.stderr
+    assert again.returncode == 1 and "field0_overlay.png exists" in again.stderr
+    assert "pass --overwrite" in again.stderr
     # with a detector file: the network (here untrained) runs through the same command
     detector = tmp_path / "det.pt"
     torch.save(create_mask_rcnn().state_dict(), detector)

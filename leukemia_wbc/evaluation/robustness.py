@@ -1,0 +1,434 @@
+"""Robustness under stain and acquisition shift: seeded perturbations of held-out images.
+
+A trained model is scored on its held-out images as they are, then under controlled
+perturbations at several strengths (0 = none, 1 = the strongest of the suite), each seeded so
+that every model sees the same perturbed images:
+
+* ``stain_rotation``: each image's Macenko hematoxylin and eosin vectors rotated by up to 20
+  degrees (a different stain chemistry or a different lab);
+* ``stain_concentration``: each stain's concentration scaled by up to +-50 % (staining time,
+  smear thickness), in the manner of :class:`~leukemia_wbc.transforms.StainAugment`;
+* ``brightness``, ``contrast``, ``gamma``: illumination and camera response;
+* ``blur``: Gaussian defocus of up to 3 pixels (sigma);
+* ``jpeg``: JPEG compression down to quality 10;
+* ``resolution``: down-sampling to as little as a quarter of the side, then back.
+
+The drop from the clean figure tells how much of a model's accuracy rests on the stain and the
+camera rather than on the cell.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kornia.filters as KF
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.io import decode_jpeg, encode_jpeg
+from tqdm.auto import tqdm
+
+from ..data.base import WBCDataset
+from ..data.datamodule import collate_samples
+from ..transforms.stain import compose, estimate_stains
+from .metrics import classification_metrics
+
+__all__ = [
+    "PERTURBATIONS",
+    "Perturbation",
+    "Predictor",
+    "RobustnessResult",
+    "baseline_predictor",
+    "cv_robustness",
+    "evaluate_robustness",
+    "perturb",
+    "task_predictor",
+]
+
+#: A perturbation: ``(float batch (B, 3, H, W) in [0, 1], strength in [0, 1], generator)`` to a
+#: float batch in ``[0, 1]``.
+Perturbation = Callable[[Tensor, float, torch.Generator], Tensor]
+
+
+def _uniform_signs(n: int, generator: torch.Generator) -> Tensor:
+    return torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+
+
+def _stain_rotation(x: Tensor, s: float, g: torch.Generator) -> Tensor:
+    est = estimate_stains(x)
+    angle = math.radians(20.0) * s * _uniform_signs(len(x), g).to(x.device, est.stains.dtype)
+    # rotate both vectors about the axis perpendicular to their plane (keeps them unit, in OD)
+    h, e = est.stains[:, :, 0], est.stains[:, :, 1]
+    axis = torch.linalg.cross(h, e)
+    axis = axis / axis.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+    def rotate(v: Tensor) -> Tensor:
+        c, si = torch.cos(angle).unsqueeze(1), torch.sin(angle).unsqueeze(1)
+        out = (
+            v * c
+            + torch.linalg.cross(axis, v) * si
+            + axis * (axis * v).sum(1, keepdim=True) * (1 - c)
+        )
+        unit: Tensor = out.abs() / out.abs().norm(dim=1, keepdim=True).clamp_min(1e-6)
+        return unit
+
+    stains = torch.stack([rotate(h), rotate(e)], dim=2)
+    return compose(x, est, stains, 240.0, keep_background=True)
+
+
+def _stain_concentration(x: Tensor, s: float, g: torch.Generator) -> Tensor:
+    est = estimate_stains(x)
+    factor = 1.0 + 0.5 * s * _uniform_signs(2 * len(x), g).view(len(x), 2, 1)
+    conc = est.concentrations * factor.to(x.device, est.concentrations.dtype)
+    return compose(x, est._replace(concentrations=conc), est.stains, 240.0, keep_background=True)
+
+
+def _brightness(x: Tensor, s: float, g: torch.Generator) -> Tensor:
+    shift = 0.3 * s * _uniform_signs(len(x), g).to(x).view(-1, 1, 1, 1)
+    return (x + shift).clamp(0, 1)
+
+
+def _contrast(x: Tensor, s: float, g: torch.Generator) -> Tensor:
+    factor = 1.0 + 0.6 * s * _uniform_signs(len(x), g).to(x).view(-1, 1, 1, 1)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    return ((x - mean) * factor.clamp_min(0.1) + mean).clamp(0, 1)
+
+
+def _gamma(x: Tensor, s: float, g: torch.Generator) -> Tensor:
+    gamma = torch.exp(math.log(2.0) * s * _uniform_signs(len(x), g)).to(x).view(-1, 1, 1, 1)
+    return x.clamp_min(1e-6) ** gamma
+
+
+def _blur(x: Tensor, s: float, g: torch.Generator) -> Tensor:
+    sigma = 3.0 * s
+    if sigma < 0.1:
+        return x
+    k = 2 * math.ceil(3 * sigma) + 1
+    return KF.gaussian_blur2d(x, (k, k), (sigma, sigma), "reflect")
+
+
+def _jpeg(x: Tensor, s: float, g: torch.Generator) -> Tensor:
+    quality = max(1, round(100 - 90 * s))
+    out = []
+    for image in (x * 255).round().clamp(0, 255).to(torch.uint8).cpu():
+        out.append(decode_jpeg(encode_jpeg(image, quality=quality)))
+    return torch.stack(out).to(x.device).float() / 255
+
+
+def _resolution(x: Tensor, s: float, g: torch.Generator) -> Tensor:
+    factor = 1.0 - 0.75 * s
+    if factor > 0.99:
+        return x
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(max(1, round(h * factor)), max(1, round(w * factor))),
+                          mode="area")  # fmt: skip
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+#: The perturbation suite, by name.
+PERTURBATIONS: Mapping[str, Perturbation] = {
+    "stain_rotation": _stain_rotation,
+    "stain_concentration": _stain_concentration,
+    "brightness": _brightness,
+    "contrast": _contrast,
+    "gamma": _gamma,
+    "blur": _blur,
+    "jpeg": _jpeg,
+    "resolution": _resolution,
+}
+
+
+def perturb(images: Tensor, name: str, strength: float, seed: int = 0) -> Tensor:
+    """Apply perturbation ``name`` at ``strength`` to a uint8 batch.
+
+    Args:
+        images: ``uint8`` ``(B, 3, H, W)``.
+        name: A key of :data:`PERTURBATIONS`.
+        strength: In ``[0, 1]``; 0 returns the images unchanged.
+        seed: Seed of the per-image directions (sign of each shift).
+
+    Returns:
+        ``uint8`` ``(B, 3, H, W)``.
+
+    Raises:
+        ValueError: An unknown name or a strength outside ``[0, 1]``.
+        TypeError: Images that are not uint8.
+    """
+    if name not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {name!r}; expected one of {sorted(PERTURBATIONS)}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must lie in [0, 1], got {strength}")
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise TypeError(
+            f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+        )
+    if strength == 0.0:
+        return images
+    generator = torch.Generator().manual_seed(seed)
+    out = PERTURBATIONS[name](images.float() / 255, float(strength), generator)
+    return (out * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class RobustnessResult:
+    """Scores of one model under every perturbation and strength.
+
+    Attributes:
+        clean: Metrics on the unperturbed images (``accuracy``, ``f1``, ``auroc``, ...).
+        scores: ``{perturbation: {strength: metrics}}``.
+        n_images: Images scored.
+    """
+
+    clean: dict[str, float]
+    scores: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)
+    n_images: int = 0
+
+    def drop(self, perturbation: str, strength: float, metric: str = "accuracy") -> float:
+        """Clean minus perturbed value of ``metric``.
+
+        Args:
+            perturbation: Perturbation name.
+            strength: Strength evaluated.
+            metric: Metric name.
+
+        Returns:
+            The drop (positive when the perturbation hurts).
+        """
+        return self.clean[metric] - self.scores[perturbation][strength][metric]
+
+    def worst(self, prefix: str = "stain", metric: str = "accuracy") -> float:
+        """The lowest ``metric`` over the perturbations whose name starts with ``prefix``.
+
+        Args:
+            prefix: Name prefix (``"stain"``: the stain-shift accuracy of the report).
+            metric: Metric name.
+
+        Returns:
+            The lowest value at any strength (NaN when no perturbation matches).
+        """
+        values = [
+            m[metric] for name, by in self.scores.items() if name.startswith(prefix)
+            for m in by.values()
+        ]  # fmt: skip
+        return float(min(values)) if values else float("nan")
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One row per perturbation and strength (the clean row first, strength 0)."""
+        keys = ("accuracy", "f1", "auroc")
+        rows = [{"perturbation": "none", "strength": 0.0, **{k: self.clean[k] for k in keys},
+                 "accuracy_drop": 0.0}]  # fmt: skip
+        for name, by in self.scores.items():
+            for strength, m in by.items():
+                rows.append({"perturbation": name, "strength": strength,
+                             **{k: m[k] for k in keys},
+                             "accuracy_drop": self.clean["accuracy"] - m["accuracy"]})  # fmt: skip
+        return rows
+
+    def table(self) -> str:
+        """A Markdown table: accuracy (drop) per perturbation and strength."""
+        strengths = sorted({s for by in self.scores.values() for s in by})
+        head = "| perturbation | " + " | ".join(f"strength {s:g}" for s in strengths) + " |"
+        clean = f"| none | {self.clean['accuracy']:.3f} |" + " |" * (len(strengths) - 1)
+        rows = [head, "| --- |" + " --- |" * len(strengths), clean]
+        for name, by in self.scores.items():
+            cells = [
+                f"{by[s]['accuracy']:.3f} ({-self.drop(name, s):+.3f})" if s in by else "-"
+                for s in strengths
+            ]
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(rows)
+
+
+#: A model under test: a batch dict (uint8 ``image`` ``(B, 3, H, W)``, ``mask``) to ``(B, C)``
+#: class probabilities.
+Predictor = Callable[[dict[str, Any]], np.ndarray]
+
+
+def evaluate_robustness(
+    predict: Predictor,
+    dataset: WBCDataset,
+    indices: Iterable[int] | None = None,
+    *,
+    perturbations: Sequence[str] = tuple(PERTURBATIONS),
+    strengths: Sequence[float] = (0.25, 0.5, 1.0),
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> RobustnessResult:
+    """Score a model on images of ``dataset``, clean and under every perturbation.
+
+    Args:
+        predict: The model (see :func:`task_predictor` and :func:`baseline_predictor`).
+        dataset: Labelled dataset; its samples' ``image`` (uint8) and ``mask`` are used.
+        indices: The held-out samples (all when ``None``).
+        perturbations: Names from :data:`PERTURBATIONS`.
+        strengths: Strengths in ``(0, 1]``.
+        batch_size: Images per batch.
+        seed: Seed of the perturbations (the same for every model).
+        progress: Show a progress bar.
+
+    Returns:
+        The scores.
+
+    Raises:
+        ValueError: An unknown perturbation, a strength outside ``(0, 1]`` or no samples.
+    """
+    unknown = [p for p in perturbations if p not in PERTURBATIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown perturbations {unknown}; expected names of {sorted(PERTURBATIONS)}"
+        )
+    if not strengths or any(not 0.0 < s <= 1.0 for s in strengths):
+        raise ValueError(f"strengths must lie in (0, 1], got {list(strengths)}")
+    idx = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
+    if not idx:
+        raise ValueError("no samples to evaluate")
+    batches = [
+        collate_samples([dataset[i] for i in idx[start : start + batch_size]])
+        for start in range(0, len(idx), batch_size)
+    ]
+    labels = np.concatenate([b["label"].numpy() for b in batches])
+    conditions = [("none", 0.0)] + [(p, float(s)) for p in perturbations for s in strengths]
+    results: dict[tuple[str, float], dict[str, float]] = {}
+    for name, strength in tqdm(conditions, desc="robustness", disable=not progress):
+        probs = []
+        for k, batch in enumerate(batches):
+            image = (
+                batch["image"]
+                if name == "none"
+                else perturb(batch["image"], name, strength, seed + k)
+            )
+            probs.append(predict({**batch, "image": image}))
+        results[(name, strength)] = classification_metrics(
+            labels, np.concatenate(probs), dataset.classes, where=f"{name} {strength:g}"
+        )
+    scores: dict[str, dict[float, dict[str, float]]] = {}
+    for (name, strength), metrics in results.items():
+        if name != "none":
+            scores.setdefault(name, {})[strength] = metrics
+    return RobustnessResult(clean=results[("none", 0.0)], scores=scores, n_images=len(idx))
+
+
+def task_predictor(task: Any, pipeline: Any = None) -> Predictor:
+    """A :data:`Predictor` from a classification task and its evaluation pipeline.
+
+    Args:
+        task: A :class:`~leukemia_wbc.tasks.ClassificationTask` (put in evaluation mode).
+        pipeline: Its :class:`~leukemia_wbc.transforms.DevicePipeline` (default: channel
+            normalisation with ImageNet statistics; the CLI restores a checkpoint's own).
+
+    Returns:
+        The predictor.
+    """
+    from ..transforms.pipeline import DevicePipeline
+
+    task.eval()
+    stage = DevicePipeline() if pipeline is None else pipeline
+
+    @torch.inference_mode()
+    def predict(batch: dict[str, Any]) -> np.ndarray:
+        device = next(task.parameters()).device
+        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        out = task.forward_batch(stage.to(device)(moved, train=False)).float().softmax(1)
+        return np.asarray(out.cpu().numpy())
+
+    return predict
+
+
+def baseline_predictor(model: Any, num_classes: int) -> Predictor:
+    """A :data:`Predictor` from a fitted feature baseline (SVM or colour shortcut).
+
+    Args:
+        model: A fitted :class:`~leukemia_wbc.models.HandcraftedSVM` or subclass.
+        num_classes: Columns of the output (classes absent from training get 0).
+
+    Returns:
+        The predictor.
+    """
+
+    def predict(batch: dict[str, Any]) -> np.ndarray:
+        masks = batch.get("mask")
+        features = model.features(batch["image"], None if masks is None else list(masks))
+        proba = model.predict_proba_features(features)
+        out = np.zeros((len(proba), num_classes))
+        out[:, model.classes_] = proba
+        return out
+
+    return predict
+
+
+def cv_robustness(
+    result: Any,
+    dataset: WBCDataset,
+    *,
+    pipeline: Any = None,
+    perturbations: Sequence[str] = tuple(PERTURBATIONS),
+    strengths: Sequence[float] = (0.25, 0.5, 1.0),
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> RobustnessResult:
+    """Each fold's best model on its own held-out images, clean and perturbed, pooled.
+
+    Every fold is scored with :func:`evaluate_robustness` on exactly the images it was tested
+    on in the cross-validation; the metrics of each condition are then the means over folds.
+
+    Args:
+        result: A :class:`~leukemia_wbc.evaluation.CVResult` with an output folder (its
+            checkpoints or fitted baselines are loaded).
+        dataset: The dataset the cross-validation ran on.
+        pipeline: The evaluation pipeline of the deep models (default: channel normalisation
+            with ImageNet statistics; pass ``datamodule.pipeline`` for stain normalisation).
+        perturbations: Names from :data:`PERTURBATIONS`.
+        strengths: Strengths in ``(0, 1]``.
+        batch_size: Images per batch.
+        seed: Seed of the perturbations.
+        progress: Show progress bars.
+
+    Returns:
+        The fold-mean scores; ``n_images`` counts every held-out image once.
+
+    Raises:
+        ValueError: A fold without a saved model, or the checks of :func:`evaluate_robustness`.
+    """
+    per_fold: list[RobustnessResult] = []
+    for fold in tqdm([f.fold for f in result.folds], desc="folds", disable=not progress):
+        model = (
+            result.load_model(fold)
+            if _is_baseline(result)
+            else result.load_model(fold, map_location="cpu")
+        )
+        if hasattr(model, "forward_batch"):
+            predict = task_predictor(model, pipeline)
+        else:
+            predict = baseline_predictor(model, len(dataset.classes))
+        per_fold.append(
+            evaluate_robustness(
+                predict, dataset, result.split(fold).test, perturbations=perturbations,
+                strengths=strengths, batch_size=batch_size, seed=seed, progress=False,
+            )
+        )  # fmt: skip
+    return _mean(per_fold)
+
+
+def _is_baseline(result: Any) -> bool:
+    """Whether a cross-validation ran a feature baseline (saved with joblib, not Lightning)."""
+    return any(str(f.checkpoint or "").endswith(".joblib") for f in result.folds)
+
+
+def _mean(parts: Sequence[RobustnessResult]) -> RobustnessResult:
+    """The fold-mean of several results over the same conditions."""
+
+    def average(items: Sequence[dict[str, float]]) -> dict[str, float]:
+        return {k: float(np.nanmean([m[k] for m in items])) for k in items[0]}
+
+    clean = average([p.clean for p in parts])
+    scores = {
+        name: {s: average([p.scores[name][s] for p in parts]) for s in by}
+        for name, by in parts[0].scores.items()
+    }
+    return RobustnessResult(clean, scores, sum(p.n_images for p in parts))
