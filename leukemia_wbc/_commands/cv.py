@@ -27,7 +27,42 @@ def _parser() -> Any:
                         help="run these folds only (one job per fold), e.g. [0,1]")  # fmt: skip
     parser.add_argument("--report", type=bool, default=True,
                         help="write OUTPUT_DIR/report once every fold is finished")  # fmt: skip
+    parser.add_argument("--test-data", type=str | None, default=None,
+                        help="a data config (YAML file or packaged name) of another dataset: "
+                             "every fold's model is also scored on all of it")  # fmt: skip
+    parser.add_argument("--test-class-map", type=dict[str, str | None] | None, default=None,
+                        help="{test class: training class or null} where names differ")  # fmt: skip
     return parser
+
+
+def _test_dataset(config: str) -> Any:
+    """The dataset of a data config (the ``data`` section, as ``leukemia-wbc fit`` reads it)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser  # type: ignore[attr-defined]
+
+    from ..cli import resolve_config
+    from ..data.datamodule import WBCDataModule
+
+    parser = ArgumentParser(prog="leukemia-wbc cv --test-data", exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(WBCDataModule, "data")
+    cfg = parser.parse_args(["--config", resolve_config(config)], defaults=True)
+    return parser.instantiate_classes(cfg).data
+
+
+def _cross_dataset(result: Any, cfg: Any, output_dir: Path, pipeline: Any) -> None:
+    import json
+
+    from ..evaluation._io import atomic_write_text
+    from ..evaluation.cross_dataset import cross_dataset_test
+
+    test = _test_dataset(cfg.test_data)
+    name = Path(cfg.test_data).stem
+    scores = cross_dataset_test(result, test.dataset, class_map=cfg.test_class_map,
+                                pipeline=pipeline, target_name=name)  # fmt: skip
+    print(f"\ncross-dataset test on {name} ({scores.n_images} images, {scores.excluded} "
+          f"excluded by the class map):\n{scores.to_markdown()}")  # fmt: skip
+    atomic_write_text(output_dir / f"cross_dataset_{name}.json",
+                      json.dumps(scores.to_dict(), indent=2))  # fmt: skip
 
 
 def run_cv(argv: list[str]) -> int:
@@ -60,4 +95,8 @@ def run_cv(argv: list[str]) -> int:
     complete = len(result.folds) == cv.n_splits
     if complete and cfg.report:
         print(f"report: {write_report([result], cv.output_dir / 'report').html}")
+    if complete and cfg.test_data:
+        _cross_dataset(result, cfg, cv.output_dir, init.data.pipeline)
+    elif cfg.test_data:
+        print("cross-dataset test: waiting for every fold (run again once they are finished)")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .compare import compare
+from .cross_dataset import CrossDatasetResult, class_mapping, cross_dataset_test
 from .cross_validation import CrossValidator, TaskSpec
 from .detection import DetectorScore, compare_detectors, detector_table
 from .explain import (
@@ -61,6 +62,7 @@ __all__ = [
     "Attribution",
     "AttributionMethod",
     "CVResult",
+    "CrossDatasetResult",
     "CrossValidator",
     "DetectorScore",
     "Explainer",
@@ -80,10 +82,12 @@ __all__ = [
     "attribution_share",
     "baseline_predictor",
     "blast_share_interval",
+    "class_mapping",
     "classification_metrics",
     "compare",
     "compare_detectors",
     "confusion_matrix",
+    "cross_dataset_test",
     "cv_robustness",
     "detector_table",
     "environment",
