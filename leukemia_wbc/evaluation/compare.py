@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -19,6 +19,7 @@ def compare(
     path: str | os.PathLike[str] | None = None,
     *,
     digits: int = 3,
+    stain_shift: Mapping[str, float] | None = None,
 ) -> str:
     """The paper's comparison table: models under identical splits, mean ± std over folds.
 
@@ -30,6 +31,9 @@ def compare(
         path: Markdown file to write the table to (replaced if it exists: it is derived from
             the results, which are never touched).
         digits: Decimals.
+        stain_shift: Model name to its stain-shift accuracy (e.g.
+            :meth:`RobustnessResult.worst <leukemia_wbc.evaluation.RobustnessResult.worst>`):
+            adds a "Stain-shift accuracy" column ("n/a" for a model without one).
 
     Returns:
         The Markdown text.
@@ -53,10 +57,15 @@ def compare(
                 "run every model with the same dataset, n_splits and seed"
             )
     head = ["Model", *(_LABELS[m] for m in SUMMARY_METRICS)]
+    head += ["Stain-shift accuracy"] if stain_shift is not None else []
     lines = [_row(head), _row(["---"] * len(head))]
     for r in results:
         s = r.summary()
-        lines.append(_row([r.name, *(s[m].format(digits) for m in SUMMARY_METRICS)]))
+        cells = [r.name, *(s[m].format(digits) for m in SUMMARY_METRICS)]
+        if stain_shift is not None:
+            value = stain_shift.get(r.name)
+            cells.append("n/a" if value is None else f"{value:.{digits}f}")
+        lines.append(_row(cells))
     lines += [
         "",
         _row(["Model", "Class", *(_LABELS[m] for m in PER_CLASS_METRICS)]),

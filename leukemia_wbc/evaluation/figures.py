@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -24,6 +24,7 @@ __all__ = [
     "curves_figure",
     "folds_figure",
     "gallery_figure",
+    "robustness_figure",
     "roc_figure",
 ]
 
@@ -171,5 +172,36 @@ def gallery_figure(items: Sequence[GalleryItem]) -> bytes | None:
             ax.set_title(f"{branch}{extra}", fontsize=7)
         for ax in row:
             ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def robustness_figure(robustness: Mapping[str, Any]) -> bytes:
+    """Accuracy against perturbation strength: one panel per perturbation, a line per model.
+
+    Args:
+        robustness: Model name to :class:`~leukemia_wbc.evaluation.RobustnessResult`.
+
+    Returns:
+        PNG bytes.
+    """
+    names = list(dict.fromkeys(p for r in robustness.values() for p in r.scores))
+    cols = min(4, max(1, len(names)))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for model, r in robustness.items():
+            by = r.scores.get(name, {})
+            xs = [0.0, *sorted(by)]
+            ys = [r.clean["accuracy"], *(by[s]["accuracy"] for s in sorted(by))]
+            ax.plot(xs, ys, marker="o", label=model)
+        ax.set_title(name.replace("_", " "))
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("strength")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)

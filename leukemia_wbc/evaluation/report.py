@@ -8,11 +8,13 @@ import json
 import math
 import os
 import platform
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,10 +27,12 @@ from .figures import (
     curves_figure,
     folds_figure,
     gallery_figure,
+    robustness_figure,
     roc_figure,
 )
 from .gallery import GalleryItem
 from .result import CVResult, _json_safe
+from .robustness import RobustnessResult
 
 __all__ = ["ReportFiles", "environment", "write_report"]
 
@@ -88,7 +92,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _md_table_to_html(text: str) -> str:
-    """Render the library's Markdown tables (``| a | b |`` lines) as HTML tables."""
+    """Render the library's Markdown (``| a | b |`` tables, paragraphs, ``**bold**``) as HTML."""
     out: list[str] = []
     rows: list[list[str]] = []
 
@@ -112,6 +116,9 @@ def _md_table_to_html(text: str) -> str:
             rows.append([c.strip() for c in line.strip().strip("|").split("|")])
         else:
             flush()
+            if line.strip():
+                bold = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line.strip()))
+                out.append(f"<p>{bold}</p>")
     flush()
     return "\n".join(out)
 
@@ -151,6 +158,7 @@ def write_report(
     output_dir: str | os.PathLike[str],
     *,
     gallery: Sequence[GalleryItem] = (),
+    robustness: Mapping[str, RobustnessResult] | None = None,
     notes: str = "",
     title: str = "White-blood-cell classification: cross-validation report",
 ) -> ReportFiles:
@@ -166,6 +174,10 @@ def write_report(
         results: Cross-validation results on identical folds (the first describes the data).
         output_dir: Folder for the report.
         gallery: Explained cells (see :func:`~leukemia_wbc.evaluation.gallery.attribution_gallery`).
+        robustness: Model name to its scores under perturbation (see
+            :func:`~leukemia_wbc.evaluation.cv_robustness`): adds a robustness section (accuracy
+            against strength, per perturbation) and a stain-shift accuracy column (the lowest
+            accuracy under the stain perturbations) to the comparison table.
         notes: Free text (Markdown paragraphs) placed after the title.
         title: Report title.
 
@@ -178,7 +190,8 @@ def write_report(
     if not results:
         raise ValueError("write_report needs at least one CVResult")
     out = Path(output_dir)
-    table = compare(results)
+    shift = {k: v.worst("stain") for k, v in robustness.items()} if robustness else None
+    table = compare(results, stain_shift=shift)
     data_table, counts = _dataset_table(results[0])
     figures: dict[str, bytes] = {
         "class_balance": class_balance_figure(results[0].classes, counts),
@@ -190,6 +203,8 @@ def write_report(
         curves = curves_figure(r)
         if curves is not None:
             figures[f"curves_{i}"] = curves
+    if robustness:
+        figures["robustness"] = robustness_figure(robustness)
     picture = gallery_figure(gallery)
     if picture is not None:
         figures["gallery"] = picture
@@ -205,6 +220,9 @@ def write_report(
     for i, r in enumerate(results):
         keys = [k for k in (f"roc_{i}", f"confusion_{i}", f"curves_{i}") if k in figures]
         sections.append((r.name, r.to_markdown(), keys))
+    if robustness:
+        sections.append(("Robustness to stain and acquisition shift",
+                         _robustness_text(results, robustness), ["robustness"]))  # fmt: skip
     if gallery:
         sections.append(("Attribution gallery", _gallery_table(gallery), ["gallery"]))
     sections += [("Timings", _timings(results), []), ("Environment", env_table, [])]
@@ -254,6 +272,25 @@ def write_report(
     }
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
     return ReportFiles(out / "report.html", out / "report.md", out / "report.json", paths)
+
+
+def _robustness_text(results: Sequence[CVResult], robustness: Mapping[str, Any]) -> str:
+    """Per model, accuracy (and its change) under each perturbation; the colour shortcut."""
+    parts = [
+        "Each fold's model on its own held-out images, perturbed with the same seeds for every "
+        "model; fold means. The stain-shift accuracy of the comparison table is the lowest "
+        "accuracy under the stain perturbations."
+    ]
+    for r in results:
+        if str(r.config.get("model", {}).get("class", "")).endswith("ColourShortcutBaseline"):
+            parts.append(
+                f"Colour shortcut: a classifier on whole-image colour statistics alone reaches "
+                f"{r.summary()['accuracy'].format(3)} accuracy on these folds; that much of the "
+                "dataset is separable without looking at a cell."
+            )
+    for name, rob in robustness.items():
+        parts += [f"**{name}**", rob.table()]
+    return "\n\n".join(parts) + "\n"
 
 
 def _nan_none(x: float) -> float | None:

@@ -351,8 +351,12 @@ def baseline_predictor(model: Any, num_classes: int) -> Predictor:
     """
 
     def predict(batch: dict[str, Any]) -> np.ndarray:
-        masks = batch.get("mask")
-        features = model.features(batch["image"], None if masks is None else list(masks))
+        masks, cells = batch.get("mask"), batch.get("cell_mask")
+        features = model.features(
+            batch["image"],
+            None if masks is None else list(masks),
+            None if cells is None else list(cells),
+        )
         proba = model.predict_proba_features(features)
         out = np.zeros((len(proba), num_classes))
         out[:, model.classes_] = proba

@@ -116,3 +116,35 @@ def test_evaluate_robustness_arguments(cells: torch.Tensor) -> None:
         evaluate_robustness(uniform, ds, perturbations=("fog",), progress=False)
     with pytest.raises(ValueError, match="strengths"):
         evaluate_robustness(uniform, ds, strengths=(0.0,), progress=False)
+
+
+def test_report_shows_robustness_and_the_colour_shortcut(tmp_path: Path) -> None:
+    from leukemia_wbc.evaluation import compare, write_report
+    from leukemia_wbc.models import HandcraftedSVM
+
+    data = SyntheticWBC(60, size=48, seed=0)
+    dm = WBCDataModule(data, size=48)
+    svm = CrossValidator(HandcraftedSVM(progress=False), dm, tmp_path / "svm", n_splits=3).run()
+    colour = CrossValidator(ColourShortcutBaseline(progress=False), dm, tmp_path / "colour",
+                            n_splits=3).run()  # fmt: skip
+    robust = {
+        r.name: cv_robustness(
+            r, data, perturbations=("stain_rotation", "blur"), strengths=(1.0,), progress=False
+        )
+        for r in (svm, colour)
+    }
+    # the SVM sees the same features (nucleus and cell masks) as in its cross-validation
+    assert robust["HandcraftedSVM"].clean["accuracy"] == pytest.approx(
+        svm.summary()["accuracy"].mean, abs=1e-6
+    )
+    table = compare([svm, colour], stain_shift={"HandcraftedSVM": 0.5})
+    assert table.splitlines()[0].endswith("| Stain-shift accuracy |")
+    assert table.splitlines()[3].endswith("| n/a |")  # the colour baseline got no value
+    files = write_report([svm, colour], tmp_path / "report", robustness=robust)
+    md = files.markdown.read_text()
+    assert "## Robustness to stain and acquisition shift" in md
+    assert "Colour shortcut: a classifier on whole-image colour statistics alone" in md
+    worst = robust["HandcraftedSVM"].worst("stain")
+    assert f"| {worst:.3f} |" in md.split("## Comparison")[1].split("\n\n")[1]
+    page = files.html.read_text()
+    assert 'alt="robustness"' in page and "<b>HandcraftedSVM</b>" in page
