@@ -156,6 +156,7 @@ def load_classifier(
         equalize=make_equalizer(hp.get("equalize", "none")),
         mean=hp.get("mean", IMAGENET_MEAN),
         std=hp.get("std", IMAGENET_STD),
+        colour=hp.get("colour", "rgb"),
     )
     own = pipeline.state_dict()
     pipeline.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)

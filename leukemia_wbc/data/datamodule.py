@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset, WeightedRandomSampler, default_collate
 
 from ..transforms.augment import paper_augmentation
-from ..transforms.pipeline import DevicePipeline, EqualizeMode, make_equalizer
+from ..transforms.pipeline import ColourMode, DevicePipeline, EqualizeMode, make_equalizer
 from ..transforms.stain import MacenkoNormalizer
 from .base import UNLABELLED, Sample, WBCDataset, image_tensor, read_rgb
 from .splits import Split, cv_split, holdout_split
@@ -123,6 +123,9 @@ class WBCDataModule(pl.LightningDataModule):
             normaliser passed already fitted is kept as it is when this is ``None``.
         stain_fit_samples: Training images used to fit the target when there is no reference.
         equalize: ``"none"``, ``"hist"`` or ``"clahe"`` (on luminance).
+        colour: ``"rgb"``, or ``"grayscale"`` / ``"hematoxylin"`` to hide the colour (a
+            recipe against stain shortcuts; see
+            :func:`~leukemia_wbc.transforms.pipeline.colour_input`).
         background_removal: ``True`` for
             :class:`~leukemia_wbc.transforms.enhance.BackgroundRemoval` with defaults, a module,
             or ``False`` / ``None``.
@@ -156,6 +159,7 @@ class WBCDataModule(pl.LightningDataModule):
         stain_reference: str | os.PathLike[str] | Tensor | None = None,
         stain_fit_samples: int = 16,
         equalize: EqualizeMode = "none",
+        colour: ColourMode = "rgb",
         background_removal: bool | nn.Module | None = False,
         augment: bool | nn.Module | None = True,
         mean: Sequence[float] = IMAGENET_MEAN,
@@ -210,6 +214,7 @@ class WBCDataModule(pl.LightningDataModule):
             augment=paper_augmentation() if augment is True else augment or None,
             mean=mean,
             std=std,
+            colour=colour,
         )
         self.split: Split | None = None
         self.skipped_count = 0

@@ -11,10 +11,47 @@ from torch import Tensor, nn
 from ._checks import check_batch
 from .stain import MacenkoNormalizer
 
-__all__ = ["DevicePipeline", "EqualizeMode", "make_equalizer"]
+__all__ = ["ColourMode", "DevicePipeline", "EqualizeMode", "colour_input", "make_equalizer"]
 
 #: Histogram equalisation choices of :class:`DevicePipeline`.
 EqualizeMode = Literal["none", "hist", "clahe"]
+
+#: What the model sees of the colour: ``"rgb"`` (all of it), ``"grayscale"`` (luminance) or
+#: ``"hematoxylin"`` (the hematoxylin concentration alone, as a gray image).
+ColourMode = Literal["rgb", "grayscale", "hematoxylin"]
+
+
+def colour_input(x: Tensor, mode: ColourMode) -> Tensor:
+    """Reduce a float batch to what ``mode`` lets the model see, still three channels.
+
+    ``"grayscale"`` keeps luminance (ITU-R BT.601); ``"hematoxylin"`` keeps each image's
+    Macenko hematoxylin concentration, scaled by its 99th percentile and inverted, so nuclei are
+    dark on a white background whatever the stain's hue and strength. Both remove the colour
+    cues a model can use as a shortcut; the second also removes eosin (red cells, plasma).
+
+    Args:
+        x: ``(B, 3, H, W)`` float in ``[0, 1]``.
+        mode: ``"rgb"``, ``"grayscale"`` or ``"hematoxylin"``.
+
+    Returns:
+        ``(B, 3, H, W)`` float in ``[0, 1]``.
+
+    Raises:
+        ValueError: An unknown mode.
+    """
+    if mode == "rgb":
+        return x
+    if mode == "grayscale":
+        w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True).clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
+    if mode == "hematoxylin":
+        from .stain import estimate_stains
+
+        conc = estimate_stains(x.clamp(0, 1)).concentrations[:, 0].to(x.dtype)  # (B, H * W)
+        top = torch.quantile(conc, 0.99, dim=1, keepdim=True).clamp_min(1e-6)
+        gray = 1.0 - (conc / top).clamp(0, 1)
+        return gray.view(x.shape[0], 1, *x.shape[2:]).expand(-1, 3, -1, -1).contiguous()
+    raise ValueError(f"colour must be 'rgb', 'grayscale' or 'hematoxylin', got {mode!r}")
 
 
 def make_equalizer(mode: EqualizeMode) -> nn.Module | None:
@@ -61,6 +98,8 @@ class DevicePipeline(nn.Module):
         augment: Module mapping a batch dict with a float ``image`` to a batch dict, or ``None``.
         mean: Three channel means for the final normalisation.
         std: Three channel standard deviations.
+        colour: What the model sees of the colour, applied after augmentation (see
+            :func:`colour_input`).
 
     Raises:
         ValueError: ``mean`` / ``std`` not three values, or a non-positive ``std``.
@@ -78,10 +117,14 @@ class DevicePipeline(nn.Module):
         augment: nn.Module | None = None,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        colour: ColourMode = "rgb",
     ) -> None:
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std must be 3 values each (std > 0), got {mean}, {std}")
+        if colour not in ("rgb", "grayscale", "hematoxylin"):
+            raise ValueError(f"colour must be 'rgb', 'grayscale' or 'hematoxylin', got {colour!r}")
+        self.colour: ColourMode = colour
         self.stain = stain
         self.background = background
         self.equalize = equalize
@@ -129,5 +172,6 @@ class DevicePipeline(nn.Module):
         out["image"] = self.prepare(batch["image"])
         if train and self.augment is not None:
             out = self.augment(out)
+        out["image"] = colour_input(out["image"], self.colour)
         out["image"] = (out["image"] - self.mean) / self.std
         return out

@@ -538,3 +538,27 @@ def test_datamodule_pipeline_choices() -> None:
     dm = WBCDataModule(ds, stain_normalization=custom, background_removal=nn.Identity())
     assert dm.pipeline.stain is custom and isinstance(dm.pipeline.background, nn.Identity)
     assert dm.pipeline.augment is not None  # paper augmentation by default
+
+
+def test_colour_modes_hide_the_colour() -> None:
+    from leukemia_wbc.data import SyntheticWBC, WBCDataModule
+    from leukemia_wbc.transforms.pipeline import colour_input
+
+    sample = SyntheticWBC(1, size=64, seed=2)[0]
+    x = sample["image"].unsqueeze(0).float() / 255
+    gray = colour_input(x, "grayscale")
+    assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray[:, 1], gray[:, 2])
+    hema = colour_input(x, "hematoxylin")
+    nucleus = sample["mask"][0].bool()
+    assert hema.shape == x.shape and torch.allclose(hema[:, 0], hema[:, 2])
+    # nuclei are dark, the rest light, whatever the stain's colour
+    assert hema[0, 0][nucleus].mean() < hema[0, 0][~nucleus].mean() - 0.3
+    assert colour_input(x, "rgb") is x
+    with pytest.raises(ValueError, match="colour must be"):
+        colour_input(x, "sepia")  # type: ignore[arg-type]
+    dm = WBCDataModule(SyntheticWBC(8, size=32), size=32, colour="grayscale")
+    assert dm.hparams["colour"] == "grayscale" and dm.pipeline.colour == "grayscale"
+    out = dm.pipeline({"image": sample["image"][None, :, :32, :32].contiguous()}, train=False)
+    assert torch.allclose(out["image"][:, 0] * dm.pipeline.std[0, 0] + dm.pipeline.mean[0, 0],
+                          out["image"][:, 1] * dm.pipeline.std[0, 1] + dm.pipeline.mean[0, 1],
+                          atol=1e-5)  # fmt: skip
