@@ -132,6 +132,9 @@ class WBCDataModule(pl.LightningDataModule):
         augment: ``True`` for :func:`leukemia_wbc.transforms.paper_augmentation`, ``False`` /
             ``None`` for none, or a module mapping a batch dict (float image in ``[0, 1]``) to a
             batch dict.
+        stain_augmentation: With ``augment=True``, the strength of the added
+            :class:`~leukemia_wbc.transforms.StainAugment` (its ``sigma_alpha`` and
+            ``sigma_beta``; 0: none). A recipe against stain shortcuts.
         mean: Channel means of the final normalisation.
         std: Channel standard deviations of the final normalisation.
         balanced_sampler: Draw training samples with probability inverse to their class
@@ -162,6 +165,7 @@ class WBCDataModule(pl.LightningDataModule):
         colour: ColourMode = "rgb",
         background_removal: bool | nn.Module | None = False,
         augment: bool | nn.Module | None = True,
+        stain_augmentation: float = 0.0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         balanced_sampler: bool = False,
@@ -193,6 +197,8 @@ class WBCDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory and torch.cuda.is_available()
         if stain_fit_samples < 1:
             raise ValueError(f"stain_fit_samples must be at least 1, got {stain_fit_samples}")
+        if not 0.0 <= stain_augmentation < 1.0:
+            raise ValueError(f"stain_augmentation must lie in [0, 1), got {stain_augmentation}")
         stain = MacenkoNormalizer() if stain_normalization is True else stain_normalization or None
         self.stain_reference = stain_reference
         self.stain_fit_samples = stain_fit_samples
@@ -211,7 +217,11 @@ class WBCDataModule(pl.LightningDataModule):
             stain=stain,
             background=background,
             equalize=make_equalizer(equalize),
-            augment=paper_augmentation() if augment is True else augment or None,
+            augment=(
+                paper_augmentation(stain=stain_augmentation or None)
+                if augment is True
+                else augment or None
+            ),
             mean=mean,
             std=std,
             colour=colour,

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -38,6 +39,10 @@ def test_packaged_configs_are_all_there() -> None:
         "cnmc2019",
         "all_idb2",
         "demo",
+        "recipe_stain_normalization",
+        "recipe_stain_augmentation",
+        "recipe_grayscale",
+        "recipe_hematoxylin",
     }
     assert resolve_config("demo").endswith("demo.yaml")
     with pytest.raises(FileNotFoundError, match="packaged: all_idb2, cnmc2019"):
@@ -74,6 +79,29 @@ def test_data_configs_combine_with_a_model_config(tmp_path: Path) -> None:
     )
     init = parser.instantiate_classes(cfg)
     assert type(init.data.dataset).__name__ == "CNMC2019" and len(init.data.dataset) > 0
+
+
+@pytest.mark.parametrize(
+    ("recipe", "check"),
+    [
+        ("recipe_stain_normalization", lambda dm: dm.pipeline.stain is not None),
+        ("recipe_stain_augmentation", lambda dm: "StainAugment" in repr(dm.pipeline.augment)),
+        ("recipe_grayscale", lambda dm: dm.pipeline.colour == "grayscale"),
+        ("recipe_hematoxylin", lambda dm: dm.pipeline.colour == "hematoxylin"),
+    ],
+)
+def test_recipe_configs_change_the_data_pipeline(recipe: str, check: Any) -> None:
+    from leukemia_wbc._commands.cv import _parser
+
+    parser = _parser()
+    cfg = parser.parse_args(["--config", resolve_config("demo"), "--config", resolve_config(recipe),
+                             "--data.dataset.init_args.n", "8"])  # fmt: skip
+    init = parser.instantiate_classes(cfg)
+    assert check(init.data)
+    plain = parser.instantiate_classes(
+        parser.parse_args(["--config", resolve_config("demo"), "--data.dataset.init_args.n", "8"])
+    )
+    assert not check(plain.data)
 
 
 def test_segmentation_config_parses_for_fit(tmp_path: Path) -> None:
