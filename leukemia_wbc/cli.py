@@ -98,10 +98,12 @@ def _lightning(argv: list[str]) -> int:
 
 
 def _configs(argv: list[str]) -> int:
-    for name in config_names():
+    names = config_names()
+    width = max(len(n) for n in names) + 1
+    for name in names:
         path = resolve_config(name)
         first = Path(path).read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
-        print(f"{name:20s} {first}")
+        print(f"{name:{width}s} {first}")
     return 0
 
 

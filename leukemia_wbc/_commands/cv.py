@@ -30,9 +30,28 @@ def _parser() -> Any:
     parser.add_argument("--test-data", type=str | None, default=None,
                         help="a data config (YAML file or packaged name) of another dataset: "
                              "every fold's model is also scored on all of it")  # fmt: skip
+    parser.add_argument("--robustness", type=bool, default=False,
+                        help="score each fold's model on its held-out images under the "
+                             "perturbation suite; adds a section to the report")  # fmt: skip
+    parser.add_argument("--robustness-strengths", type=list[float], default=[0.25, 0.5, 1.0],
+                        help="perturbation strengths in (0, 1]")  # fmt: skip
     parser.add_argument("--test-class-map", type=dict[str, str | None] | None, default=None,
                         help="{test class: training class or null} where names differ")  # fmt: skip
     return parser
+
+
+def _robustness(result: Any, cfg: Any, output_dir: Path, data: Any) -> Any:
+    """The perturbation suite on every fold's held-out images, printed and saved."""
+    import json
+
+    from ..evaluation._io import atomic_write_text
+    from ..evaluation.robustness import cv_robustness
+
+    scores = cv_robustness(result, data.dataset, pipeline=data.pipeline,
+                           strengths=cfg.robustness_strengths)  # fmt: skip
+    print(f"\nrobustness (accuracy, change from clean; fold means):\n{scores.table()}")
+    atomic_write_text(output_dir / "robustness.json", json.dumps(scores.to_rows(), indent=2))
+    return scores
 
 
 def _test_dataset(config: str) -> Any:
@@ -93,8 +112,12 @@ def run_cv(argv: list[str]) -> int:
     result = cv.run(folds=cfg.folds)
     print(result.to_markdown())
     complete = len(result.folds) == cv.n_splits
+    robustness = None
+    if complete and cfg.robustness:
+        robustness = {result.name: _robustness(result, cfg, cv.output_dir, init.data)}
     if complete and cfg.report:
-        print(f"report: {write_report([result], cv.output_dir / 'report').html}")
+        report = write_report([result], cv.output_dir / "report", robustness=robustness)
+        print(f"report: {report.html}")
     if complete and cfg.test_data:
         _cross_dataset(result, cfg, cv.output_dir, init.data.pipeline)
     elif cfg.test_data:

@@ -83,10 +83,17 @@ def test_cv_command_with_test_data(tmp_path: Path) -> None:
          "leukemia_wbc.models.ColourShortcutBaseline", "--model.progress", "false",
          "--data.dataset", "SyntheticWBC", "--data.dataset.n", "48", "--data.dataset.size", "32",
          "--data.size", "32", "--cv.output_dir", str(tmp_path / "out"), "--cv.n_splits", "3",
-         "--report", "false", "--test-data", str(config)],
+         "--test-data", str(config), "--robustness", "true",
+         "--robustness-strengths", "[1.0]"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "cross-dataset test on other (24 images, 0 excluded" in proc.stdout
     saved = json.loads((tmp_path / "out" / "cross_dataset_other.json").read_text())
     assert saved["n_images"] == 24 and len(saved["fold_metrics"]) == 3
+    # the perturbation suite ran too, and the report shows it
+    rows = json.loads((tmp_path / "out" / "robustness.json").read_text())
+    assert rows[0]["perturbation"] == "none" and len(rows) == 1 + 8
+    report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "## Robustness to stain and acquisition shift" in report
+    assert "Colour shortcut: a classifier on whole-image colour statistics alone" in report
