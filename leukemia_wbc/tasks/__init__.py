@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import BaseTask, Stage
-from .classification import CellClassifier, DualBranchClassifier
+from .classification import CellClassifier, DualBranchClassifier, NucleusClassifier
 from .classifier_base import ClassificationTask, LossKind
 from .detection import DetectionModule
 from .losses import FocalLoss, HybridFocalCELoss
@@ -19,6 +19,7 @@ __all__ = [
     "FocalLoss",
     "HybridFocalCELoss",
     "LossKind",
+    "NucleusClassifier",
     "OptimizerKind",
     "SchedulerKind",
     "SegmentationMode",

@@ -12,10 +12,17 @@ from ..models.backbones import Weights
 from ..models.cell_net import CellNet
 from ..models.dual_branch import Branch, DualBranchNet
 from ..models.heads import FusionKind
+from ..models.nucleus_crop import crop_nucleus
 from .base import Stage
 from .classifier_base import ClassificationTask, LossKind
 
-__all__ = ["CellClassifier", "ClassificationTask", "DualBranchClassifier", "LossKind"]
+__all__ = [
+    "CellClassifier",
+    "ClassificationTask",
+    "DualBranchClassifier",
+    "LossKind",
+    "NucleusClassifier",
+]
 
 
 class CellClassifier(ClassificationTask):
@@ -65,6 +72,54 @@ class CellClassifier(ClassificationTask):
     def forward_batch(self, batch: dict[str, Any]) -> Tensor:
         """Class logits of ``batch["image"]``."""
         return self.forward(batch["image"])
+
+
+class NucleusClassifier(CellClassifier):
+    """One backbone on the segmented nucleus alone: a recipe against stain and context shortcuts.
+
+    Each cell's nucleus bounding box is cut from the normalised image, everything outside the
+    nucleus mask set to zero (the network's neutral input), and resized to ``nucleus_size``
+    (:func:`~leukemia_wbc.models.crop_nucleus`, the dual-branch model's nucleus branch on its
+    own). The model never sees the cytoplasm, the red cells or the background, so it cannot
+    learn the plasma's colour or the framing of a lab. The batch must carry nucleus masks
+    (``mask``), as datasets with masks and ``SyntheticWBC`` give them.
+
+    Args:
+        backbone: Any timm model name.
+        nucleus_size: Side of the nucleus crops.
+        **kwargs: The arguments of :class:`CellClassifier`.
+
+    Raises:
+        ValueError: A non-positive ``nucleus_size``.
+    """
+
+    def __init__(
+        self, backbone: str = "resnet50", *, nucleus_size: int = 128, **kwargs: Any
+    ) -> None:
+        if nucleus_size < 1:
+            raise ValueError(f"nucleus_size must be positive, got {nucleus_size}")
+        self.nucleus_size = int(nucleus_size)
+        super().__init__(backbone, **kwargs)
+
+    def forward_batch(self, batch: dict[str, Any]) -> Tensor:
+        """Class logits of the nucleus crops of ``batch["image"]`` by ``batch["mask"]``.
+
+        Args:
+            batch: The batch dict after the device stage, with ``mask``.
+
+        Returns:
+            The logits.
+
+        Raises:
+            ValueError: The batch has no ``mask``.
+        """
+        mask = batch.get("mask")
+        if not isinstance(mask, Tensor):
+            raise ValueError(
+                "NucleusClassifier needs nucleus masks: the batch has no 'mask' (use a dataset "
+                "with masks, e.g. SyntheticWBC, SegmentationWBC2018 or a folder with masks)"
+            )
+        return self.forward(crop_nucleus(batch["image"], mask, self.nucleus_size).crops)
 
 
 class DualBranchClassifier(ClassificationTask):

@@ -14,7 +14,10 @@ import yaml
 from leukemia_wbc.cli import config_names, main, resolve_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-CV_CONFIGS = ("paper_dual_branch", "resnet50_baseline", "vgg16_baseline", "svm_baseline", "demo")
+CV_CONFIGS = (
+    "paper_dual_branch", "resnet50_baseline", "vgg16_baseline", "svm_baseline", "demo",
+    "recipe_nucleus_only",
+)  # fmt: skip
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -43,6 +46,7 @@ def test_packaged_configs_are_all_there() -> None:
         "recipe_stain_augmentation",
         "recipe_grayscale",
         "recipe_hematoxylin",
+        "recipe_nucleus_only",
     }
     assert resolve_config("demo").endswith("demo.yaml")
     with pytest.raises(FileNotFoundError, match="packaged: all_idb2, cnmc2019"):

@@ -274,3 +274,23 @@ def test_dual_branch_learns_synthetic_morphology() -> None:
     accuracy = fit.test(model, datamodule=dm)[0]["test_accuracy"]
     print(f"held-out accuracy {accuracy:.3f}")
     assert accuracy >= 0.90
+
+
+def test_nucleus_classifier_sees_only_the_nucleus() -> None:
+    from leukemia_wbc.tasks import NucleusClassifier
+
+    torch.manual_seed(0)
+    model = NucleusClassifier("resnet10t", nucleus_size=32, num_classes=4, head_hidden=(8,)).eval()
+    assert model.hparams["nucleus_size"] == 32 and model.hparams["backbone"] == "resnet10t"
+    image = torch.randn(2, 3, 64, 64)
+    mask = torch.zeros(2, 1, 64, 64, dtype=torch.uint8)
+    mask[:, :, 20:40, 24:44] = 1
+    with torch.no_grad():
+        logits = model.forward_batch({"image": image, "mask": mask})
+        # everything outside the nucleus can change without changing the prediction
+        changed = image.clone()
+        changed[:, :, :10] = 5.0
+        again = model.forward_batch({"image": changed, "mask": mask})
+    assert logits.shape == (2, 4) and torch.allclose(logits, again)
+    with pytest.raises(ValueError, match="needs nucleus masks"):
+        model.forward_batch({"image": image})
