@@ -68,7 +68,7 @@ def _test_dataset(config: str) -> Any:
     return parser.instantiate_classes(cfg).data
 
 
-def _cross_dataset(result: Any, cfg: Any, output_dir: Path, pipeline: Any) -> None:
+def _cross_dataset(result: Any, cfg: Any, output_dir: Path, pipeline: Any) -> Any:
     import json
 
     from ..evaluation._io import atomic_write_text
@@ -82,6 +82,7 @@ def _cross_dataset(result: Any, cfg: Any, output_dir: Path, pipeline: Any) -> No
           f"excluded by the class map):\n{scores.to_markdown()}")  # fmt: skip
     atomic_write_text(output_dir / f"cross_dataset_{name}.json",
                       json.dumps(scores.to_dict(), indent=2))  # fmt: skip
+    return scores
 
 
 def run_cv(argv: list[str]) -> int:
@@ -115,11 +116,13 @@ def run_cv(argv: list[str]) -> int:
     robustness = None
     if complete and cfg.robustness:
         robustness = {result.name: _robustness(result, cfg, cv.output_dir, init.data)}
-    if complete and cfg.report:
-        report = write_report([result], cv.output_dir / "report", robustness=robustness)
-        print(f"report: {report.html}")
+    other = []
     if complete and cfg.test_data:
-        _cross_dataset(result, cfg, cv.output_dir, init.data.pipeline)
-    elif cfg.test_data:
-        print("cross-dataset test: waiting for every fold (run again once they are finished)")
+        other = [_cross_dataset(result, cfg, cv.output_dir, init.data.pipeline)]
+    elif cfg.test_data or cfg.robustness:
+        print("robustness / cross-dataset tests: waiting for every fold (run again once done)")
+    if complete and cfg.report:
+        report = write_report([result], cv.output_dir / "report", robustness=robustness,
+                              cross_dataset=other)  # fmt: skip
+        print(f"report: {report.html}")
     return 0

@@ -21,6 +21,7 @@ import torch
 
 from ._io import atomic_write_bytes, atomic_write_text
 from .compare import compare
+from .cross_dataset import CrossDatasetResult
 from .figures import (
     class_balance_figure,
     confusion_figure,
@@ -159,6 +160,7 @@ def write_report(
     *,
     gallery: Sequence[GalleryItem] = (),
     robustness: Mapping[str, RobustnessResult] | None = None,
+    cross_dataset: Sequence[CrossDatasetResult] = (),
     notes: str = "",
     title: str = "White-blood-cell classification: cross-validation report",
 ) -> ReportFiles:
@@ -178,6 +180,9 @@ def write_report(
             :func:`~leukemia_wbc.evaluation.cv_robustness`): adds a robustness section (accuracy
             against strength, per perturbation) and a stain-shift accuracy column (the lowest
             accuracy under the stain perturbations) to the comparison table.
+        cross_dataset: Scores of the models on other datasets (see
+            :func:`~leukemia_wbc.evaluation.cross_dataset_test`): adds a cross-dataset section
+            beside the cross-validated figures.
         notes: Free text (Markdown paragraphs) placed after the title.
         title: Report title.
 
@@ -223,6 +228,8 @@ def write_report(
     if robustness:
         sections.append(("Robustness to stain and acquisition shift",
                          _robustness_text(results, robustness), ["robustness"]))  # fmt: skip
+    if cross_dataset:
+        sections.append(("Cross-dataset test", _cross_dataset_text(results, cross_dataset), []))
     if gallery:
         sections.append(("Attribution gallery", _gallery_table(gallery), ["gallery"]))
     sections += [("Timings", _timings(results), []), ("Environment", env_table, [])]
@@ -291,6 +298,27 @@ def _robustness_text(results: Sequence[CVResult], robustness: Mapping[str, Any])
     for name, rob in robustness.items():
         parts += [f"**{name}**", rob.table()]
     return "\n\n".join(parts) + "\n"
+
+
+def _cross_dataset_text(results: Sequence[CVResult], scores: Sequence[CrossDatasetResult]) -> str:
+    """The cross-validated accuracy beside each model's accuracy on another dataset."""
+    cv = {r.name: r.summary()["accuracy"].mean for r in results}
+    lines = [
+        "Every fold's model on all images of another dataset (classes mapped onto the "
+        "training classes); mean ± std over folds.",
+        "",
+        "| Model | Test data | Images | Excluded | Cross-validated accuracy | Accuracy | F1 "
+        "| AUC |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for sc in scores:
+        s = sc.summary()
+        own = f"{cv[sc.name]:.3f}" if sc.name in cv else "n/a"
+        lines.append(
+            f"| {sc.name} | {sc.target} | {sc.n_images} | {sc.excluded} | {own} | "
+            f"{s['accuracy'].format(3)} | {s['f1'].format(3)} | {s['auroc'].format(3)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _nan_none(x: float) -> float | None:

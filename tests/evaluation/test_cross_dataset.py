@@ -97,3 +97,5 @@ def test_cv_command_with_test_data(tmp_path: Path) -> None:
     report = (tmp_path / "out" / "report" / "report.md").read_text()
     assert "## Robustness to stain and acquisition shift" in report
     assert "Colour shortcut: a classifier on whole-image colour statistics alone" in report
+    cross = report.split("## Cross-dataset test")[1]
+    assert "| ColourShortcutBaseline | other | 24 | 0 |" in cross
