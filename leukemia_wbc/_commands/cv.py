@@ -119,7 +119,7 @@ def run_cv(argv: list[str]) -> int:
     other = []
     if complete and cfg.test_data:
         other = [_cross_dataset(result, cfg, cv.output_dir, init.data.pipeline)]
-    elif cfg.test_data or cfg.robustness:
+    if not complete and (cfg.test_data or cfg.robustness):
         print("robustness / cross-dataset tests: waiting for every fold (run again once done)")
     if complete and cfg.report:
         report = write_report([result], cv.output_dir / "report", robustness=robustness,

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..data.base import WBCDataset
 from ..data.datamodule import collate_samples
 from .metrics import Summary, classification_metrics, summarize
-from .robustness import baseline_predictor, task_predictor
+from .robustness import baseline_predictor, fold_pipeline, task_predictor
 
 __all__ = ["CrossDatasetResult", "class_mapping", "cross_dataset_test"]
 
@@ -127,7 +127,8 @@ def cross_dataset_test(
         class_map: ``{test class: training class or None}`` for the classes whose names differ
             (see :func:`class_mapping`).
         pipeline: The deep models' evaluation pipeline (default: ImageNet channel
-            normalisation); pass the training datamodule's ``pipeline`` for its stain target.
+            normalisation); pass the training datamodule's ``pipeline``: each fold then uses
+            its own saved state, e.g. its fitted stain target (see :func:`fold_pipeline`).
         target_name: Name of the test dataset in tables (default: its class name).
         batch_size: Images per batch.
         progress: Show a progress bar.
@@ -157,7 +158,8 @@ def cross_dataset_test(
         if baseline:
             predict = baseline_predictor(result.load_model(fold), len(classes))
         else:
-            predict = task_predictor(result.load_model(fold, map_location="cpu"), pipeline)
+            model = result.load_model(fold, map_location="cpu")
+            predict = task_predictor(model, fold_pipeline(result, fold, pipeline))
         probs = np.concatenate([predict(b) for b in batches])
         fold_metrics.append(
             classification_metrics(labels[keep], probs, classes, where=f"fold {fold}")

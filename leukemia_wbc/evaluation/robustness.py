@@ -8,6 +8,7 @@ model's accuracy rests on the stain and the camera rather than on the cell.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "baseline_predictor",
     "cv_robustness",
     "evaluate_robustness",
+    "fold_pipeline",
     "perturb",
     "task_predictor",
 ]
@@ -248,7 +250,8 @@ def cv_robustness(
             checkpoints or fitted baselines are loaded).
         dataset: The dataset the cross-validation ran on.
         pipeline: The evaluation pipeline of the deep models (default: channel normalisation
-            with ImageNet statistics; pass ``datamodule.pipeline`` for stain normalisation).
+            with ImageNet statistics); pass ``datamodule.pipeline``: each fold then uses its
+            own saved state, e.g. the Macenko target fitted on its training images.
         perturbations: Names from :data:`PERTURBATIONS`.
         strengths: Strengths in ``(0, 1]``.
         batch_size: Images per batch.
@@ -269,7 +272,7 @@ def cv_robustness(
             else result.load_model(fold, map_location="cpu")
         )
         if hasattr(model, "forward_batch"):
-            predict = task_predictor(model, pipeline)
+            predict = task_predictor(model, fold_pipeline(result, fold, pipeline))
         else:
             predict = baseline_predictor(model, len(dataset.classes))
         per_fold.append(
@@ -279,6 +282,37 @@ def cv_robustness(
             )
         )  # fmt: skip
     return _mean(per_fold)
+
+
+def fold_pipeline(result: Any, fold: int, pipeline: Any) -> Any:
+    """``pipeline`` with the state (e.g. the fitted Macenko target) saved by fold ``fold``.
+
+    Each fold of a cross-validation fits its stain target on its own training images and saves
+    it in its checkpoint; the datamodule that was passed to the cross-validator keeps an
+    unfitted one. Evaluating a fold's model needs the fold's own.
+
+    Args:
+        result: A :class:`~leukemia_wbc.evaluation.CVResult` with an output folder.
+        fold: Fold index.
+        pipeline: The datamodule's pipeline (``None``: none).
+
+    Returns:
+        A copy of ``pipeline`` with the fold's saved state, or ``pipeline`` itself when the
+        fold saved none (a feature baseline) or ``pipeline`` is ``None``.
+    """
+    found = [f for f in result.folds if f.fold == fold]
+    if pipeline is None or result.output_dir is None or not found or not found[0].checkpoint:
+        return pipeline
+    path = result.output_dir / found[0].checkpoint
+    if path.suffix != ".ckpt":
+        return pipeline
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    state = dict((saved.get("WBCDataModule") or {}).get("pipeline", {}))
+    if not state:
+        return pipeline
+    own = copy.deepcopy(pipeline)
+    own.load_state_dict({k: v for k, v in state.items() if k in own.state_dict()}, strict=False)
+    return own
 
 
 def _is_baseline(result: Any) -> bool:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from leukemia_wbc.data import SyntheticWBC, WBCDataModule
 from leukemia_wbc.evaluation import CrossValidator
@@ -99,3 +100,23 @@ def test_cv_command_with_test_data(tmp_path: Path) -> None:
     assert "Colour shortcut: a classifier on whole-image colour statistics alone" in report
     cross = report.split("## Cross-dataset test")[1]
     assert "| ColourShortcutBaseline | other | 24 | 0 |" in cross
+
+
+def test_each_fold_is_evaluated_with_its_own_stain_target(tmp_path: Path) -> None:
+    from leukemia_wbc.evaluation.robustness import fold_pipeline
+
+    data = SyntheticWBC(48, size=32, seed=1)
+    dm = WBCDataModule(data, size=32, batch_size=16, augment=False, stain_normalization=True)
+    task = CellClassifier("resnet10t", num_classes=4, head_hidden=(8,), dropout=0.0)
+    result = CrossValidator(task, dm, tmp_path, n_splits=3, max_epochs=1, accelerator="cpu",
+                            early_stopping_patience=None,
+                            trainer_kwargs={"enable_progress_bar": False}).run()  # fmt: skip
+    assert not bool(dm.pipeline.stain.fitted)  # the datamodule passed in stays unfitted
+    targets = []
+    for fold in range(3):
+        own = fold_pipeline(result, fold, dm.pipeline)
+        assert own is not dm.pipeline and bool(own.stain.fitted)
+        targets.append(own.stain.stain_matrix.clone())
+    # every fold fitted its target on its own training images
+    assert not torch.equal(targets[0], targets[1])
+    assert fold_pipeline(result, 0, None) is None
