@@ -40,6 +40,7 @@ from leukemia_wbc.data import SyntheticSmear
 from leukemia_wbc.evaluation.smear import SmearAnalyzer
 from leukemia_wbc.models.cell_detectors import ClassicalCellDetector, HybridCellDetector
 from leukemia_wbc.models.detection import MaskRCNNCellDetector, create_mask_rcnn
+from leukemia_wbc.models.detections import tile_starts
 from leukemia_wbc.tasks import DualBranchClassifier
 
 SIZE = (1944, 2592)
@@ -68,16 +69,11 @@ def _standard_mask_rcnn(reference: torch.nn.Module) -> torch.nn.Module:
 
 
 def _tiles(image: torch.Tensor, tile: int = 1024, overlap: int = 192) -> list[torch.Tensor]:
-    """The float tiles that ``detect_tiled`` hands the network (same starts)."""
+    """The float tiles that ``detect_tiled`` hands the network (the same starts)."""
     _, h, w = image.shape
-    step = tile - overlap
-
-    def starts(n: int) -> list[int]:
-        count = 1 if n <= tile else -(-(n - tile) // step) + 1
-        return [min(i * step, max(n - tile, 0)) for i in range(count)]
-
     x = image.float() / 255
-    return [x[:, y : y + tile, c : c + tile] for y in starts(h) for c in starts(w)]
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    return [x[:, y : y + tile, c : c + tile] for y in ys for c in xs]
 
 
 def _forward(model: torch.nn.Module, tiles: list[torch.Tensor]) -> None:

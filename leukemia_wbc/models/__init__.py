@@ -19,6 +19,7 @@ from .detection import (
     load_detector_weights,
     mask_nms,
 )
+from .detections import tile_starts
 from .dual_branch import Branch, DualBranchNet
 from .handcrafted import FEATURE_NAMES, HandcraftedSVM, nucleus_features
 from .heads import (
@@ -78,5 +79,6 @@ __all__ = [
     "postprocess_masks",
     "read_state_dict",
     "segmentation_architectures",
+    "tile_starts",
     "vgg11_bn_quarter",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Detections", "detect_tiled", "mask_nms", "to_unit_image"]
+__all__ = ["Detections", "detect_tiled", "mask_nms", "tile_starts", "to_unit_image"]
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,18 @@ def mask_nms(
     return det.select(torch.tensor(keep, dtype=torch.long, device=det.boxes.device))
 
 
-def _starts(length: int, tile: int, step: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of the tiles along one axis, the last one pushed back inside the image.
+
+    Args:
+        length: Image length along the axis.
+        tile: Tile side.
+        overlap: Overlap between neighbouring tiles.
+
+    Returns:
+        The starts, from 0; one start when the image fits in a tile.
+    """
+    step = tile - overlap
     if length <= tile:
         return [0]
     n = math.ceil((length - tile) / step) + 1
@@ -229,7 +240,7 @@ def detect_tiled(
     _, h, w = image.shape
     if h <= tile and w <= tile:
         return detect(image)
-    ys, xs = _starts(h, tile, tile - overlap), _starts(w, tile, tile - overlap)
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     parts: list[Detections] = []
     for y0, (cy0, cy1) in zip(ys, _cores(ys, tile, h), strict=True):
         for x0, (cx0, cx1) in zip(xs, _cores(xs, tile, w), strict=True):
