@@ -7,13 +7,43 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SHARED_DATA = HERE.parent.parent / "shared" / "data"
+
+
+def _git(*args: str) -> str:
+    """The stripped output of a git command run in this folder."""
+    return subprocess.run(
+        ["git", *args], cwd=HERE, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def median_seconds(
+    fn: Callable[[], object], repeats: int, device: str, *, warmup: int = 1
+) -> float:
+    """Median wall seconds of ``fn`` over ``repeats`` runs after ``warmup`` untimed ones.
+
+    On CUDA the device is synchronised around every run, so queued kernels are counted.
+    """
+    times = []
+    for i in range(repeats + warmup):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def environment(
@@ -21,22 +51,9 @@ def environment(
 ) -> dict[str, Any]:
     """Commit, machine and library versions, for the record."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        if dirty:  # the measured code is not exactly the commit's
-            commit += "-dirty"
+        commit = _git("rev-parse", "--short", "HEAD")
+        if _git("status", "--porcelain", "--untracked-files=no"):
+            commit += "-dirty"  # the measured code is not exactly the commit's
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     versions = {}

@@ -16,8 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import append_record, table
+from _common import append_record, median_seconds, table
 
 from leukemia_wbc.models import DualBranchNet
 
@@ -37,21 +36,6 @@ def _batch(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     mask[:, :, 60:160, 70:150] = 1
     image = image.to(device).contiguous(memory_format=torch.channels_last)
     return image, mask.to(device)
-
-
-def _seconds(fn: Callable[[], object], repeats: int, device: str) -> float:
-    """Median seconds of ``fn`` over ``repeats`` runs after two warm-ups."""
-    times = []
-    for i in range(repeats + 2):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 @contextlib.contextmanager
@@ -69,7 +53,7 @@ def matmul_rate(dtype: torch.dtype, device: str, repeats: int) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     with torch.inference_mode():
-        seconds = _seconds(lambda: a @ b, repeats, device)
+        seconds = median_seconds(lambda: a @ b, repeats, device, warmup=2)
     return 2 * n**3 / seconds / 1e9
 
 
@@ -89,7 +73,7 @@ def measure(net: DualBranchNet, device: str, batch: int, dtype: torch.dtype, rep
         with torch.inference_mode(), _precision(dtype, device):
             net.forward_masked(image, mask)
 
-    return _seconds(run, repeats, device)
+    return median_seconds(run, repeats, device, warmup=2)
 
 
 def main() -> None:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import append_record, table
+from _common import append_record, median_seconds, table
 
 from leukemia_wbc.data import SyntheticSmear
 from leukemia_wbc.evaluation.smear import SmearAnalyzer
@@ -44,20 +42,6 @@ from leukemia_wbc.models.detections import tile_starts
 from leukemia_wbc.tasks import DualBranchClassifier
 
 SIZE = (1944, 2592)
-
-
-def _seconds(fn: Callable[[], object], repeats: int, device: str) -> float:
-    times = []
-    for i in range(repeats + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def _standard_mask_rcnn(reference: torch.nn.Module) -> torch.nn.Module:
@@ -98,22 +82,24 @@ def run(device: str, weights: str | None, repeats: int) -> dict[str, Any]:
     for name, detect in (("classical", classical), ("mask_rcnn", network), ("hybrid", hybrid),
                          ("standard_mask_rcnn", reference)):  # fmt: skip
         found = detect(gpu_image)
-        figures[f"detect_{name}_s"] = _seconds(lambda d=detect: d(gpu_image), repeats, device)
+        figures[f"detect_{name}_s"] = median_seconds(lambda d=detect: d(gpu_image), repeats, device)
         figures[f"cells_{name}"] = len(found)
     # the fair ratio: both networks forward every tile and run their heads on exactly 30
     # boxes per tile (no score threshold), so neither does more work for finding more
     tiles = _tiles(gpu_image)
     for name, model in (("light", light), ("standard", standard)):
         model.eval().roi_heads.score_thresh = 0.0
-        figures[f"forward_{name}_s"] = _seconds(lambda m=model: _forward(m, tiles), repeats, device)
+        figures[f"forward_{name}_s"] = median_seconds(
+            lambda m=model: _forward(m, tiles), repeats, device
+        )
     figures["tiles"] = len(tiles)
     clf = DualBranchClassifier(num_classes=4).to(device)
     clf.classes = ("ALL", "AML", "CLL", "normal")
     analyzer = SmearAnalyzer(classical, clf, size=224)
     cells = classical(image).to(device)
     crops, masks = analyzer.crops(gpu_image, cells)
-    figures["crop_s"] = _seconds(lambda: analyzer.crops(gpu_image, cells), repeats, device)
-    figures["classify_s"] = _seconds(lambda: analyzer.classify(crops, masks), repeats, device)
+    figures["crop_s"] = median_seconds(lambda: analyzer.crops(gpu_image, cells), repeats, device)
+    figures["classify_s"] = median_seconds(lambda: analyzer.classify(crops, masks), repeats, device)
     figures["cells_classified"] = len(cells)
     figures["light_params_m"] = sum(p.numel() for p in light.parameters()) / 1e6
     figures["standard_params_m"] = sum(p.numel() for p in standard.parameters()) / 1e6

@@ -16,9 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.base import WBCDataset
-from ..data.datamodule import collate_samples
 from .metrics import Summary, classification_metrics, summarize
-from .robustness import baseline_predictor, fold_pipeline, task_predictor
+from .robustness import fold_predictor, sample_batches
 
 __all__ = ["CrossDatasetResult", "class_mapping", "cross_dataset_test"]
 
@@ -128,7 +127,8 @@ def cross_dataset_test(
             (see :func:`class_mapping`).
         pipeline: The deep models' evaluation pipeline (default: ImageNet channel
             normalisation); pass the training datamodule's ``pipeline``: each fold then uses
-            its own saved state, e.g. its fitted stain target (see :func:`fold_pipeline`).
+            its own saved state, e.g. its fitted stain target (see
+            :func:`~leukemia_wbc.evaluation.robustness.fold_pipeline`).
         target_name: Name of the test dataset in tables (default: its class name).
         batch_size: Images per batch.
         progress: Show a progress bar.
@@ -148,18 +148,10 @@ def cross_dataset_test(
     keep = np.flatnonzero(labels >= 0)
     if not len(keep):
         raise ValueError("no test image is left after the class mapping")
-    batches = [
-        collate_samples([dataset[int(i)] for i in keep[start : start + batch_size]])
-        for start in range(0, len(keep), batch_size)
-    ]
-    baseline = any(str(f.checkpoint or "").endswith(".joblib") for f in result.folds)
+    batches = sample_batches(dataset, keep.tolist(), batch_size)
     fold_metrics = []
     for fold in tqdm([f.fold for f in result.folds], desc="cross-dataset", disable=not progress):
-        if baseline:
-            predict = baseline_predictor(result.load_model(fold), len(classes))
-        else:
-            model = result.load_model(fold, map_location="cpu")
-            predict = task_predictor(model, fold_pipeline(result, fold, pipeline))
+        predict = fold_predictor(result, fold, pipeline)
         probs = np.concatenate([predict(b) for b in batches])
         fold_metrics.append(
             classification_metrics(labels[keep], probs, classes, where=f"fold {fold}")

@@ -32,7 +32,9 @@ __all__ = [
     "cv_robustness",
     "evaluate_robustness",
     "fold_pipeline",
+    "fold_predictor",
     "perturb",
+    "sample_batches",
     "task_predictor",
 ]
 
@@ -151,10 +153,7 @@ def evaluate_robustness(
     idx = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
     if not idx:
         raise ValueError("no samples to evaluate")
-    batches = [
-        collate_samples([dataset[i] for i in idx[start : start + batch_size]])
-        for start in range(0, len(idx), batch_size)
-    ]
+    batches = sample_batches(dataset, idx, batch_size)
     labels = np.concatenate([b["label"].numpy() for b in batches])
     conditions = [("none", 0.0)] + [(p, float(s)) for p in perturbations for s in strengths]
     results: dict[tuple[str, float], dict[str, float]] = {}
@@ -266,15 +265,7 @@ def cv_robustness(
     """
     per_fold: list[RobustnessResult] = []
     for fold in tqdm([f.fold for f in result.folds], desc="folds", disable=not progress):
-        model = (
-            result.load_model(fold)
-            if _is_baseline(result)
-            else result.load_model(fold, map_location="cpu")
-        )
-        if hasattr(model, "forward_batch"):
-            predict = task_predictor(model, fold_pipeline(result, fold, pipeline))
-        else:
-            predict = baseline_predictor(model, len(dataset.classes))
+        predict = fold_predictor(result, fold, pipeline)
         per_fold.append(
             evaluate_robustness(
                 predict, dataset, result.split(fold).test, perturbations=perturbations,
@@ -315,9 +306,44 @@ def fold_pipeline(result: Any, fold: int, pipeline: Any) -> Any:
     return own
 
 
-def _is_baseline(result: Any) -> bool:
-    """Whether a cross-validation ran a feature baseline (saved with joblib, not Lightning)."""
-    return any(str(f.checkpoint or "").endswith(".joblib") for f in result.folds)
+def fold_predictor(result: Any, fold: int, pipeline: Any = None) -> Predictor:
+    """A :data:`Predictor` of fold ``fold``'s saved model, deep task or feature baseline.
+
+    Args:
+        result: A :class:`~leukemia_wbc.evaluation.CVResult` with an output folder.
+        fold: Fold index.
+        pipeline: The datamodule's pipeline for a deep task (see :func:`fold_pipeline`).
+
+    Returns:
+        The predictor, its columns the result's classes.
+
+    Raises:
+        ValueError: The fold has no saved model.
+    """
+    baseline = any(str(f.checkpoint or "").endswith(".joblib") for f in result.folds)
+    if baseline:
+        return baseline_predictor(result.load_model(fold), len(result.classes))
+    model = result.load_model(fold, map_location="cpu")
+    return task_predictor(model, fold_pipeline(result, fold, pipeline))
+
+
+def sample_batches(
+    dataset: WBCDataset, indices: Sequence[int], batch_size: int
+) -> list[dict[str, Any]]:
+    """The samples at ``indices`` decoded once, as collated batches.
+
+    Args:
+        dataset: The dataset.
+        indices: Sample positions, in order.
+        batch_size: Samples per batch.
+
+    Returns:
+        The batches.
+    """
+    return [
+        collate_samples([dataset[int(i)] for i in indices[start : start + batch_size]])
+        for start in range(0, len(indices), batch_size)
+    ]
 
 
 def _mean(parts: Sequence[RobustnessResult]) -> RobustnessResult:

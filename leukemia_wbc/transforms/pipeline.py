@@ -42,8 +42,10 @@ def colour_input(x: Tensor, mode: ColourMode) -> Tensor:
     if mode == "rgb":
         return x
     if mode == "grayscale":
-        w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return (x * w).sum(1, keepdim=True).clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
+        from .enhance import Grayscale
+
+        gray: Tensor = Grayscale(keep_channels=True)(x)
+        return gray
     if mode == "hematoxylin":
         from .stain import estimate_stains
 
