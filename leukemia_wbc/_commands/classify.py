@@ -12,7 +12,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..evaluation._io import atomic_write_text, write_png
-from ._inference import Classifier, image_paths, load_classifier
+from ..inference import TrainedModel
+from ._inference import image_paths
 
 __all__ = ["run_classify", "run_explain"]
 
@@ -25,39 +26,32 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
     parser.add_argument(
         "--segmenter",
-        help="SegmentationModule checkpoint for a dual-branch "
-        "model's nucleus masks (default: the classical segmenter)",
+        help="replace the model's saved nucleus segmenter: a classical method (kmeans, "
+        "watershed, ...) or a SegmentationModule checkpoint (default: the one it was trained "
+        "with)",
     )
     parser.add_argument("--method", default="gradcam", choices=["gradcam", "integrated_gradients"])
 
 
-def _load(args: argparse.Namespace) -> Classifier:
-    segmenter = None
-    if args.segmenter:
-        from ..tasks.segmentation import SegmentationModule
-
-        segmenter = SegmentationModule.load_from_checkpoint(args.segmenter, map_location="cpu")
-    return load_classifier(args.checkpoint, device=args.device, segmenter=segmenter)
-
-
 def _run(args: argparse.Namespace, *, table: Path | None, overlays: Path | None) -> int:
-    from ..evaluation.explain import Explainer, overlay
+    from ..explain import overlay
 
-    clf = _load(args)
+    model = TrainedModel.from_checkpoint(
+        args.checkpoint, device=args.device, segmenter=args.segmenter or None
+    )
     paths = image_paths(args.inputs)
-    classes = clf.task.classes
+    classes = model.classes
     rows = [["path", "predicted", *(f"prob_{c}" for c in classes)]]
-    explainer = Explainer(clf.task, args.method) if overlays is not None else None
     with tqdm(total=len(paths), desc="classify", unit="img") as bar:
-        for names, batch in clf.batches(
+        for names, batch in model.batches(
             paths, batch_size=args.batch_size, num_workers=args.workers
         ):
-            probs = clf.probabilities(batch).cpu().numpy()
+            probs = model.predict_batch(batch).numpy()
             for name, p in zip(names, probs, strict=True):
                 rows.append([name, classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
-            if explainer is not None and overlays is not None:
-                maps = explainer.explain(batch).maps
-                images = (batch["image"] * clf.pipeline.std + clf.pipeline.mean).clamp(0, 1)
+            if overlays is not None:
+                maps = model.explain(batch, method=args.method).maps
+                images = batch["image"].float() / 255.0
                 for i, name in enumerate(names):
                     for branch, m in maps.items():
                         picture = overlay(images[i].cpu(), m[i, 0])

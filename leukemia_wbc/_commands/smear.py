@@ -13,7 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..evaluation._io import atomic_write_text, write_png
-from ._inference import _read, image_paths, load_classifier
+from ..inference import TrainedModel, read_checkpoint
+from ._inference import image_paths
 
 __all__ = ["run_analyze_smear"]
 
@@ -81,7 +82,7 @@ def _is_classifier(path: str) -> bool:
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
-        _read(path)
+        read_checkpoint(path)
     except ValueError:
         return False
     return True
@@ -152,10 +153,10 @@ def run_analyze_smear(argv: list[str]) -> int:
     paths = image_paths(inputs) if inputs else []
     summary_file = args.out / "summary.csv"
     _check_outputs(args, paths, summary_file)
-    clf = load_classifier(classifier_file, device=args.device)
+    model = TrainedModel.from_checkpoint(classifier_file, device=args.device)
     analyzer = SmearAnalyzer(
-        _detector(args, detector_file, clf.device), clf.task, pipeline=clf.pipeline,
-        size=clf.size, blast_classes=args.blast_classes, scale=args.scale, margin=args.margin,
+        _detector(args, detector_file, model.device), model,
+        blast_classes=args.blast_classes, scale=args.scale, margin=args.margin,
         confidence=args.confidence,
     )  # fmt: skip
     summary: list[dict[str, Any]] = []

@@ -93,6 +93,32 @@ def _stackable(values: Sequence[Any]) -> bool:
     return len({tuple(v.shape) for v in values}) == 1
 
 
+def _stain_normalizer(choice: Any) -> Any:
+    """The stain normaliser ``WBCDataModule(stain_normalization=choice)`` asks for.
+
+    Args:
+        choice: ``True`` / ``"torch"``, ``"staintools"``, a module, or ``False`` / ``None``.
+
+    Returns:
+        A new :class:`~leukemia_wbc.transforms.stain.MacenkoNormalizer` of the chosen
+        backend, the module itself, or ``None``.
+
+    Raises:
+        ValueError: A string other than ``"torch"`` or ``"staintools"``.
+        ImportError: ``"staintools"`` without staintools installed.
+    """
+    if choice is True or choice == "torch":
+        return MacenkoNormalizer()
+    if choice == "staintools":
+        return MacenkoNormalizer(backend="staintools")
+    if isinstance(choice, str):
+        raise ValueError(
+            "stain_normalization must be True, False, None, 'torch', 'staintools' or a "
+            f"MacenkoNormalizer, got {choice!r}"
+        )
+    return choice or None
+
+
 class WBCDataModule(pl.LightningDataModule):
     """Lightning DataModule over a :class:`WBCDataset` with leakage-free splits.
 
@@ -114,9 +140,10 @@ class WBCDataModule(pl.LightningDataModule):
         val_fraction: Validation share for ``split="holdout"``.
         test_fraction: Test share for ``split="holdout"``.
         seed: Seed of the split and of the balanced sampler.
-        stain_normalization: ``True`` for a Macenko normaliser with default parameters, a
-            :class:`~leukemia_wbc.transforms.stain.MacenkoNormalizer` (fitted or not), or
-            ``False`` / ``None`` for none.
+        stain_normalization: ``True`` or ``"torch"`` for a Macenko normaliser with default
+            parameters, ``"staintools"`` for one with staintools' Macenko (the ``staintools``
+            extra), a :class:`~leukemia_wbc.transforms.stain.MacenkoNormalizer` (fitted or
+            not), or ``False`` / ``None`` for none.
         stain_reference: Where the Macenko target comes from: an image file, an image tensor
             (``(3, H, W)`` or a batch), or ``None`` to fit on ``stain_fit_samples`` images drawn
             (with ``seed``) from the training part, never from validation or test images. A
@@ -143,6 +170,7 @@ class WBCDataModule(pl.LightningDataModule):
 
     Raises:
         ValueError: Bad ``split``, ``batch_size`` or normalisation arguments.
+        ImportError: ``stain_normalization="staintools"`` without staintools installed.
     """
 
     def __init__(
@@ -158,7 +186,10 @@ class WBCDataModule(pl.LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         seed: int = 0,
-        stain_normalization: bool | MacenkoNormalizer | None = False,
+        stain_normalization: bool
+        | Literal["torch", "staintools"]
+        | MacenkoNormalizer
+        | None = False,
         stain_reference: str | os.PathLike[str] | Tensor | None = None,
         stain_fit_samples: int = 16,
         equalize: EqualizeMode = "none",
@@ -199,7 +230,7 @@ class WBCDataModule(pl.LightningDataModule):
             raise ValueError(f"stain_fit_samples must be at least 1, got {stain_fit_samples}")
         if not 0.0 <= stain_augmentation < 1.0:
             raise ValueError(f"stain_augmentation must lie in [0, 1), got {stain_augmentation}")
-        stain = MacenkoNormalizer() if stain_normalization is True else stain_normalization or None
+        stain = _stain_normalizer(stain_normalization)
         self.stain_reference = stain_reference
         self.stain_fit_samples = stain_fit_samples
         #: Dataset indices the Macenko target was fitted on (set by :meth:`fit_stain`).
@@ -229,7 +260,9 @@ class WBCDataModule(pl.LightningDataModule):
         self.split: Split | None = None
         self.skipped_count = 0
         # Recorded (as flags) for rebuilding the evaluation pipeline from a checkpoint.
-        self.hparams["stain_normalization"] = stain is not None
+        self.hparams["stain_normalization"] = (
+            "staintools" if getattr(stain, "backend", None) == "staintools" else stain is not None
+        )
         self.hparams["background_removal"] = background is not None
 
     # -- splits ------------------------------------------------------------------------------

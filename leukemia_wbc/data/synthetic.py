@@ -110,6 +110,11 @@ class SyntheticWBC(WBCDataset):
             draw_patient(np.random.default_rng([self.seed, 1, p])) for p in range(n_patients)
         ]
 
+    @property
+    def has_masks(self) -> bool:
+        """Always: every rendered cell comes with its nucleus and cell masks."""
+        return True
+
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Render sample ``index`` as arrays.
 

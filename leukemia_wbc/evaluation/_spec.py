@@ -46,7 +46,9 @@ def model_config(model: Any) -> dict[str, Any]:
             k: getattr(model, k)
             for k in ("C", "kernel", "gamma", "calibration_folds", "seed", "on_empty")
         }
-        params["segmenter"] = type(model.segmenter).__name__ if model.segmenter else None
+        params["segmenter"] = model.segmenter_spec or (
+            type(model.segmenter).__name__ if model.segmenter else None
+        )
     else:
         params = dict(model.hparams)
     return {"class": f"{kind.__module__}.{kind.__qualname__}", "hparams": jsonable(params)}

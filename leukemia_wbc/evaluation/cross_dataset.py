@@ -125,10 +125,8 @@ def cross_dataset_test(
         dataset: The test dataset (another lab, stain or camera).
         class_map: ``{test class: training class or None}`` for the classes whose names differ
             (see :func:`class_mapping`).
-        pipeline: The deep models' evaluation pipeline (default: ImageNet channel
-            normalisation); pass the training datamodule's ``pipeline``: each fold then uses
-            its own saved state, e.g. its fitted stain target (see
-            :func:`~leukemia_wbc.evaluation.robustness.fold_pipeline`).
+        pipeline: Deprecated and unused: each fold's checkpoint carries its pipeline (e.g.
+            its fitted stain target; see :class:`~leukemia_wbc.inference.TrainedModel`).
         target_name: Name of the test dataset in tables (default: its class name).
         batch_size: Images per batch.
         progress: Show a progress bar.
@@ -151,7 +149,7 @@ def cross_dataset_test(
     batches = sample_batches(dataset, keep.tolist(), batch_size)
     fold_metrics = []
     for fold in tqdm([f.fold for f in result.folds], desc="cross-dataset", disable=not progress):
-        predict = fold_predictor(result, fold, pipeline)
+        predict = fold_predictor(result, fold, pipeline)  # warns when pipeline is given
         probs = np.concatenate([predict(b) for b in batches])
         fold_metrics.append(
             classification_metrics(labels[keep], probs, classes, where=f"fold {fold}")

@@ -20,6 +20,7 @@ from ..data.base import UNLABELLED
 from ..data.datamodule import WBCDataModule
 from ..data.splits import Split, assign_folds, is_grouped, kfold_split
 from ..models.handcrafted import HandcraftedSVM
+from ..tasks.classifier_base import ClassificationTask
 from ._folds import FOLD_FILE, fold_dir, is_finished, run_lightning_fold, run_svm_fold
 from ._io import atomic_write_text
 from ._spec import differences, jsonable, model_config, model_name, rebuild
@@ -135,6 +136,8 @@ class CrossValidator:
             raise ValueError(
                 f"n_splits must be at least 3 (train, val and test folds), got {n_splits}"
             )
+        if isinstance(task, ClassificationTask):
+            task.bind_data(datamodule)  # classes from the data, or a one-line error now
         if isinstance(task, pl.LightningModule):
             self.build: Callable[[], pl.LightningModule] | None = rebuild(task)
             probe: Any = task
@@ -143,6 +146,8 @@ class CrossValidator:
         elif callable(task):
             self.build = task
             probe = task()
+            if isinstance(probe, ClassificationTask):
+                probe.bind_data(datamodule)
             if not isinstance(probe, pl.LightningModule):
                 raise ValueError(
                     f"the task factory returned a {type(probe).__name__}, "
@@ -154,6 +159,19 @@ class CrossValidator:
                 f"got {type(task).__name__}"
             )
         self.svm = task if isinstance(task, HandcraftedSVM) else None
+        dataset = datamodule.dataset
+        svm = self.svm
+        if (
+            svm is not None
+            and svm.needs_nucleus
+            and svm.segmenter is None
+            and not dataset.has_masks
+        ):
+            raise ValueError(
+                f"model.segmenter: {type(dataset).__name__} has no nucleus masks and "
+                f"{type(svm).__name__} has no segmenter; set segmenter to a classical method "
+                "(e.g. kmeans) or a trained SegmentationModule checkpoint"
+            )
         self.datamodule = datamodule
         self.output_dir = Path(output_dir)
         self.n_splits, self.stratify, self.seed = n_splits, stratify, seed

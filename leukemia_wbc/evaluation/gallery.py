@@ -99,18 +99,13 @@ def _explain_fold(
     method: AttributionMethod,
     load_kwargs: dict[str, Any],
 ) -> tuple[Attribution, dict[str, Any]]:
-    """Explain samples with fold ``fold``'s best model, through that fold's evaluation stage.
+    """Explain samples with fold ``fold``'s best model, through the pipeline it was trained with.
 
-    The fold's DataModule is rebuilt for its split (so the stain target is the one fitted in
-    training); returns the attributions and the transformed batch (on the model's device).
+    Returns the attributions and the transformed batch (on the model's device).
     """
-    dm = datamodule.with_split(result.split(fold))
-    dm.setup()
-    model = result.load_model(fold, **load_kwargs)
-    batch = dm.device_transform(collate_samples(samples), train=False)
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    return Explainer(model, method).explain(batch), batch
+    model = result.trained_model(fold, segmenter=load_kwargs.get("segmenter"))
+    batch = model.transform(collate_samples(samples))
+    return Explainer(model.task, method).explain(batch), batch
 
 
 def attribution_gallery(
@@ -123,16 +118,16 @@ def attribution_gallery(
 ) -> list[GalleryItem]:
     """Explain the cells of :func:`select_cells` with the model of the fold that held each out.
 
-    Each fold's best checkpoint is loaded (see :meth:`CVResult.load_model`), its DataModule is
-    rebuilt for the fold's split (so the stain target is the one fitted in training) and the
-    cells go through the evaluation device stage before :class:`Explainer`.
+    Each fold's best checkpoint is loaded as a :class:`~leukemia_wbc.inference.TrainedModel`
+    (see :meth:`CVResult.trained_model`), and the cells go through the pipeline it was trained
+    with (its own fitted stain target) before :class:`Explainer`.
 
     Args:
         result: A Lightning task's cross-validation result (not the SVM's).
         datamodule: The DataModule the cross-validation ran on.
         per_class: Cells of each kind (correct, wrong) per class.
         method: ``"gradcam"`` or ``"integrated_gradients"``.
-        **load_kwargs: Passed to ``load_from_checkpoint`` (e.g. ``segmenter=``).
+        **load_kwargs: ``segmenter=`` replaces the models' saved segmenter.
 
     Returns:
         The explained cells, in the order of :func:`select_cells`.
@@ -196,7 +191,7 @@ def held_out_focus(
         fold: Which fold's model and held-out cells.
         method: ``"integrated_gradients"`` (per pixel) or ``"gradcam"``.
         max_cells: Cells explained.
-        **load_kwargs: Passed to ``load_from_checkpoint``.
+        **load_kwargs: ``segmenter=`` replaces the model's saved segmenter.
 
     Returns:
         One :class:`NucleusFocus` per branch.

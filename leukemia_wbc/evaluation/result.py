@@ -189,32 +189,64 @@ class CVResult:
         )
         return Split(p.index[part.train], p.index[part.val], p.index[part.test])
 
-    def load_model(self, fold: int, **kwargs: Any) -> Any:
-        """The best checkpoint of fold ``fold``, loaded as the task class that was run.
-
-        Args:
-            fold: Fold index.
-            **kwargs: Passed to ``load_from_checkpoint`` (``map_location``, ``segmenter``...).
-
-        Returns:
-            The LightningModule (in evaluation mode), or the fitted SVM.
-
-        Raises:
-            ValueError: No output folder, or the fold has no checkpoint.
-        """
-        import importlib
-
+    def _checkpoint(self, fold: int) -> Path:
         found = [f for f in self.folds if f.fold == fold]
         if self.output_dir is None or not found or found[0].checkpoint is None:
             raise ValueError(f"{self.name}: fold {fold} has no saved checkpoint to load")
-        path = self.output_dir / found[0].checkpoint
-        module, _, qualname = str(self.config["model"]["class"]).rpartition(".")
-        cls = getattr(importlib.import_module(module), qualname)
-        if path.suffix == ".joblib":
-            return cls.load(path)
-        model = cls.load_from_checkpoint(path, **kwargs)
-        model.eval()
-        return model
+        return self.output_dir / found[0].checkpoint
+
+    @property
+    def is_baseline(self) -> bool:
+        """Whether the folds trained a feature baseline (an SVM), not a deep task."""
+        return any(str(f.checkpoint or "").endswith(".joblib") for f in self.folds)
+
+    def load_model(self, fold: int, **kwargs: Any) -> Any:
+        """The saved model of fold ``fold``: the task (evaluation mode) or the fitted SVM.
+
+        A task is rebuilt safely from its checkpoint (see
+        :func:`~leukemia_wbc.inference.build_task`), with the segmenter it was trained with; the
+        SVM class is looked up among the library's baselines and the user's subclasses by the
+        name the folder recorded, never imported from it.
+
+        Args:
+            fold: Fold index.
+            **kwargs: ``map_location`` (a device) is honoured; other keys are refused.
+
+        Returns:
+            The task, or the fitted SVM.
+
+        Raises:
+            ValueError: No output folder, the fold has no checkpoint, or an unknown class.
+        """
+        path = self._checkpoint(fold)
+        if self.is_baseline:
+            return _baseline_class(str(self.config["model"]["class"])).load(path)
+        device = kwargs.pop("map_location", "cpu")
+        if kwargs:
+            raise ValueError(f"load_model: unexpected arguments {sorted(kwargs)}")
+        return self.trained_model(fold, device=device).task
+
+    def trained_model(self, fold: int, *, device: Any = "cpu", segmenter: Any = None) -> Any:
+        """Fold ``fold``'s best checkpoint as a :class:`~leukemia_wbc.inference.TrainedModel`.
+
+        Args:
+            fold: Fold index.
+            device: Where it runs.
+            segmenter: Replace the saved segmenter (a method name, a checkpoint or a module).
+
+        Returns:
+            The trained model, with the pipeline and segmenter of its own fold.
+
+        Raises:
+            ValueError: A baseline (no deep model), or no checkpoint.
+        """
+        from ..inference import TrainedModel
+
+        if self.is_baseline:
+            raise ValueError(f"{self.name}: a feature baseline has no trained network")
+        return TrainedModel.from_checkpoint(
+            self._checkpoint(fold), device=device, segmenter=segmenter
+        )
 
     # -- tables ------------------------------------------------------------------------------
     def to_markdown(self, digits: int = 3) -> str:
@@ -295,3 +327,22 @@ def _fmt(value: float, digits: int) -> str:
 
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def _baseline_class(recorded: str) -> Any:
+    """The ``HandcraftedSVM`` (sub)class named by a folder's ``config.json``, by name only."""
+    from ..models import HandcraftedSVM  # the package defines every library baseline
+
+    name = recorded.rpartition(".")[2]
+    known: dict[str, type[HandcraftedSVM]] = {HandcraftedSVM.__name__: HandcraftedSVM}
+    todo: list[type[HandcraftedSVM]] = [HandcraftedSVM]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            known.setdefault(sub.__name__, sub)
+            todo.append(sub)
+    if name not in known:
+        raise ValueError(
+            f"the folder's model {recorded!r} is not a feature baseline of this program "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    return known[name]

@@ -8,7 +8,7 @@ model's accuracy rests on the stain and the camera rather than on the cell.
 
 from __future__ import annotations
 
-import copy
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +31,6 @@ __all__ = [
     "baseline_predictor",
     "cv_robustness",
     "evaluate_robustness",
-    "fold_pipeline",
     "fold_predictor",
     "perturb",
     "sample_batches",
@@ -248,9 +247,8 @@ def cv_robustness(
         result: A :class:`~leukemia_wbc.evaluation.CVResult` with an output folder (its
             checkpoints or fitted baselines are loaded).
         dataset: The dataset the cross-validation ran on.
-        pipeline: The evaluation pipeline of the deep models (default: channel normalisation
-            with ImageNet statistics); pass ``datamodule.pipeline``: each fold then uses its
-            own saved state, e.g. the Macenko target fitted on its training images.
+        pipeline: Deprecated and unused: each fold's model is applied with the pipeline its
+            checkpoint carries (e.g. the Macenko target fitted on its training images).
         perturbations: Names from :data:`PERTURBATIONS`.
         strengths: Strengths in ``(0, 1]``.
         batch_size: Images per batch.
@@ -263,9 +261,10 @@ def cv_robustness(
     Raises:
         ValueError: A fold without a saved model, or the checks of :func:`evaluate_robustness`.
     """
+    _warn_pipeline(pipeline)
     per_fold: list[RobustnessResult] = []
     for fold in tqdm([f.fold for f in result.folds], desc="folds", disable=not progress):
-        predict = fold_predictor(result, fold, pipeline)
+        predict = fold_predictor(result, fold)
         per_fold.append(
             evaluate_robustness(
                 predict, dataset, result.split(fold).test, perturbations=perturbations,
@@ -275,44 +274,17 @@ def cv_robustness(
     return _mean(per_fold)
 
 
-def fold_pipeline(result: Any, fold: int, pipeline: Any) -> Any:
-    """``pipeline`` with the state (e.g. the fitted Macenko target) saved by fold ``fold``.
-
-    Each fold of a cross-validation fits its stain target on its own training images and saves
-    it in its checkpoint; the datamodule that was passed to the cross-validator keeps an
-    unfitted one. Evaluating a fold's model needs the fold's own.
-
-    Args:
-        result: A :class:`~leukemia_wbc.evaluation.CVResult` with an output folder.
-        fold: Fold index.
-        pipeline: The datamodule's pipeline (``None``: none).
-
-    Returns:
-        A copy of ``pipeline`` with the fold's saved state, or ``pipeline`` itself when the
-        fold saved none (a feature baseline) or ``pipeline`` is ``None``.
-    """
-    found = [f for f in result.folds if f.fold == fold]
-    if pipeline is None or result.output_dir is None or not found or not found[0].checkpoint:
-        return pipeline
-    path = result.output_dir / found[0].checkpoint
-    if path.suffix != ".ckpt":
-        return pipeline
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    state = dict((saved.get("WBCDataModule") or {}).get("pipeline", {}))
-    if not state:
-        return pipeline
-    own = copy.deepcopy(pipeline)
-    own.load_state_dict({k: v for k, v in state.items() if k in own.state_dict()}, strict=False)
-    return own
-
-
 def fold_predictor(result: Any, fold: int, pipeline: Any = None) -> Predictor:
     """A :data:`Predictor` of fold ``fold``'s saved model, deep task or feature baseline.
 
+    A deep task is loaded as a :class:`~leukemia_wbc.inference.TrainedModel`, with the pipeline
+    its checkpoint carries (e.g. the Macenko target fitted on the fold's own training images)
+    and its segmenter.
+
     Args:
         result: A :class:`~leukemia_wbc.evaluation.CVResult` with an output folder.
         fold: Fold index.
-        pipeline: The datamodule's pipeline for a deep task (see :func:`fold_pipeline`).
+        pipeline: Deprecated and unused: each fold's checkpoint carries its pipeline.
 
     Returns:
         The predictor, its columns the result's classes.
@@ -320,11 +292,25 @@ def fold_predictor(result: Any, fold: int, pipeline: Any = None) -> Predictor:
     Raises:
         ValueError: The fold has no saved model.
     """
-    baseline = any(str(f.checkpoint or "").endswith(".joblib") for f in result.folds)
-    if baseline:
+    _warn_pipeline(pipeline)
+    if result.is_baseline:
         return baseline_predictor(result.load_model(fold), len(result.classes))
-    model = result.load_model(fold, map_location="cpu")
-    return task_predictor(model, fold_pipeline(result, fold, pipeline))
+    model = result.trained_model(fold, device="cpu")
+
+    def predict(batch: dict[str, Any]) -> np.ndarray:
+        return np.asarray(model.predict_batch(batch).numpy())
+
+    return predict
+
+
+def _warn_pipeline(pipeline: Any) -> None:
+    if pipeline is not None:
+        warnings.warn(
+            "the pipeline argument is no longer used: each fold's checkpoint carries the "
+            "pipeline it was trained with",
+            DeprecationWarning,
+            stacklevel=3,
+        )
 
 
 def sample_batches(

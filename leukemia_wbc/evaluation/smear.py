@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 from ..data.base import read_rgb
+from ..inference import TrainedModel
 from ..models.cell_detectors import CellDetector
 from ..models.detection import Detections, to_unit_image
 from ..tasks.classifier_base import ClassificationTask
@@ -160,6 +162,10 @@ class SmearAnalysis:
         return rows
 
 
+def _side(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 class SmearAnalyzer:
     """Detect the white cells of a smear, classify each, and count blasts.
 
@@ -172,11 +178,12 @@ class SmearAnalyzer:
 
     Args:
         detector: Finds the white cells (Mask R-CNN, classical or hybrid).
-        classifier: A trained cell classifier.
-        pipeline: The classifier's evaluation pipeline (stain normalisation, equalisation,
-            channel normalisation); default channel normalisation with ImageNet statistics.
-            :func:`leukemia_wbc.cli` restores the pipeline a checkpoint was trained with.
-        size: The classifier's input side (default 224).
+        classifier: A :class:`~leukemia_wbc.inference.TrainedModel` (e.g.
+            ``TrainedModel.from_checkpoint("model.ckpt")``), whose pipeline and image size are
+            used; a bare task is accepted with a warning and applied with ``pipeline``.
+        pipeline: For a bare task only: its evaluation pipeline (default channel
+            normalisation with ImageNet statistics).
+        size: For a bare task only: its input side (default 224).
         blast_classes: Class names counted as blasts (default: those of
             :data:`DEFAULT_BLAST_CLASSES` among the classifier's classes).
         margin: Crop margin around the cell box on each side, as a share of its longer side.
@@ -194,17 +201,34 @@ class SmearAnalyzer:
     def __init__(
         self,
         detector: CellDetector,
-        classifier: ClassificationTask,
+        classifier: TrainedModel | ClassificationTask,
         *,
         pipeline: DevicePipeline | None = None,
-        size: int | tuple[int, int] = 224,
+        size: int | tuple[int, int] | None = None,
         blast_classes: Sequence[str] | None = None,
         margin: float = 0.35,
         scale: float = 1.0,
         batch_size: int = 64,
         confidence: float = 0.95,
     ) -> None:
-        classes = tuple(classifier.classes)
+        if isinstance(classifier, TrainedModel):
+            if pipeline is not None or (size is not None and classifier.size != _side(size)):
+                raise ValueError(
+                    "SmearAnalyzer: pipeline and size come from the TrainedModel "
+                    f"({classifier.size[0]}x{classifier.size[1]}); do not pass other ones"
+                )
+            pipeline, size, task = classifier.pipeline, classifier.size, classifier.task
+        else:
+            if pipeline is None:
+                warnings.warn(
+                    "SmearAnalyzer got a bare task: it is applied without the preprocessing it "
+                    "was trained with (stain target, equalisation); pass "
+                    "TrainedModel.from_checkpoint(...) instead",
+                    stacklevel=2,
+                )
+            task = classifier
+        size = 224 if size is None else size
+        classes = tuple(task.classes)
         wanted = DEFAULT_BLAST_CLASSES if blast_classes is None else tuple(blast_classes)
         unknown = [c for c in wanted if c not in classes] if blast_classes is not None else []
         chosen = tuple(c for c in classes if c in wanted)
@@ -224,7 +248,7 @@ class SmearAnalyzer:
             if not ok:
                 raise ValueError(f"argument {name!r} must be {expected}, got {value!r}")
         self.detector = detector
-        self.classifier = classifier.eval()
+        self.classifier = task.eval()
         self.pipeline = DevicePipeline() if pipeline is None else pipeline
         self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.classes = classes

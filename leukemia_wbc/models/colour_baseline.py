@@ -89,6 +89,7 @@ class ColourShortcutBaseline(HandcraftedSVM):
     """
 
     feature_names = COLOUR_FEATURE_NAMES
+    needs_nucleus = False
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ from ._handcrafted_features import (
     nucleus_features,
     sample_features,
 )
+from .segmenter import resolve_segmenter
 
 if TYPE_CHECKING:
     from ..data.base import WBCDataset
@@ -57,8 +58,10 @@ class HandcraftedSVM:
         progress: Show a progress bar over images.
         on_empty: An empty nucleus mask raises (``"raise"``), or its features are measured on
             the whole image (``"image"``); each fallback is listed in :attr:`fallbacks_`.
-        segmenter: Segments samples that have no nucleus mask (see :data:`Segmenter`); without
-            it such samples raise.
+        segmenter: Segments samples that have no nucleus mask: a classical method name
+            (``"kmeans"``, ...), the path of a trained ``SegmentationModule`` checkpoint (see
+            :func:`~leukemia_wbc.models.resolve_segmenter`) or a callable (see
+            :data:`Segmenter`); without it such samples raise.
 
     Attributes:
         classes_: Class labels seen in training; the columns of :meth:`predict_proba`.
@@ -72,6 +75,8 @@ class HandcraftedSVM:
 
     #: Names of the features the model is fitted on (a subclass may measure others).
     feature_names: tuple[str, ...] = FEATURE_NAMES
+    #: Whether the features are measured on the nucleus (masks or a segmenter needed).
+    needs_nucleus: bool = True
 
     def __init__(
         self,
@@ -84,7 +89,7 @@ class HandcraftedSVM:
         n_jobs: int = 1,
         progress: bool = True,
         on_empty: Literal["raise", "image"] = "raise",
-        segmenter: Segmenter | None = None,
+        segmenter: str | Segmenter | None = None,
     ) -> None:
         if calibration_folds < 2:
             raise ValueError(f"calibration_folds must be >= 2, got {calibration_folds}")
@@ -94,7 +99,12 @@ class HandcraftedSVM:
             raise ValueError(f"on_empty must be 'raise' or 'image', got {on_empty!r}")
         self.C, self.kernel, self.gamma = C, kernel, gamma
         self.calibration_folds, self.seed, self.n_jobs = calibration_folds, seed, n_jobs
-        self.progress, self.on_empty, self.segmenter = progress, on_empty, segmenter
+        self.progress, self.on_empty = progress, on_empty
+        #: The segmenter's spec as given (a name or path), recorded in the run's config.
+        self.segmenter_spec = segmenter if isinstance(segmenter, str) else None
+        self.segmenter: Segmenter | None = (
+            resolve_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
+        )
         self.classes_: np.ndarray | None = None
         self.pipeline_: Pipeline | None = None
         self.fallbacks_: list[str] = []

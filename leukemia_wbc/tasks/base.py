@@ -8,6 +8,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from torch import Tensor
 
+from ..transforms.pipeline import PIPELINE_KEY, DevicePipeline
 from .optim import (
     OptimizerKind,
     SchedulerKind,
@@ -91,6 +92,19 @@ class BaseTask(pl.LightningModule):
         self.optimizer_kind: OptimizerKind = optimizer
         self.scheduler_kind: SchedulerKind = scheduler
         self.warmup_fraction = warmup_fraction
+        if self.ready:
+            self.configure()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the task knows enough to build its network.
+
+        A classifier without classes waits for its data (``ClassificationTask.bind_data``).
+        """
+        return True
+
+    def configure(self) -> None:
+        """Build the network, the loss and the metrics (the three hooks, in order)."""
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
@@ -144,6 +158,43 @@ class BaseTask(pl.LightningModule):
         """
         self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                  batch_size=batch_size, sync_dist=True)  # fmt: skip
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _datamodule_pipeline(self) -> tuple[DevicePipeline, tuple[int, int] | None] | None:
+        """The device pipeline (and image size) of the datamodule this task is trained with."""
+        trainer = self._trainer
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        pipeline = getattr(dm, "pipeline", None)
+        if not isinstance(pipeline, DevicePipeline):
+            return None
+        size = getattr(getattr(dm, "dataset", None), "size", None)
+        return pipeline, None if size is None else (int(size[0]), int(size[1]))
+
+    def on_fit_start(self) -> None:
+        """Check, before the first step, that the data's pipeline can be saved with the task."""
+        found = self._datamodule_pipeline()
+        if found is not None:
+            found[0].config()  # raises for a module a checkpoint could not rebuild
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the evaluation pipeline beside the weights, under a key of the library's own.
+
+        The record (``checkpoint["leukemia_wbc_pipeline"]``: the pipeline's plain
+        :meth:`~leukemia_wbc.transforms.DevicePipeline.config`, its ``state_dict`` with e.g.
+        the fitted Macenko target, and the image size) does not depend on the DataModule's
+        class name, so a subclass of ``WBCDataModule`` keeps it too.
+
+        Args:
+            checkpoint: Lightning's checkpoint dict.
+        """
+        found = self._datamodule_pipeline()
+        if found is not None:
+            pipeline, size = found
+            checkpoint[PIPELINE_KEY] = {
+                "config": pipeline.config(),
+                "state": {k: v.detach().cpu() for k, v in pipeline.state_dict().items()},
+                "size": None if size is None else list(size),
+            }
 
     # -- loop ----------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

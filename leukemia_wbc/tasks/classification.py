@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ..models.backbones import Weights
@@ -35,10 +34,10 @@ class CellClassifier(ClassificationTask):
     Args:
         backbone: Any timm model name.
         weights: ``None``, ``"imagenet"`` or a local weights file for the backbone.
-        num_classes: Number of classes.
+        num_classes: Number of classes (default: the data's; see :class:`ClassificationTask`).
         head_hidden: Widths of the head's hidden layers.
         dropout: Dropout of the head.
-        **kwargs: Loss, metric and optimiser arguments of :class:`ClassificationTask`.
+        **kwargs: Classes, loss, metric and optimiser arguments of :class:`ClassificationTask`.
     """
 
     def __init__(
@@ -46,7 +45,7 @@ class CellClassifier(ClassificationTask):
         backbone: str = "resnet50",
         *,
         weights: Weights = None,
-        num_classes: int = 4,
+        num_classes: int | None = None,
         head_hidden: Sequence[int] = (512,),
         dropout: float = 0.5,
         **kwargs: Any,
@@ -93,6 +92,8 @@ class NucleusClassifier(CellClassifier):
         ValueError: A non-positive ``nucleus_size``.
     """
 
+    needs_nucleus = True
+
     def __init__(
         self, backbone: str = "resnet50", *, nucleus_size: int = 128, **kwargs: Any
     ) -> None:
@@ -113,12 +114,7 @@ class NucleusClassifier(CellClassifier):
         Raises:
             ValueError: The batch has no ``mask``.
         """
-        mask = batch.get("mask")
-        if not isinstance(mask, Tensor):
-            raise ValueError(
-                "NucleusClassifier needs nucleus masks: the batch has no 'mask' (use a dataset "
-                "with masks, e.g. SyntheticWBC, SegmentationWBC2018 or a folder with masks)"
-            )
+        mask = self.nucleus_masks(batch)
         return self.forward(crop_nucleus(batch["image"], mask, self.nucleus_size).crops)
 
 
@@ -126,7 +122,8 @@ class DualBranchClassifier(ClassificationTask):
     """The paper's classifier: whole cell and nucleus branches, fused (see ``DualBranchNet``).
 
     The nucleus mask comes from ``batch["mask"]``; when the batch has none, from
-    ``segmenter`` (a trained ``SegmentationModule`` or a ``ClassicalNucleusSegmenter``). A
+    ``segmenter`` (a classical method name such as ``"kmeans"``, the path of a trained
+    ``SegmentationModule`` checkpoint, or a module; saved with the classifier). A
     sample without nucleus pixels falls back to its whole image and is counted in
     :attr:`nucleus_fallbacks` (and logged as ``<stage>_nucleus_fallback``).
 
@@ -135,24 +132,18 @@ class DualBranchClassifier(ClassificationTask):
         nucleus_backbone: timm name of the nucleus branch.
         cell_weights: ``None``, ``"imagenet"`` or a local file for the cell branch.
         nucleus_weights: The same for the nucleus branch.
-        num_classes: Number of classes.
+        num_classes: Number of classes (default: the data's).
         nucleus_size: Side of the nucleus crops.
         fusion: ``"concat"``, ``"gated"`` or ``"attention"``.
         fusion_features: Length of the fused vector.
         head_hidden: Widths of the head's hidden layers.
         dropout: Dropout of the fusion and the head.
         freeze: Branch to freeze at start (``"cell"``, ``"nucleus"``) or ``None``.
-        segmenter: Module giving nucleus masks ``(B, 1, H, W)`` for batches without ``mask``.
-            It is held outside the classifier's parameters and ``state_dict`` (never trained
-            or saved with it), moved to the batch's device and run in evaluation mode
-            (not saved in the checkpoint's hyperparameters; pass it again when loading).
-        mean: Channel means of the batch normalisation, to undo it for segmenters that take
-            images in ``[0, 1]`` (``input_range = "unit"``).
-        std: Channel standard deviations of the batch normalisation.
-        **kwargs: Loss, metric and optimiser arguments of :class:`ClassificationTask`.
+        **kwargs: Classes, segmenter, loss, metric and optimiser arguments of
+            :class:`ClassificationTask`.
     """
 
-    hparams_ignore = ("segmenter",)
+    needs_nucleus = True
 
     def __init__(
         self,
@@ -161,16 +152,13 @@ class DualBranchClassifier(ClassificationTask):
         *,
         cell_weights: Weights = None,
         nucleus_weights: Weights = None,
-        num_classes: int = 4,
+        num_classes: int | None = None,
         nucleus_size: int = 128,
         fusion: FusionKind = "concat",
         fusion_features: int = 512,
         head_hidden: Sequence[int] = (256,),
         dropout: float = 0.5,
         freeze: Branch | None = None,
-        segmenter: nn.Module | None = None,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
         **kwargs: Any,
     ) -> None:
         self.names = (cell_backbone, nucleus_backbone)
@@ -183,11 +171,6 @@ class DualBranchClassifier(ClassificationTask):
         self.dropout = dropout
         self.freeze_at_start = freeze
         super().__init__(num_classes=num_classes, **kwargs)
-        self.segmenter = segmenter
-        self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
-        self.mean: Tensor
-        self.std: Tensor
         #: Samples whose nucleus mask was empty (whole image used instead), since creation.
         self.nucleus_fallbacks = 0
         self._last_fallbacks = 0
@@ -209,67 +192,10 @@ class DualBranchClassifier(ClassificationTask):
         logits: Tensor = self.net(image, nucleus)
         return logits
 
-    def segment(self, image: Tensor) -> Tensor:
-        """Nucleus masks of a normalised batch from :attr:`segmenter`.
-
-        A segmenter with ``input_range = "unit"`` receives the images de-normalised to
-        ``[0, 1]``; one with a ``predict_masks`` method is called through it.
-
-        Args:
-            image: ``(B, 3, H, W)`` normalised float images.
-
-        Returns:
-            ``(B, 1, H, W)`` masks.
-
-        Raises:
-            ValueError: There is no segmenter.
-        """
-        segmenter = self.segmenter
-        if segmenter is None:
-            raise ValueError(
-                "the batch has no nucleus 'mask' and DualBranchClassifier has no segmenter: "
-                "use a dataset with nucleus masks or pass segmenter=SegmentationModule(...) / "
-                "ClassicalNucleusSegmenter()"
-            )
-        x = image
-        if getattr(segmenter, "input_range", "normalized") == "unit":
-            x = (image * self.std + self.mean).clamp(0.0, 1.0)
-        was_training = segmenter.training
-        segmenter.to(image.device).eval()
-        try:
-            with torch.no_grad():
-                predict = getattr(segmenter, "predict_masks", None)
-                masks: Tensor = predict(x) if callable(predict) else segmenter(x)
-        finally:
-            segmenter.train(was_training)
-        return masks
-
-    @property
-    def segmenter(self) -> nn.Module | None:
-        """The nucleus segmenter for batches without masks (held outside the submodules)."""
-        held: nn.Module | None = self.__dict__.get("_segmenter")
-        return held
-
-    @segmenter.setter
-    def segmenter(self, module: nn.Module | None) -> None:
-        if module is not None:
-            module.requires_grad_(False)
-        self.__dict__["_segmenter"] = module  # not registered: never trained or saved with us
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        """Route ``segmenter`` through its property (``nn.Module`` would register it)."""
-        if name == "segmenter":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def forward_batch(self, batch: dict[str, Any]) -> Tensor:
         """Class logits of ``batch["image"]`` and its nucleus crops."""
         image: Tensor = batch["image"]
-        mask = batch.get("mask")
-        if not isinstance(mask, Tensor):
-            mask = self.segment(image)
-        crops = self.net.crop(image, mask)
+        crops = self.net.crop(image, self.nucleus_masks(batch))
         self._last_fallbacks = int(crops.empty.sum())
         self.nucleus_fallbacks += self._last_fallbacks
         return self.forward(image, crops.crops)

@@ -19,14 +19,17 @@ from torchmetrics.classification import (
 )
 from torchmetrics.wrappers import ClasswiseWrapper
 
+from ..models.segmenter import SEGMENTER_KEY, SegmenterSpec, resolve_segmenter, segmenter_state
 from .base import BaseTask, Stage
 from .losses import HybridFocalCELoss
 from .optim import OptimizerKind, SchedulerKind
 
-__all__ = ["ClassificationTask", "LossKind"]
+__all__ = ["ClassificationTask", "LossKind", "MaskSource"]
 
 #: Loss choices of the classifiers: cross-entropy, focal, or their weighted sum.
 LossKind = Literal["ce", "focal", "hybrid"]
+#: Where a task's nucleus masks come from (see :class:`ClassificationTask`).
+MaskSource = Literal["batch", "segmenter"]
 
 
 def _summary_metrics(num_classes: int) -> dict[str, Metric | MetricCollection]:
@@ -52,14 +55,29 @@ class ClassificationTask(BaseTask):
     per-class precision, recall and F1 (``test_f1_<class>``) and keeps the confusion matrix in
     :attr:`test_confusion`.
 
+    Without ``num_classes`` and ``classes`` the task takes them from its data
+    (:meth:`bind_data`, run by :meth:`setup` before training and by the cross-validator); given,
+    they must match the data's count, names and order, or training does not start.
+
     Args:
-        num_classes: Number of classes.
-        classes: Class names (for per-class metric names); default ``class_0``, ...
+        num_classes: Number of classes (default: the data's).
+        classes: Class names, in the data's order (default: the data's).
         loss: ``"ce"``, ``"focal"`` or ``"hybrid"`` (``focal_weight * focal + (1 -
             focal_weight) * CE``, the paper's loss).
         focal_gamma: Focusing parameter of the focal loss.
         focal_weight: Weight of the focal term of the hybrid loss.
         class_weights: Per-class loss weights (e.g. ``WBCDataModule.class_weights()``).
+        segmenter: For tasks that read nucleus masks, where masks come from when the batch
+            has none: a classical method name (``"kmeans"``, ``"watershed"``...), the path of
+            a trained ``SegmentationModule`` checkpoint, or a module (see
+            :func:`~leukemia_wbc.models.resolve_segmenter`). It is never trained, and is saved
+            in the checkpoint (its description, and a network's weights).
+        mask_source: ``"batch"``: the batch's ``mask`` when it has one, else the segmenter's;
+            ``"segmenter"``: always the segmenter's, in training and evaluation alike (the
+            paper's chain: the classifier learns from the masks it will get on new cells).
+        mean: Channel means of the data's normalisation (taken from the datamodule when
+            bound), to give segmenters images in ``[0, 1]``.
+        std: Channel standard deviations of the data's normalisation.
         lr: Learning rate (the peak of ``"onecycle"``).
         weight_decay: Weight decay (not on biases and norms).
         lr_patience: ReduceLROnPlateau patience (epochs).
@@ -74,15 +92,24 @@ class ClassificationTask(BaseTask):
             unknown loss.
     """
 
+    #: Constructor arguments not saved as hyperparameters (a segmenter module; its spec is).
+    hparams_ignore: tuple[str, ...] = ("segmenter",)
+    #: Whether the network reads a nucleus mask (from the batch, or from :attr:`segmenter`).
+    needs_nucleus: bool = False
+
     def __init__(
         self,
         *,
-        num_classes: int,
+        num_classes: int | None = None,
         classes: Sequence[str] | None = None,
         loss: LossKind = "hybrid",
         focal_gamma: float = 2.0,
         focal_weight: float = 0.5,
         class_weights: Sequence[float] | None = None,
+        segmenter: SegmenterSpec = None,
+        mask_source: MaskSource = "batch",
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_patience: int = 5,
@@ -91,23 +118,34 @@ class ClassificationTask(BaseTask):
         scheduler: SchedulerKind = "plateau",
         warmup_fraction: float = 0.25,
     ) -> None:
-        if num_classes < 2:
+        names = None if classes is None else tuple(str(c) for c in classes)
+        if num_classes is None and names is not None:
+            num_classes = len(names)
+        if num_classes is not None and num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        names = (
-            tuple(classes)
-            if classes is not None
-            else tuple(f"class_{i}" for i in range(num_classes))
-        )
-        if len(names) != num_classes:
+        if names is not None and len(names) != num_classes:
             raise ValueError(f"classes has {len(names)} names for num_classes={num_classes}")
-        if class_weights is not None and len(class_weights) != num_classes:
+        if (
+            class_weights is not None
+            and num_classes is not None
+            and len(class_weights) != num_classes
+        ):
             raise ValueError(
                 f"class_weights has {len(class_weights)} values for num_classes={num_classes}"
             )
         if loss not in ("ce", "focal", "hybrid"):
             raise ValueError(f"loss must be 'ce', 'focal' or 'hybrid', got {loss!r}")
-        self.num_classes = num_classes
-        self.classes = names
+        if mask_source not in ("batch", "segmenter"):
+            raise ValueError(
+                f"argument 'mask_source': expected 'batch' or 'segmenter', got {mask_source!r}"
+            )
+        self.mask_source: MaskSource = mask_source
+        self.num_classes: int = 0 if num_classes is None else int(num_classes)
+        #: Whether the class names were given (else they are ``class_0``, ... or the data's).
+        self.named = names is not None
+        self.classes: tuple[str, ...] = (
+            names if names is not None else tuple(f"class_{i}" for i in range(self.num_classes))
+        )
         self.loss_kind: LossKind = loss
         self.focal_gamma = focal_gamma
         self.focal_weight = focal_weight
@@ -116,6 +154,179 @@ class ClassificationTask(BaseTask):
             lr=lr, weight_decay=weight_decay, lr_patience=lr_patience, lr_factor=lr_factor,
             optimizer=optimizer, scheduler=scheduler, warmup_fraction=warmup_fraction,
         )  # fmt: skip
+        self.segmenter = resolve_segmenter(segmenter, where="segmenter")
+        self.hparams["segmenter"] = (
+            os.fspath(segmenter) if isinstance(segmenter, (str, os.PathLike)) else None
+        )
+        self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
+        self.mean: Tensor
+        self.std: Tensor
+
+    @property
+    def ready(self) -> bool:
+        """Whether the classes are known (else the network waits for :meth:`bind_data`)."""
+        return self.num_classes >= 2
+
+    # -- data ----------------------------------------------------------------------------------
+    def bind_data(self, datamodule: Any, *, where: str = "model") -> None:
+        """Take the classes from the data, or check them; check the nucleus masks' source.
+
+        A task built without ``num_classes`` / ``classes`` takes the data's class names (and
+        builds its network now); one built with them must match the data's count, names and
+        order. A task that reads nucleus masks needs masks in the data or a segmenter, and a
+        segmentation network must have been trained at the data's image size. The channel
+        statistics of the data's pipeline are adopted for de-normalising images for the
+        segmenter. Called by :meth:`setup` (before training) and by the cross-validator (before
+        the first fold).
+
+        Args:
+            datamodule: A ``WBCDataModule`` (anything with ``classes``, ``dataset`` and
+                optionally ``pipeline``).
+            where: How the task is named to the user (``"model"`` on the command line).
+
+        Raises:
+            ValueError: Another class count, other names or another order than the data's; no
+                nucleus masks and no segmenter; a segmentation network of another size.
+        """
+        data = tuple(str(c) for c in datamodule.classes)
+        dataset = getattr(datamodule, "dataset", None)
+        source = type(dataset).__name__ if dataset is not None else "the data"
+        if not self.ready:
+            self.num_classes, self.classes, self.named = len(data), data, True
+            self.hparams["num_classes"], self.hparams["classes"] = len(data), list(data)
+            if self.class_weights is not None and len(self.class_weights) != len(data):
+                raise ValueError(
+                    f"{where}: class_weights has {len(self.class_weights)} values for the "
+                    f"{len(data)} classes of {source} {list(data)}"
+                )
+            self.configure()
+        elif self.num_classes != len(data):
+            raise ValueError(
+                f"{where}: num_classes={self.num_classes} but {source} has {len(data)} classes "
+                f"{list(data)}; remove num_classes/classes from the model (they are taken from "
+                "the data) or make them match"
+            )
+        elif not self.named:
+            self.classes, self.named = data, True
+            self.hparams["classes"] = list(data)
+        elif self.classes != data:
+            kind = (
+                "the same classes in another order"
+                if set(self.classes) == set(data)
+                else "other classes"
+            )
+            raise ValueError(
+                f"{where}: classes {list(self.classes)} are {kind} than {source}'s {list(data)}; "
+                "every prediction would be named wrongly: give the data's order or drop classes"
+            )
+        pipeline = getattr(datamodule, "pipeline", None)
+        if pipeline is not None and hasattr(pipeline, "mean"):
+            self.mean = pipeline.mean.detach().clone().view(1, -1, 1, 1).to(self.mean.device)
+            self.std = pipeline.std.detach().clone().view(1, -1, 1, 1).to(self.std.device)
+        if self.needs_nucleus and dataset is not None:
+            self._check_nucleus_source(dataset, source, where)
+
+    def _check_nucleus_source(self, dataset: Any, source: str, where: str) -> None:
+        segmenter = self.segmenter
+        if segmenter is None and self.mask_source == "segmenter":
+            raise ValueError(f"{where}.mask_source: 'segmenter' needs a segmenter")
+        if segmenter is None and not getattr(dataset, "has_masks", False):
+            raise ValueError(
+                f"{where}.segmenter: {source} has no nucleus masks and {type(self).__name__} has "
+                "no segmenter; set segmenter to a classical method (e.g. kmeans) or a trained "
+                "SegmentationModule checkpoint (unet.ckpt)"
+            )
+        size = getattr(dataset, "size", None)
+        check = getattr(segmenter, "check_input", None)
+        if size is not None and callable(check):
+            check((int(size[0]), int(size[1])), 3, where=f"{where}.segmenter")
+
+    def setup(self, stage: str) -> None:
+        """Bind the trainer's datamodule (see :meth:`bind_data`) before anything runs.
+
+        Args:
+            stage: Lightning stage.
+        """
+        trainer = self._trainer
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if dm is not None and hasattr(dm, "classes"):
+            self.bind_data(dm)
+        elif not self.ready:
+            raise ValueError(
+                f"{type(self).__name__} has no num_classes/classes and no datamodule to take "
+                "them from"
+            )
+
+    # -- segmenter -------------------------------------------------------------------------------
+    @property
+    def segmenter(self) -> nn.Module | None:
+        """The nucleus segmenter for batches without masks (held outside the submodules)."""
+        held: nn.Module | None = self.__dict__.get("_segmenter")
+        return held
+
+    @segmenter.setter
+    def segmenter(self, module: nn.Module | None) -> None:
+        if module is not None:
+            module.requires_grad_(False)
+        self.__dict__["_segmenter"] = module  # not registered: never trained with us
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Route ``segmenter`` through its property (``nn.Module`` would register it)."""
+        if name == "segmenter":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def segment(self, image: Tensor) -> Tensor:
+        """Nucleus masks of a normalised batch from :attr:`segmenter`.
+
+        A segmenter with ``input_range = "unit"`` receives the images de-normalised to
+        ``[0, 1]`` (with the data pipeline's statistics); one with a ``predict_masks`` method
+        is called through it.
+
+        Args:
+            image: ``(B, 3, H, W)`` normalised float images.
+
+        Returns:
+            ``(B, 1, H, W)`` masks.
+
+        Raises:
+            ValueError: There is no segmenter.
+        """
+        segmenter = self.segmenter
+        if segmenter is None:
+            raise ValueError(
+                f"the batch has no nucleus 'mask' and {type(self).__name__} has no segmenter: "
+                "use a dataset with nucleus masks or set segmenter (e.g. 'kmeans' or a trained "
+                "SegmentationModule checkpoint)"
+            )
+        x = image
+        if getattr(segmenter, "input_range", "normalized") == "unit":
+            x = (image * self.std + self.mean).clamp(0.0, 1.0)
+        was_training = segmenter.training
+        segmenter.to(image.device).eval()
+        try:
+            with torch.no_grad():
+                predict = getattr(segmenter, "predict_masks", None)
+                masks: Tensor = predict(x) if callable(predict) else segmenter(x)
+        finally:
+            segmenter.train(was_training)
+        return masks
+
+    def nucleus_masks(self, batch: dict[str, Any]) -> Tensor:
+        """The batch's ``mask``, or the segmenter's (no mask, or ``mask_source="segmenter"``).
+
+        Args:
+            batch: The batch dict after the device stage.
+
+        Returns:
+            ``(B, 1, H, W)`` nucleus masks.
+        """
+        mask = batch.get("mask")
+        if isinstance(mask, Tensor) and self.mask_source == "batch":
+            return mask
+        return self.segment(batch["image"])
 
     # -- hooks ---------------------------------------------------------------------------------
     def configure_losses(self) -> None:
@@ -220,9 +431,16 @@ class ClassificationTask(BaseTask):
         return self.forward_batch(batch).softmax(dim=1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the task's class name, so that loading it as another task says so."""
+        """Record the task's class name, its pipeline and its segmenter.
+
+        :class:`~leukemia_wbc.inference.TrainedModel` rebuilds the trained model from them.
+
+        Args:
+            checkpoint: Lightning's checkpoint dict.
+        """
         super().on_save_checkpoint(checkpoint)
         checkpoint["leukemia_wbc_task"] = type(self).__name__
+        checkpoint[SEGMENTER_KEY] = segmenter_state(self.segmenter)
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

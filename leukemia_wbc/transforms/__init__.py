@@ -5,6 +5,7 @@ from __future__ import annotations
 from .augment import MaskedAugmentation, StainAugment, paper_augmentation
 from .enhance import CLAHE, BackgroundRemoval, Cue, Grayscale, HistogramEqualization
 from .pipeline import DevicePipeline, EqualizeMode, make_equalizer
+from .registry import register_pipeline_module, registered_pipeline_modules
 from .stain import MacenkoNormalizer, StainEstimate, estimate_stains
 
 __all__ = [
@@ -22,4 +23,6 @@ __all__ = [
     "estimate_stains",
     "make_equalizer",
     "paper_augmentation",
+    "register_pipeline_module",
+    "registered_pipeline_modules",
 ]

@@ -9,9 +9,23 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_batch
+from .registry import build_module, check_plain, module_config
 from .stain import MacenkoNormalizer
 
-__all__ = ["ColourMode", "DevicePipeline", "EqualizeMode", "colour_input", "make_equalizer"]
+__all__ = [
+    "PIPELINE_KEY",
+    "ColourMode",
+    "DevicePipeline",
+    "EqualizeMode",
+    "colour_input",
+    "make_equalizer",
+]
+
+#: Checkpoint key of a trained model's evaluation pipeline (config, state, image size).
+PIPELINE_KEY = "leukemia_wbc_pipeline"
+
+#: The steps of a pipeline that a checkpoint records as registered modules.
+_STEPS = ("stain", "background", "equalize")
 
 #: Histogram equalisation choices of :class:`DevicePipeline`.
 EqualizeMode = Literal["none", "hist", "clahe"]
@@ -177,3 +191,72 @@ class DevicePipeline(nn.Module):
         out["image"] = colour_input(out["image"], self.colour)
         out["image"] = (out["image"] - self.mean) / self.std
         return out
+
+    # -- saving --------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """What rebuilds this pipeline for evaluation, as plain data (no augmentation).
+
+        Each of stain normalisation, background removal and equalisation is recorded as its
+        registered class name and constructor arguments (see
+        :func:`~leukemia_wbc.transforms.register_pipeline_module`); the fitted tensors travel
+        separately in :meth:`state_dict`.
+
+        Returns:
+            ``{"stain": ..., "background": ..., "equalize": ..., "mean": [...], "std": [...],
+            "colour": ...}``.
+
+        Raises:
+            ValueError: A step whose class is not registered or whose arguments are not plain.
+        """
+        out: dict[str, Any] = {
+            step: None if getattr(self, step) is None else module_config(getattr(self, step), step)
+            for step in _STEPS
+        }
+        out["mean"] = [float(v) for v in self.mean.flatten().tolist()]
+        out["std"] = [float(v) for v in self.std.flatten().tolist()]
+        out["colour"] = self.colour
+        return out
+
+    @classmethod
+    def from_config(
+        cls, config: Any, state: dict[str, Tensor] | None = None, *, where: str = "pipeline"
+    ) -> DevicePipeline:
+        """Rebuild an evaluation pipeline from :meth:`config` (and its ``state_dict``).
+
+        Only registered module names are looked up; nothing in ``config`` is imported or called.
+
+        Args:
+            config: What :meth:`config` returned (read from a file).
+            state: What :meth:`state_dict` returned, e.g. the fitted Macenko target.
+            where: The file or object it came from (for messages).
+
+        Returns:
+            The pipeline, in evaluation order, without augmentation.
+
+        Raises:
+            ValueError: A malformed config, an unregistered module or a state that does not fit.
+        """
+        if not isinstance(config, dict):
+            raise ValueError(f"{where}: the saved pipeline is not a mapping")
+        plain = {k: v for k, v in config.items() if k not in _STEPS}
+        plain = check_plain(plain, f"{where} pipeline")
+        steps = {
+            step: None if config.get(step) is None else build_module(config[step], step)
+            for step in _STEPS
+        }
+        try:
+            pipeline = cls(
+                stain=steps["stain"],  # type: ignore[arg-type]
+                background=steps["background"],
+                equalize=steps["equalize"],
+                mean=plain.get("mean", (0.485, 0.456, 0.406)),
+                std=plain.get("std", (0.229, 0.224, 0.225)),
+                colour=plain.get("colour", "rgb"),
+            )
+            if state:  # augmentation is training only: its buffers are not rebuilt
+                pipeline.load_state_dict(
+                    {k: v for k, v in state.items() if not k.startswith("augment.")}
+                )
+        except (TypeError, RuntimeError) as err:
+            raise ValueError(f"{where}: the saved pipeline does not rebuild ({err})") from None
+        return pipeline

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -230,7 +231,12 @@ class MacenkoNormalizer(nn.Module):
         preserve_background: Leave black and bright (plasma) pixels as they are. ``False``
             recomposes them like every other pixel, as torchstain and staintools do.
         backend: ``"torch"`` (batched, any device) or ``"staintools"`` (staintools' own
-            Macenko, CPU, one image at a time; needs the ``staintools`` extra).
+            Macenko, CPU, one image at a time; needs the ``staintools`` extra). With
+            ``"staintools"``, the buffers hold staintools' target in float64
+            (``stain_matrix`` is the transpose of its ``stain_matrix_target``,
+            ``max_concentrations`` its ``maxC_target``), from which its normaliser is rebuilt
+            at each call: a deep copy, or a fresh normaliser given the ``state_dict``,
+            transforms bit-identically.
         cpu_chunk: On the CPU, batches are processed this many images at a time, so that the
             intermediate tensors stay in cache (8 images run about 1.3x faster than 64 at
             224x224 with 2 threads, see ``benchmarks/stain.py``); on other devices the whole
@@ -276,10 +282,14 @@ class MacenkoNormalizer(nn.Module):
         self.preserve_background = preserve_background
         self.backend = backend
         self.cpu_chunk = cpu_chunk
-        self._staintools: Any = _import_staintools() if backend == "staintools" else None
-        self._staintools_normalizer: Any = None
-        self.register_buffer("stain_matrix", torch.tensor(DEFAULT_STAIN_MATRIX))
-        self.register_buffer("max_concentrations", torch.tensor(DEFAULT_MAX_CONCENTRATIONS))
+        if backend == "staintools":
+            _import_staintools()  # fail here, not at the first batch; not kept (deep copies)
+        # staintools' target is float64 numpy: kept exactly, so that a copy transforms the same
+        dtype = torch.float64 if backend == "staintools" else torch.float32
+        self.register_buffer("stain_matrix", torch.tensor(DEFAULT_STAIN_MATRIX, dtype=dtype))
+        self.register_buffer(
+            "max_concentrations", torch.tensor(DEFAULT_MAX_CONCENTRATIONS, dtype=dtype)
+        )
         self.register_buffer("fitted", torch.tensor(False))
         self.last_passthrough: Tensor = torch.zeros(0, dtype=torch.bool)
         self.passthrough_count = 0
@@ -302,6 +312,10 @@ class MacenkoNormalizer(nn.Module):
     def fit(self, reference: Tensor) -> MacenkoNormalizer:
         """Set the target from one reference image or a batch (median of per-image estimates).
 
+        With ``backend="staintools"``, the per-image estimates are staintools' own fits of the
+        images the torch estimate finds valid (images staintools fails on are skipped); for one
+        image the target is staintools' fit of it, bit-exact.
+
         Args:
             reference: ``(3, H, W)`` or ``(B, 3, H, W)``, uint8 or float in ``[0, 1]``.
 
@@ -318,15 +332,15 @@ class MacenkoNormalizer(nn.Module):
                 "MacenkoNormalizer.fit: no reference image has enough tissue "
                 f"(min_tissue_fraction={self.min_tissue_fraction}); pass stained cell images"
             )
-        stains = est.stains[est.valid].median(dim=0).values
-        stains = stains / stains.norm(dim=0, keepdim=True)
-        self.stain_matrix.copy_(stains.to(self.stain_matrix))
-        self.max_concentrations.copy_(est.max_concentrations[est.valid].median(dim=0).values)
-        self.fitted.fill_(True)
         if self.backend == "staintools":
-            first = int(est.valid.nonzero()[0])
-            self._staintools_normalizer = self._staintools.StainNormalizer(method="macenko")
-            self._staintools_normalizer.fit(_to_numpy_image(batch[first]))
+            stains, max_c = _fit_staintools(batch[est.valid])
+        else:
+            stains = est.stains[est.valid].median(dim=0).values
+            stains = stains / stains.norm(dim=0, keepdim=True)
+            max_c = est.max_concentrations[est.valid].median(dim=0).values
+        self.stain_matrix.copy_(stains.to(self.stain_matrix))
+        self.max_concentrations.copy_(max_c.to(self.max_concentrations))
+        self.fitted.fill_(True)
         return self
 
     @torch.no_grad()
@@ -406,12 +420,13 @@ class MacenkoNormalizer(nn.Module):
         return conc.view(batch.shape[0], 2, *batch.shape[2:])
 
     def _normalize_staintools(self, batch: Tensor) -> tuple[Tensor, Tensor]:
-        if self._staintools_normalizer is None:
+        if not bool(self.fitted):
             raise RuntimeError("MacenkoNormalizer(backend='staintools'): call fit() first")
+        normalizer = self._staintools_normalizer()
         outs, failed = [], []
         for image in batch:
             try:
-                arr = self._staintools_normalizer.transform(_to_numpy_image(image))
+                arr = normalizer.transform(_to_numpy_image(image))
                 outs.append(torch.from_numpy(arr).permute(2, 0, 1).float())
                 failed.append(False)
             except Exception:  # staintools raises on images without tissue: pass through
@@ -420,6 +435,23 @@ class MacenkoNormalizer(nn.Module):
         out = like_input(torch.stack(outs).to(batch.device), batch)
         passthrough = torch.tensor(failed, device=batch.device)
         return torch.where(passthrough.view(-1, 1, 1, 1), batch, out), passthrough
+
+    def _staintools_normalizer(self) -> Any:
+        """A staintools Macenko ``StainNormalizer`` holding this normaliser's target.
+
+        staintools' ``transform`` reads only ``stain_matrix_target`` (``(2, 3)``, rows
+        hematoxylin and eosin) and ``maxC_target`` (``(1, 2)``); both are rebuilt from the
+        float64 buffers, bit-exact, for every batch (a few numbers), so that nothing but the
+        buffers holds the target: a deep copy or a loaded ``state_dict`` transforms the same.
+        """
+        staintools = _import_staintools()
+        normalizer = staintools.StainNormalizer(method="macenko")
+        matrix = self.stain_matrix.detach().to("cpu", torch.float64).T.numpy()
+        normalizer.stain_matrix_target = np.ascontiguousarray(matrix)
+        normalizer.maxC_target = (
+            self.max_concentrations.detach().to("cpu", torch.float64).numpy().reshape(1, 2).copy()
+        )
+        return normalizer
 
 
 def like_input(intensity: Tensor, reference: Tensor) -> Tensor:
@@ -443,7 +475,48 @@ def _to_numpy_image(image: Tensor) -> Any:
         if image.dtype == torch.uint8
         else (image * 255.0).round().clamp(0, 255).to(torch.uint8)
     )
-    return arr.permute(1, 2, 0).contiguous().cpu().numpy()
+    # a copy: staintools writes into its input (zeros become ones)
+    return arr.permute(1, 2, 0).cpu().numpy().copy()
+
+
+def _fit_staintools(images: Tensor) -> tuple[Tensor, Tensor]:
+    """The Macenko target staintools fits on each image, and their median (as in :meth:`fit`).
+
+    Args:
+        images: ``(B, 3, H, W)`` reference images (uint8, or float in ``[0, 1]``).
+
+    Returns:
+        ``(stain_matrix, max_concentrations)``: float64 ``(3, 2)`` (columns hematoxylin and
+        eosin, the transpose of staintools' ``stain_matrix_target``) and ``(2,)`` (its
+        ``maxC_target``). For one image, staintools' own fit, bit-exact.
+
+    Raises:
+        ValueError: staintools fails on every image.
+    """
+    staintools = _import_staintools()
+    matrices, maxima, errors = [], [], []
+    for image in images:
+        normalizer = staintools.StainNormalizer(method="macenko")
+        try:
+            normalizer.fit(_to_numpy_image(image))
+        except Exception as err:  # staintools raises on images without tissue: skip them
+            errors.append(f"{type(err).__name__}: {err}")
+            continue
+        matrix = torch.from_numpy(np.asarray(normalizer.stain_matrix_target, dtype=np.float64))
+        max_c = torch.from_numpy(np.asarray(normalizer.maxC_target, dtype=np.float64))
+        finite = bool(torch.isfinite(matrix).all()) and bool(torch.isfinite(max_c).all())
+        if finite and matrix.shape == (2, 3) and max_c.numel() == 2:
+            matrices.append(matrix.T)
+            maxima.append(max_c.reshape(2))
+    if not matrices:
+        raise ValueError(
+            "MacenkoNormalizer.fit: staintools found no stain estimate on any reference image"
+            + (f" ({errors[0]})" if errors else "")
+        )
+    if len(matrices) == 1:
+        return matrices[0], maxima[0]
+    stains = torch.stack(matrices).median(dim=0).values
+    return stains / stains.norm(dim=0, keepdim=True), torch.stack(maxima).median(dim=0).values
 
 
 def _import_staintools() -> Any:

@@ -9,6 +9,7 @@ from torch import nn
 from leukemia_wbc.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, WBCDataModule, collate_samples
 from leukemia_wbc.data.splits import Split
 from leukemia_wbc.data.synthetic import SyntheticWBC
+from leukemia_wbc.transforms.stain import MacenkoNormalizer
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +147,71 @@ def test_trainer_runs_device_stage_with_workers(synthetic):
     )
     trainer.fit(model, train_dataloaders=dm)
     assert model.seen and all(d == torch.float32 for d in model.seen)
+
+
+# -- stain normalisation from a config -------------------------------------------------------------
+def test_stain_normalization_choices(synthetic):
+    for choice in (True, "torch"):
+        stain = WBCDataModule(synthetic, size=32, stain_normalization=choice).pipeline.stain
+        assert isinstance(stain, MacenkoNormalizer) and stain.backend == "torch"
+    for choice in (False, None):
+        assert WBCDataModule(synthetic, size=32, stain_normalization=choice).pipeline.stain is None
+    with pytest.raises(ValueError, match="stain_normalization must be") as info:
+        WBCDataModule(synthetic, size=32, stain_normalization="opencv")  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message and "'torch', 'staintools'" in message and "'opencv'" in message
+
+
+def test_stain_normalization_is_parsed_from_a_config(tmp_path):
+    jsonargparse = pytest.importorskip("jsonargparse")
+    parser = jsonargparse.ArgumentParser(exit_on_error=False)
+    parser.add_argument("--config", action=jsonargparse.ActionConfigFile)
+    parser.add_class_arguments(WBCDataModule, "data")
+    dataset = "{class_path: leukemia_wbc.data.synthetic.SyntheticWBC, init_args: {n: 8, size: 32}}"
+    for choice in ("staintools", "torch"):
+        config = tmp_path / f"{choice}.yaml"
+        config.write_text(f"data:\n  dataset: {dataset}\n  stain_normalization: {choice}\n")
+        cfg = parser.parse_args(["--config", str(config)])
+        assert cfg.data.stain_normalization == choice
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    dm = instantiate(cfg).data
+    assert isinstance(dm.pipeline.stain, MacenkoNormalizer) and dm.pipeline.stain.backend == "torch"
+    config.write_text(f"data:\n  dataset: {dataset}\n  stain_normalization: opencv\n")
+    with pytest.raises(jsonargparse.ArgumentError, match="stain_normalization"):
+        parser.parse_args(["--config", str(config)])
+
+
+def test_staintools_stain_normalization_fits_on_seeded_training_images():
+    pytest.importorskip("staintools")
+    ds = SyntheticWBC(16, size=32, seed=0, n_patients=16)
+    split = Split(np.arange(10), np.arange(10, 13), np.arange(13, 16))
+    options = {"size": 32, "batch_size": 4, "augment": False, "stain_fit_samples": 4}
+    dm = WBCDataModule(ds, stain_normalization="staintools", **options)
+    assert dm.hparams["stain_normalization"] == "staintools"
+    fold = dm.with_split(split)  # deep-copies the pipeline, staintools normaliser included
+    fold.setup()
+    stain = fold.pipeline.stain
+    assert isinstance(stain, MacenkoNormalizer) and stain.backend == "staintools"
+    assert stain is not dm.pipeline.stain and bool(stain.fitted)
+    assert not bool(dm.pipeline.stain.fitted)
+    # the same seeded training images as the torch backend, and the target fitted on them
+    torch_fold = WBCDataModule(ds, stain_normalization=True, **options).with_split(split)
+    torch_fold.setup()
+    assert fold.stain_fit_indices is not None and torch_fold.stain_fit_indices is not None
+    assert np.array_equal(fold.stain_fit_indices, torch_fold.stain_fit_indices)
+    assert set(fold.stain_fit_indices.tolist()) <= set(split.train.tolist())
+    images = torch.stack([ds[int(i)]["image"] for i in fold.stain_fit_indices])
+    expected = MacenkoNormalizer(backend="staintools").fit(images)
+    assert torch.equal(stain.stain_matrix, expected.stain_matrix)
+    assert torch.equal(stain.max_concentrations, expected.max_concentrations)
+    # a batch goes through, normalised, and a fresh module given the state does the same
+    batch = next(iter(fold.val_dataloader()))
+    batch.pop("skipped", None)
+    raw = batch["image"].clone()
+    out = fold.device_transform(dict(batch), train=False)
+    assert out["image"].dtype == torch.float32 and out["image"].shape == (3, 3, 32, 32)
+    assert not bool(stain.last_passthrough.any())
+    assert not torch.equal(stain.normalize(raw)[0], raw)
+    fresh = WBCDataModule(ds, stain_normalization="staintools", **options).with_split(split)
+    fresh.load_state_dict(fold.state_dict())
+    assert torch.equal(fresh.device_transform(dict(batch), train=False)["image"], out["image"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
+import pickle
 import re
 import sys
 import time
@@ -440,6 +442,7 @@ def test_state_dict_round_trip() -> None:
     assert bool(fresh.fitted)
     assert torch.equal(fresh.normalize(x)[0], fitted.normalize(x)[0])
     assert torch.equal(fresh.separate(x), fitted.separate(x))
+    assert torch.equal(copy.deepcopy(fitted).normalize(x)[0], fitted.normalize(x)[0])
 
 
 # -- separate --------------------------------------------------------------------------------------
@@ -688,6 +691,67 @@ def test_staintools_backend_needs_fit() -> None:
     normalizer = MacenkoNormalizer(backend="staintools")
     with pytest.raises(RuntimeError, match=r"fit\(\)"):
         normalizer.normalize(_synthetic(1))
+
+
+def test_staintools_fit_takes_median_of_per_image_fits() -> None:
+    pytest.importorskip("staintools")
+    images = _synthetic(5, size=32, seed=2)
+    single = [MacenkoNormalizer(backend="staintools").fit(image) for image in images]
+    batch = MacenkoNormalizer(backend="staintools").fit(images)
+    assert batch.stain_matrix.dtype == torch.float64 and bool(batch.fitted)
+    stains = torch.stack([n.stain_matrix for n in single]).median(dim=0).values
+    torch.testing.assert_close(batch.stain_matrix, stains / stains.norm(dim=0), rtol=0, atol=0)
+    max_c = torch.stack([n.max_concentrations for n in single]).median(dim=0).values
+    assert torch.equal(batch.max_concentrations, max_c)
+
+
+def test_staintools_backend_deepcopy_transforms_the_same() -> None:
+    pytest.importorskip("staintools")
+    fitted = MacenkoNormalizer(backend="staintools").fit(_synthetic(4, size=32, seed=5))
+    x = _synthetic(4, size=32, seed=6)
+    clone = copy.deepcopy(fitted)
+    assert clone.backend == "staintools" and bool(clone.fitted)
+    assert torch.equal(clone.normalize(x)[0], fitted.normalize(x)[0])
+    fitted.fit(_synthetic(1, size=32, seed=7))  # refitting the original leaves the copy alone
+    assert not torch.equal(clone.stain_matrix, fitted.stain_matrix)
+    assert not torch.equal(clone.normalize(x)[0], fitted.normalize(x)[0])
+    assert torch.equal(pickle.loads(pickle.dumps(clone)).normalize(x)[0], clone.normalize(x)[0])
+
+
+def test_staintools_backend_state_dict_round_trip() -> None:
+    staintools = pytest.importorskip("staintools")
+    reference = _synthetic(1, size=32, seed=3)[0]
+    fitted = MacenkoNormalizer(backend="staintools").fit(reference)
+    state = fitted.state_dict()
+    assert set(state) == {"stain_matrix", "max_concentrations", "fitted"}
+    direct = staintools.StainNormalizer(method="macenko")
+    direct.fit(reference.permute(1, 2, 0).contiguous().numpy())
+    assert np.array_equal(state["stain_matrix"].T.numpy(), direct.stain_matrix_target)
+    assert np.array_equal(state["max_concentrations"].numpy()[None], direct.maxC_target)
+    fresh = MacenkoNormalizer(backend="staintools")
+    x = _synthetic(4, size=32, seed=4)
+    with pytest.raises(RuntimeError, match=r"fit\(\)"):
+        fresh.normalize(x)
+    fresh.load_state_dict(state)
+    assert bool(fresh.fitted)
+    expected = fitted.normalize(x)[0]
+    assert torch.equal(fresh.normalize(x)[0], expected)
+    x_float = x.float() / 255
+    assert torch.equal(fresh.normalize(x_float)[0], fitted.normalize(x_float)[0])
+    other = MacenkoNormalizer(backend="staintools").fit(_synthetic(1, size=32, seed=8)[0])
+    fresh.load_state_dict(other.state_dict())  # a loaded target replaces the one in use
+    assert torch.equal(fresh.normalize(x)[0], other.normalize(x)[0])
+    assert not torch.equal(fresh.normalize(x)[0], expected)
+
+
+def test_staintools_backend_leaves_input_untouched() -> None:
+    pytest.importorskip("staintools")
+    normalizer = MacenkoNormalizer(backend="staintools").fit(_synthetic(1, size=32)[0])
+    x = _synthetic(2, size=32, seed=1).contiguous(memory_format=torch.channels_last)
+    x[:, :, :4, :4] = 0  # staintools turns zeros of its input into ones
+    before = x.clone()
+    normalizer.normalize(x)
+    assert torch.equal(x, before)
 
 
 def test_staintools_missing_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:

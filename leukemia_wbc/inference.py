@@ -1,0 +1,422 @@
+"""The trained model: classifier, segmenter, device pipeline and class names, from one checkpoint.
+
+A :class:`TrainedModel` is what a training run leaves behind and what every command and
+evaluation of the library uses: ``classify``, ``explain``, ``analyze-smear``, the robustness and
+cross-dataset tests and the attribution gallery all go through it, so a model is applied with
+exactly the preprocessing it was trained with (the fitted Macenko target, background removal,
+equalisation, colour mode, channel statistics, image size) and the nucleus segmenter it was
+trained with.
+
+Loading is safe: the checkpoint is read with ``weights_only=True``; the task class is looked up
+by name among the classification tasks defined in the running program (the library's and the
+user's own subclasses), rebuilt from hyperparameters that must be plain values (Lightning's
+``_instantiator`` / ``_class_path`` entries are ignored), and the pipeline and segmenter are
+rebuilt from closed sets of registered kinds. Nothing a file contains chooses a module to import
+or a function to call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .data.base import UNLABELLED, Record, WBCDataset
+from .data.datamodule import collate_samples, worker_init
+from .explain import Attribution, AttributionMethod, Explainer
+from .models.segmenter import SEGMENTER_KEY, SegmenterSpec, resolve_segmenter, segmenter_from_state
+from .tasks.classifier_base import ClassificationTask
+from .transforms.pipeline import PIPELINE_KEY, DevicePipeline
+from .transforms.registry import check_plain
+
+__all__ = ["TASK_KEY", "TrainedModel", "build_task", "read_checkpoint", "registered_tasks"]
+
+#: Checkpoint key of the task's class name.
+TASK_KEY = "leukemia_wbc_task"
+#: Constructor arguments naming weight files: the checkpoint holds the weights instead.
+_WEIGHT_ARGS = ("weights", "cell_weights", "nucleus_weights", "encoder_weights")
+
+
+def registered_tasks() -> dict[str, type[ClassificationTask]]:
+    """The classification tasks a checkpoint may name: the library's and the user's subclasses.
+
+    A subclass is known once its module is imported (defined in the running program); a file
+    cannot add one.
+
+    Returns:
+        Class name to class.
+    """
+    from . import tasks  # noqa: F401  (defines the library's tasks)
+
+    found: dict[str, type[ClassificationTask]] = {}
+    todo: list[type[ClassificationTask]] = [ClassificationTask]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            found.setdefault(sub.__name__, sub)
+            todo.append(sub)
+    return found
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a classifier checkpoint with ``weights_only=True``.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a readable checkpoint, or not one of a classifier of this library.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {path} not found") from None
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err})") from None
+    if not isinstance(ckpt, dict) or TASK_KEY not in ckpt:
+        raise ValueError(
+            f"{path} is not a leukemia_wbc classifier checkpoint (no task recorded; expected a "
+            "file saved while training CellClassifier, NucleusClassifier or DualBranchClassifier)"
+        )
+    return ckpt
+
+
+def build_task(ckpt: dict[str, Any], *, where: str = "checkpoint") -> ClassificationTask:
+    """Rebuild the task a checkpoint records, with its weights and segmenter.
+
+    Args:
+        ckpt: What :func:`read_checkpoint` returned.
+        where: The file (for messages).
+
+    Returns:
+        The task, in evaluation mode, on the CPU.
+
+    Raises:
+        ValueError: An unknown task name, hyperparameters that are not plain values (e.g. a
+            ``class_path`` to import), or weights that do not fit.
+    """
+    name = ckpt.get(TASK_KEY)
+    known = registered_tasks()
+    cls = known.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(
+            f"{where} holds a {name!r}, which is not a classification task of this program "
+            f"(known: {', '.join(sorted(known))}); import the module that defines it first"
+        )
+    saved = ckpt.get("hyper_parameters") or {}
+    if not isinstance(saved, dict):
+        raise ValueError(f"{where}: hyper_parameters is not a mapping")
+    hparams = {
+        k: check_plain(v, f"{where} hyper_parameters[{k!r}]")
+        for k, v in saved.items()
+        if not k.startswith("_")  # Lightning's _instantiator / _class_path: never followed
+    }
+    for key in _WEIGHT_ARGS:
+        if key in hparams:
+            hparams[key] = None  # the weights are in the state dict, the file may not exist here
+    hparams.pop("segmenter", None)
+    try:
+        task = cls(**hparams)
+    except TypeError as err:
+        raise ValueError(f"{where}: {name} does not take the saved arguments ({err})") from None
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise ValueError(f"{where} has no state_dict")
+    try:
+        task.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{where}: the weights do not fit {name} ({err})") from None
+    task.segmenter = segmenter_from_state(ckpt.get(SEGMENTER_KEY), where=where)
+    return task.eval()
+
+
+def _legacy_pipeline(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline record of checkpoints written before the pipeline had its own key."""
+    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    state = dict((ckpt.get("WBCDataModule") or {}).get("pipeline", {}))
+    equalize = {"hist": "HistogramEqualization", "clahe": "CLAHE"}.get(hp.get("equalize", "none"))
+    config = {
+        "stain": {"type": "MacenkoNormalizer"} if any(k.startswith("stain.") for k in state)
+        else None,
+        "background": {"type": "BackgroundRemoval"} if hp.get("background_removal") else None,
+        "equalize": None if equalize is None else {"type": equalize},
+        "mean": hp.get("mean", (0.485, 0.456, 0.406)),
+        "std": hp.get("std", (0.229, 0.224, 0.225)),
+        "colour": hp.get("colour", "rgb"),
+    }  # fmt: skip
+    size = hp.get("size") or 224
+    side = [size, size] if isinstance(size, int) else list(size)
+    keep = ("stain.", "mean", "std")
+    return {"config": config, "state": {k: v for k, v in state.items() if k.startswith(keep)},
+            "size": side}  # fmt: skip
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class TrainedModel:
+    """A trained classifier with its segmenter, its evaluation pipeline and its class names.
+
+    Build it with :meth:`from_checkpoint` (a file a training run wrote) or
+    :meth:`from_datamodule` (in the training process); both apply the same pipeline, so the same
+    images give the same probabilities in both.
+
+    Args:
+        task: The trained classification task (its ``segmenter`` included).
+        pipeline: Its evaluation pipeline (augmentation is never applied).
+        size: Image side ``(H, W)`` the model was trained at.
+        device: Where it runs (``"auto"``: CUDA when available).
+
+    Attributes:
+        task: The task (evaluation mode).
+        pipeline: The pipeline.
+        size: ``(H, W)``.
+        classes: Class names, in the order of the probability columns.
+    """
+
+    def __init__(
+        self,
+        task: ClassificationTask,
+        pipeline: DevicePipeline,
+        *,
+        size: tuple[int, int] | int,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.task = task.eval()
+        self.pipeline = pipeline.eval()
+        self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        self.classes: tuple[str, ...] = tuple(task.classes)
+        self.task.mean = pipeline.mean.detach().clone().view(1, -1, 1, 1)
+        self.task.std = pipeline.std.detach().clone().view(1, -1, 1, 1)
+        self.to(device)
+
+    # -- building ------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "auto",
+        segmenter: SegmenterSpec = None,
+    ) -> TrainedModel:
+        """Load a classifier checkpoint with its pipeline and segmenter.
+
+        Args:
+            checkpoint: A checkpoint written while training a classifier with a
+                ``WBCDataModule`` (any subclass).
+            device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+            segmenter: Replace the saved segmenter (a method name, a ``SegmentationModule``
+                checkpoint or a module); by default the one it was trained with.
+
+        Returns:
+            The trained model.
+
+        Raises:
+            FileNotFoundError: No such file.
+            ValueError: Not a classifier checkpoint of this library, or a crafted one (see the
+                module docstring).
+        """
+        where = os.fspath(checkpoint)
+        ckpt = read_checkpoint(checkpoint)
+        task = build_task(ckpt, where=where)
+        if segmenter is not None:
+            task.segmenter = resolve_segmenter(segmenter, where="segmenter")
+        record = ckpt.get(PIPELINE_KEY)
+        if not isinstance(record, dict):
+            record = _legacy_pipeline(ckpt)
+        pipeline = DevicePipeline.from_config(
+            record.get("config"), record.get("state"), where=where
+        )
+        size = check_plain(record.get("size") or [224, 224], f"{where} pipeline size")
+        model = cls(task, pipeline, size=(int(size[0]), int(size[1])), device=_device(device))
+        if task.needs_nucleus and task.segmenter is None:
+            from .models.segmentation import ClassicalNucleusSegmenter
+
+            task.segmenter = ClassicalNucleusSegmenter()  # trained on masks: the best classical
+        return model
+
+    @classmethod
+    def from_datamodule(
+        cls, task: ClassificationTask, datamodule: Any, *, device: str | torch.device = "cpu"
+    ) -> TrainedModel:
+        """The model as a checkpoint of ``task`` trained on ``datamodule`` would load.
+
+        The pipeline is rebuilt from the datamodule's saved form (its config and fitted state),
+        the same route a checkpoint takes.
+
+        Args:
+            task: A trained task.
+            datamodule: The ``WBCDataModule`` it was trained with (set up: its stain target
+                fitted).
+            device: Where it runs.
+
+        Returns:
+            The trained model.
+        """
+        source: DevicePipeline = datamodule.pipeline
+        pipeline = DevicePipeline.from_config(
+            source.config(), source.state_dict(), where="datamodule"
+        )
+        return cls(task, pipeline, size=tuple(datamodule.dataset.size), device=device)
+
+    # -- running -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return next(self.task.parameters()).device
+
+    def to(self, device: str | torch.device) -> TrainedModel:
+        """Move the network, the pipeline and the segmenter to ``device``.
+
+        Args:
+            device: The device.
+
+        Returns:
+            ``self``.
+        """
+        dev = _device(device)
+        self.task.to(dev)
+        self.pipeline.to(dev)
+        if self.task.segmenter is not None:
+            self.task.segmenter.to(dev)
+        return self
+
+    def transform(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch moved to the device and through the evaluation pipeline.
+
+        Args:
+            batch: A batch dict with a uint8 ``image`` ``(B, 3, H, W)`` (and optional masks).
+
+        Returns:
+            The batch with a normalised float ``image``.
+        """
+        dev = self.device
+        moved = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        moved.pop("skipped", None)
+        out: dict[str, Any] = self.pipeline(moved, train=False)
+        return out
+
+    @torch.inference_mode()
+    def predict_batch(self, batch: dict[str, Any]) -> Tensor:
+        """Class probabilities ``(B, C)`` of an untransformed (uint8) batch, on the CPU.
+
+        Args:
+            batch: A batch dict with a uint8 ``image``.
+
+        Returns:
+            Float32 probabilities, columns in :attr:`classes` order.
+        """
+        return self.task.forward_batch(self.transform(batch)).float().softmax(1).cpu()
+
+    def batches(
+        self, paths: Sequence[str], *, batch_size: int = 32, num_workers: int = 0
+    ) -> Iterator[tuple[list[str], dict[str, Any]]]:
+        """Decoded (uint8, resized) batches of image files, in order, with their paths.
+
+        Args:
+            paths: Image files.
+            batch_size: Images per batch.
+            num_workers: Decoding processes.
+
+        Yields:
+            ``(paths, batch)``; unreadable files raise an error naming them.
+        """
+        records = [Record(p, UNLABELLED, "") for p in paths]
+        dataset = WBCDataset(records, self.classes, size=self.size)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=collate_samples, worker_init_fn=worker_init)  # fmt: skip
+        for batch in loader:
+            batch.pop("skipped", None)
+            yield list(batch["path"]), batch
+
+    def predict(
+        self,
+        inputs: Sequence[str | os.PathLike[str]] | Tensor,
+        *,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        progress: bool = False,
+    ) -> Tensor:
+        """Class probabilities of image files or of a uint8 image batch.
+
+        Args:
+            inputs: Image paths, or a uint8 tensor ``(B, 3, H, W)`` at :attr:`size`.
+            batch_size: Images per forward pass.
+            num_workers: Decoding processes (files).
+            progress: Show a progress bar.
+
+        Returns:
+            ``(N, C)`` float32 probabilities on the CPU, rows in input order.
+
+        Raises:
+            ValueError: A tensor that is not uint8 ``(B, 3, H, W)``.
+        """
+        if isinstance(inputs, Tensor):
+            if inputs.dtype != torch.uint8 or inputs.ndim != 4 or inputs.shape[1] != 3:
+                raise ValueError(f"predict: expected uint8 images (B, 3, H, W), got "
+                                 f"{inputs.dtype} {tuple(inputs.shape)}")  # fmt: skip
+            parts = [self.predict_batch({"image": inputs[i : i + batch_size]})
+                     for i in range(0, len(inputs), batch_size)]  # fmt: skip
+            return torch.cat(parts) if parts else torch.zeros(0, len(self.classes))
+        paths = [os.fspath(p) for p in inputs]
+        out = []
+        batches = self.batches(paths, batch_size=batch_size, num_workers=num_workers)
+        total = -(-len(paths) // batch_size)
+        for _, batch in tqdm(batches, total=total, desc="predict", disable=not progress):
+            out.append(self.predict_batch(batch))
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def explain(
+        self,
+        batch: dict[str, Any],
+        *,
+        method: AttributionMethod = "gradcam",
+        target: Tensor | Sequence[int] | None = None,
+        n_steps: int = 32,
+    ) -> Attribution:
+        """Attribution maps (one per branch) of an untransformed batch.
+
+        Args:
+            batch: A batch dict with a uint8 ``image`` (and ``mask`` when known; else the
+                model's segmenter gives it).
+            method: ``"gradcam"`` or ``"integrated_gradients"``.
+            target: Class per sample to explain (default: the predicted one).
+            n_steps: Integration steps of Integrated Gradients.
+
+        Returns:
+            The :class:`~leukemia_wbc.explain.Attribution`.
+        """
+        explainer = Explainer(self.task, method, n_steps=n_steps)
+        return explainer.explain(self.transform(batch), target)
+
+    def describe(self) -> dict[str, Any]:
+        """What the model is, as plain data (task, classes, size, pipeline, segmenter).
+
+        Returns:
+            A JSON-ready dict.
+        """
+        segmenter = self.task.segmenter
+        return {
+            "task": type(self.task).__name__,
+            "classes": list(self.classes),
+            "size": list(self.size),
+            "pipeline": self.pipeline.config(),
+            "segmenter": None if segmenter is None else repr(segmenter).splitlines()[0],
+        }
+
+    def __repr__(self) -> str:
+        """One line: task, classes, size and device."""
+        return (f"TrainedModel({type(self.task).__name__}, classes={list(self.classes)}, "
+                f"size={self.size}, device={self.device})")  # fmt: skip
