@@ -114,11 +114,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             early_stopping_patience=None, accelerator="cpu",
             trainer_kwargs={"enable_progress_bar": not args.quiet},
         ).run()  # fmt: skip
-        shift = cv_robustness(result, source, pipeline=dm.pipeline, progress=False,
+        shift = cv_robustness(result, source, progress=False,
                               perturbations=("stain_rotation", "stain_concentration"),
                               strengths=(1.0,))  # fmt: skip
         other = cross_dataset_test(result, target, class_map={"basophil": None},
-                                   pipeline=dm.pipeline, progress=False)  # fmt: skip
+                                   progress=False)  # fmt: skip
         d1 = result.summary()["accuracy"].mean
         d2 = other.summary()["accuracy"].mean
         rows[name] = {"dataset1_cv": d1, "dataset1_stain_shift": shift.worst("stain"),

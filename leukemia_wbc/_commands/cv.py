@@ -47,8 +47,7 @@ def _robustness(result: Any, cfg: Any, output_dir: Path, data: Any) -> Any:
     from ..evaluation._io import atomic_write_text
     from ..evaluation.robustness import cv_robustness
 
-    scores = cv_robustness(result, data.dataset, pipeline=data.pipeline,
-                           strengths=cfg.robustness_strengths)  # fmt: skip
+    scores = cv_robustness(result, data.dataset, strengths=cfg.robustness_strengths)
     print(f"\nrobustness (accuracy, change from clean; fold means):\n{scores.table()}")
     atomic_write_text(output_dir / "robustness.json", json.dumps(scores.to_rows(), indent=2))
     return scores
@@ -77,7 +76,7 @@ def _cross_dataset(result: Any, cfg: Any, output_dir: Path, pipeline: Any) -> An
     test = _test_dataset(cfg.test_data)
     name = Path(cfg.test_data).stem
     scores = cross_dataset_test(result, test.dataset, class_map=cfg.test_class_map,
-                                pipeline=pipeline, target_name=name)  # fmt: skip
+                                target_name=name)  # fmt: skip
     print(f"\ncross-dataset test on {name} ({scores.n_images} images, {scores.excluded} "
           f"excluded by the class map):\n{scores.to_markdown()}")  # fmt: skip
     atomic_write_text(output_dir / f"cross_dataset_{name}.json",
