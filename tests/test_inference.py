@@ -105,7 +105,7 @@ def test_unregistered_pipeline_module_stops_before_training(cells: SyntheticWBC)
                        background_removal=Unregistered())  # fmt: skip
     task = CellClassifier("resnet10t", head_hidden=(8,))
     with pytest.raises(
-        ValueError, match="Unregistered is not registered.*register_pipeline_module"
+        ValueError, match=r"Unregistered is not registered.*register_pipeline_module"
     ):
         _trainer(max_epochs=1).fit(task, datamodule=dm)
     assert task.global_step == 0
@@ -128,7 +128,7 @@ def test_classes_come_from_the_data_or_must_match(cells: SyntheticWBC) -> None:
 
 def test_data_without_masks_needs_a_segmenter(no_mask_folder: Path) -> None:
     dm = WBCDataModule(_folder(no_mask_folder), size=SIZE, batch_size=8, split="holdout")
-    with pytest.raises(ValueError, match="model.segmenter: ImageFolderWBC has no nucleus masks"):
+    with pytest.raises(ValueError, match=r"model\.segmenter: ImageFolderWBC has no nucleus masks"):
         _dual().bind_data(dm)
     task = _dual(segmenter="watershed")
     task.bind_data(dm)  # a classical method name is enough
@@ -185,7 +185,7 @@ def test_segmenter_of_another_size_or_kind_is_refused(
     trainer = _trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1)
     trainer.fit(classifier, datamodule=WBCDataModule(cells, size=SIZE, split="holdout"))
     trainer.save_checkpoint(path)
-    with pytest.raises(ValueError, match="not a nucleus segmentation checkpoint .*CellClassifier"):
+    with pytest.raises(ValueError, match=r"not a nucleus segmentation checkpoint .*CellClassifier"):
         _dual(segmenter=str(path))
 
 
