@@ -226,7 +226,10 @@ def test_dataset_without_labels_is_refused(tmp_path: Path) -> None:
         [Record(f"cell{i}.png", UNLABELLED, f"p{i}") for i in range(9)], ("ALL", "normal")
     )
     with pytest.raises(ValueError, match="WBCDataset has no labelled samples"):
-        CrossValidator(tiny_cell(), WBCDataModule(unlabelled, size=32), tmp_path, n_splits=3)
+        CrossValidator(
+            CellClassifier("resnet10t", head_hidden=(8,)),  # classes taken from the data
+            WBCDataModule(unlabelled, size=32), tmp_path, n_splits=3,
+        )  # fmt: skip
     with pytest.raises(ValueError, match="the dataset is empty"):
         WBCDataset([], ("ALL", "normal"))
 
