@@ -16,7 +16,22 @@ from .explain import (
     nucleus_focus,
     overlay,
 )
-from .gallery import GalleryItem, attribution_gallery, held_out_focus, save_overlays, select_cells
+from .fold_attributions import (
+    ATTRIBUTION_METHODS,
+    ExplainedCell,
+    FoldAttributions,
+    focus_table,
+    pooled_focus,
+    read_fold_attributions,
+)
+from .gallery import (
+    GalleryItem,
+    attribution_gallery,
+    held_out_focus,
+    save_overlays,
+    select_cells,
+    write_fold_attributions,
+)
 from .metrics import (
     PER_CLASS_METRICS,
     SUMMARY_METRICS,
@@ -53,6 +68,7 @@ from .smear_overlay import save_smear_overlay, smear_overlay
 
 __all__ = [
     "ACUTE_LEUKEMIA_BLAST_THRESHOLD",
+    "ATTRIBUTION_METHODS",
     "DEFAULT_BLAST_CLASSES",
     "PERTURBATIONS",
     "PER_CLASS_METRICS",
@@ -65,7 +81,9 @@ __all__ = [
     "CrossDatasetResult",
     "CrossValidator",
     "DetectorScore",
+    "ExplainedCell",
     "Explainer",
+    "FoldAttributions",
     "FoldResult",
     "GalleryItem",
     "NucleusFocus",
@@ -93,12 +111,15 @@ __all__ = [
     "environment",
     "evaluate_allidb1",
     "evaluate_robustness",
+    "focus_table",
     "held_out_focus",
     "last_conv_layer",
     "match_points",
     "nucleus_focus",
     "overlay",
     "perturb",
+    "pooled_focus",
+    "read_fold_attributions",
     "roc_curves",
     "save_overlays",
     "save_smear_overlay",
@@ -106,5 +127,6 @@ __all__ = [
     "smear_overlay",
     "summarize",
     "task_predictor",
+    "write_fold_attributions",
     "write_report",
 ]

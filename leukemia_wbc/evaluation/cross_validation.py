@@ -24,6 +24,15 @@ from ..tasks.classifier_base import ClassificationTask
 from ._folds import FOLD_FILE, fold_dir, is_finished, run_lightning_fold, run_svm_fold
 from ._io import atomic_write_text
 from ._spec import differences, jsonable, model_config, model_name, rebuild
+from .explain import Explainer
+from .fold_attributions import (
+    FOCUS_FILE,
+    FoldAttributions,
+    attributions_dir,
+    check_method,
+    read_fold_attributions,
+)
+from .gallery import write_fold_attributions
 from .predictions import Predictions
 from .result import CVResult, FoldResult
 
@@ -54,8 +63,17 @@ class CrossValidator:
     one ``fold_<k>/`` per fold (``predictions.csv``, ``fold.json``, checkpoints and logs) and,
     once every fold is finished, ``result.json`` and the pooled ``predictions.csv``.
 
+    With ``attributions`` set, each fold, once trained, also writes its held-out attribution
+    gallery and nucleus-focus table into ``fold_<k>/attributions/<method>/`` (see
+    :func:`~leukemia_wbc.evaluation.write_fold_attributions`); :meth:`CVResult.attributions`
+    reads them back and :func:`~leukemia_wbc.evaluation.write_report` shows them.
+
     Resuming: running again on the same folder skips finished folds and continues an
     interrupted fold from its ``last.ckpt``; a folder of another configuration is refused.
+    A finished fold's attributions are kept; a finished fold without them (trained before
+    ``attributions`` was set, or stopped while explaining) gets them on the next run. The
+    attribution settings are not part of the configuration check: turning them on for a
+    finished run adds the maps without retraining.
     Scaling: ``run(folds=[...])`` runs some folds only (one per SLURM array task or torchrun
     job) and :meth:`collect` merges them; inside a fold, ``devices``, ``num_nodes`` and
     ``strategy`` go to Lightning (DDP), and the held-out predictions of all ranks are merged so
@@ -88,10 +106,19 @@ class CrossValidator:
         trainer_kwargs: Further ``Trainer`` arguments (``limit_train_batches``,
             ``deterministic``, ``enable_progress_bar``, ...), not those above, nor
             ``callbacks``, ``logger`` or ``default_root_dir``.
+        attributions: Attribution method of each fold's held-out gallery and nucleus-focus
+            table: ``"gradcam"`` or ``"integrated_gradients"``; ``None`` (default) writes
+            none. Skipped, with a logged note, for a ``HandcraftedSVM`` (no gradients).
+        attributions_per_class: Gallery cells per fold of each kind (most confident correct,
+            most confident wrong) per true class.
+        attributions_max_cells: Held-out cells per fold explained for the nucleus-focus table,
+            taken in turn from each true class (the nucleus masks are the dataset's, else the
+            model's segmenter's; with neither, the fold has a gallery but no table).
 
     Raises:
         ValueError: ``n_splits`` below 3 or above the number of groups or the size of the
-            smallest class, an empty dataset, or a bad task.
+            smallest class, an empty dataset, a bad task, an unknown ``attributions`` method,
+            negative attribution counts, or a network :class:`Explainer` cannot explain.
     """
 
     def __init__(
@@ -115,7 +142,20 @@ class CrossValidator:
         early_stopping_patience: int | None = 10,
         callbacks: Sequence[Callback] = (),
         trainer_kwargs: dict[str, Any] | None = None,
+        attributions: str | None = None,
+        attributions_per_class: int = 2,
+        attributions_max_cells: int = 64,
     ) -> None:
+        self.attributions = check_method(attributions, "attributions")
+        for arg, value in (("attributions_per_class", attributions_per_class),
+                           ("attributions_max_cells", attributions_max_cells)):  # fmt: skip
+            if value < 0:
+                raise ValueError(f"{arg} must be >= 0, got {value}")
+        if self.attributions is not None and attributions_per_class == attributions_max_cells == 0:
+            raise ValueError("attributions_per_class and attributions_max_cells are both 0: "
+                             "nothing to explain")  # fmt: skip
+        self.attributions_per_class = attributions_per_class
+        self.attributions_max_cells = attributions_max_cells
         reserved = {
             "callbacks",
             "logger",
@@ -159,6 +199,11 @@ class CrossValidator:
                 f"got {type(task).__name__}"
             )
         self.svm = task if isinstance(task, HandcraftedSVM) else None
+        if self.attributions is not None and self.svm is None:
+            try:  # a network the Explainer does not know fails now, not after a fold
+                Explainer(probe, self.attributions)
+            except ValueError as err:
+                raise ValueError(f"attributions: {err}") from None
         dataset = datamodule.dataset
         svm = self.svm
         if (
@@ -322,8 +367,14 @@ class CrossValidator:
         for k in chosen:
             if k not in todo:
                 _log.info("%s: fold %d already finished, skipped", self.name, k)
-        for k in todo:
-            self.run_fold(k)
+        if self.attributions is not None and self.svm is not None:
+            _log.warning("%s: attributions=%r skipped: a feature baseline has no gradients to "
+                         "attribute", self.name, self.attributions)  # fmt: skip
+        for k in chosen:
+            if k in todo:
+                self.run_fold(k)
+            if self.svm is None:
+                self.explain_fold(k)
         complete = all(is_finished(self.output_dir, k) for k in range(self.n_splits))
         result = self.collect(self.output_dir, allow_partial=not complete)
         if complete and getattr(rank_zero_only, "rank", 0) == 0:
@@ -371,6 +422,40 @@ class CrossValidator:
             patience=self.patience,
         )
 
+    def explain_fold(self, fold: int) -> FoldAttributions | None:
+        """Write a finished fold's attributions (see ``attributions``) unless already there.
+
+        Args:
+            fold: The fold index.
+
+        Returns:
+            The fold's attributions; ``None`` when ``attributions`` is off, for the SVM, on
+            non-zero ranks of a distributed run, or when the fold is not finished.
+        """
+        method = self.attributions
+        if method is None or self.svm is not None or getattr(rank_zero_only, "rank", 0) != 0:
+            return None
+        if not is_finished(self.output_dir, fold):
+            return None
+        if (attributions_dir(fold_dir(self.output_dir, fold), method) / FOCUS_FILE).is_file():
+            done = read_fold_attributions(self.output_dir, folds=[fold], method=method)[0]
+            if (done.per_class, done.max_cells) != (self.attributions_per_class,
+                                                    self.attributions_max_cells):  # fmt: skip
+                _log.warning("%s: fold %d: %s attributions of per_class=%d, max_cells=%d kept; "
+                             "delete %s to recompute them", self.name, fold, method,
+                             done.per_class, done.max_cells, done.folder)  # fmt: skip
+            return done
+        result, preds = _read_fold(fold_dir(self.output_dir, fold))
+        one = CVResult(self.name, tuple(self.config["data"]["classes"]), [result], preds,
+                       self.config, self.output_dir)  # fmt: skip
+        _log.info("%s: fold %d: %s attributions", self.name, fold, method)
+        return write_fold_attributions(
+            one, self.datamodule.dataset, fold, method=method,
+            per_class=self.attributions_per_class, max_cells=self.attributions_max_cells,
+            device="cpu" if str(self.trainer_args["accelerator"]) == "cpu" else "auto",
+            batch_size=self.datamodule.batch_size,
+        )  # fmt: skip
+
     # -- gathering -----------------------------------------------------------------------------
     @staticmethod
     def collect(output_dir: str | os.PathLike[str], *, allow_partial: bool = False) -> CVResult:
@@ -403,10 +488,9 @@ class CrossValidator:
         folds: list[FoldResult] = []
         parts: list[Predictions] = []
         for k in done:
-            folder = fold_dir(out, k)
-            body = json.loads((folder / FOLD_FILE).read_text(encoding="utf-8"))
-            folds.append(FoldResult.from_dict(body))
-            parts.append(Predictions.from_csv(folder / "predictions.csv"))
+            fold, preds = _read_fold(fold_dir(out, k))
+            folds.append(fold)
+            parts.append(preds)
         return CVResult(
             name=config["name"],
             classes=tuple(config["data"]["classes"]),
@@ -415,3 +499,9 @@ class CrossValidator:
             config=config,
             output_dir=out,
         )
+
+
+def _read_fold(folder: Path) -> tuple[FoldResult, Predictions]:
+    """A finished fold's result and held-out predictions, from its folder."""
+    body = json.loads((folder / FOLD_FILE).read_text(encoding="utf-8"))
+    return FoldResult.from_dict(body), Predictions.from_csv(folder / "predictions.csv")

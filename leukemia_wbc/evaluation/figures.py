@@ -13,8 +13,10 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
 from .explain import overlay
+from .fold_attributions import ExplainedCell, FoldAttributions
 from .gallery import GalleryItem
 from .result import CVResult
 
@@ -22,6 +24,7 @@ __all__ = [
     "class_balance_figure",
     "confusion_figure",
     "curves_figure",
+    "fold_gallery_figure",
     "folds_figure",
     "gallery_figure",
     "robustness_figure",
@@ -172,6 +175,38 @@ def gallery_figure(items: Sequence[GalleryItem]) -> bytes | None:
             ax.set_title(f"{branch}{extra}", fontsize=7)
         for ax in row:
             ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fold_gallery_figure(cells: Sequence[tuple[FoldAttributions, ExplainedCell]]) -> bytes | None:
+    """A grid of saved gallery cells: the image, then each branch's overlay, as written per fold.
+
+    Args:
+        cells: Cells of :attr:`FoldAttributions.gallery` with the fold they come from.
+
+    Returns:
+        PNG bytes, or ``None`` for no cells.
+    """
+    if not cells:
+        return None
+    panels = ["image", *cells[0][0].branches]
+    fig, axes = plt.subplots(
+        len(cells), len(panels), figsize=(1.9 * len(panels), 1.9 * len(cells)), squeeze=False
+    )
+    for row, (att, cell) in zip(axes, cells, strict=True):
+        mark = "right" if cell.correct else "WRONG"
+        for ax, panel in zip(row, panels, strict=True):
+            with Image.open(att.folder / cell.files[panel]) as picture:
+                ax.imshow(np.asarray(picture.convert("RGB")))
+            ax.axis("off")
+            share = cell.nucleus_share.get(panel, math.nan)
+            extra = f", {share:.0%} in nucleus"
+            if math.isnan(share):  # with a nucleus mask, only an all-zero map has no share
+                extra = "" if math.isnan(cell.nucleus_area) else ": map all zero"
+            title = (f"fold {att.fold}: {cell.label} -> {cell.pred} ({cell.prob:.2f}, {mark})"
+                     if panel == "image" else f"{panel} branch{extra}")  # fmt: skip
+            ax.set_title(title, fontsize=7)
     fig.tight_layout()
     return _png(fig)
 

@@ -26,11 +26,13 @@ from .figures import (
     class_balance_figure,
     confusion_figure,
     curves_figure,
+    fold_gallery_figure,
     folds_figure,
     gallery_figure,
     robustness_figure,
     roc_figure,
 )
+from .fold_attributions import METHOD_NAMES, focus_records, focus_report, report_cells
 from .gallery import GalleryItem
 from .result import CVResult, _json_safe
 from .robustness import RobustnessResult
@@ -168,8 +170,11 @@ def write_report(
 
     Sections: dataset and class balance, the split (folds, groups), the comparison table, then
     for each model its per-fold metrics with mean, std and 95 % interval, ROC curves, the
-    confusion matrix and training curves; the attribution gallery (with each cell's share of
-    attribution inside the nucleus); the environment; and timings. The report is derived from
+    confusion matrix and training curves; for each model whose folds wrote attributions
+    (``CrossValidator(..., attributions=...)``), the nucleus-focus table pooled over folds and a
+    gallery of the most confident right and wrong cell per class; the attribution gallery
+    given (with each cell's share of attribution inside the nucleus); timings; and the
+    environment. The report is derived from
     the results, which it never modifies; writing it again replaces it.
 
     Args:
@@ -230,6 +235,7 @@ def write_report(
                          _robustness_text(results, robustness), ["robustness"]))  # fmt: skip
     if cross_dataset:
         sections.append(("Cross-dataset test", _cross_dataset_text(results, cross_dataset), []))
+    attributions = _attribution_sections(results, sections, figures)
     if gallery:
         sections.append(("Attribution gallery", _gallery_table(gallery), ["gallery"]))
     sections += [("Timings", _timings(results), []), ("Environment", env_table, [])]
@@ -275,10 +281,41 @@ def write_report(
             }
             for g in gallery
         ],
+        "attributions": attributions,
         "environment": env,
     }
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
     return ReportFiles(out / "report.html", out / "report.md", out / "report.json", paths)
+
+
+def _attribution_sections(
+    results: Sequence[CVResult],
+    sections: list[tuple[str, str, list[str]]],
+    figures: dict[str, bytes],
+) -> dict[str, Any]:
+    """Add each model's per-fold attributions (text, focus table, gallery) to the report.
+
+    Returns:
+        Model name to method to the pooled focus rows and the folders, for ``report.json``.
+    """
+    summary: dict[str, Any] = {}
+    for i, r in enumerate(results):
+        found = r.attributions()
+        for method in dict.fromkeys(a.method for a in found):
+            mine = [a for a in found if a.method == method]
+            key = f"attributions_{i}_{method}"
+            picture = fold_gallery_figure(report_cells(mine))
+            if picture is not None:
+                figures[key] = picture
+            heading = f"Attributions: {r.name} ({METHOD_NAMES.get(method, method)})"
+            sections.append((heading, focus_report(mine), [key] if picture else []))
+            summary.setdefault(r.name, {})[method] = {
+                "folds": {str(a.fold): {"folder": str(a.folder), "nucleus": a.nucleus,
+                                        "focus": _json_safe(focus_records([a]))}
+                          for a in mine},
+                "focus": _json_safe(focus_records(mine)),
+            }  # fmt: skip
+    return summary
 
 
 def _robustness_text(results: Sequence[CVResult], robustness: Mapping[str, Any]) -> str:

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .metrics import (
     summarize,
 )
 from .predictions import Predictions
+
+if TYPE_CHECKING:
+    from .fold_attributions import FoldAttributions
 
 __all__ = ["CVResult", "FoldResult"]
 
@@ -247,6 +250,22 @@ class CVResult:
         return TrainedModel.from_checkpoint(
             self._checkpoint(fold), device=device, segmenter=segmenter
         )
+
+    def attributions(self) -> list[FoldAttributions]:
+        """The attribution galleries and nucleus-focus tables its folds wrote, if any.
+
+        Read from ``fold_<k>/attributions/<method>/`` of :attr:`output_dir` (see
+        ``CrossValidator(..., attributions=...)``), for the folds of this result only.
+
+        Returns:
+            The :class:`~leukemia_wbc.evaluation.FoldAttributions`, by method then fold (empty
+            without an output folder or when none were written).
+        """
+        from .fold_attributions import read_fold_attributions
+
+        if self.output_dir is None:
+            return []
+        return read_fold_attributions(self.output_dir, folds=[f.fold for f in self.folds])
 
     # -- tables ------------------------------------------------------------------------------
     def to_markdown(self, digits: int = 3) -> str:
