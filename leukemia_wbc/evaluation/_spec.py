@@ -49,6 +49,8 @@ def model_config(model: Any) -> dict[str, Any]:
         params["segmenter"] = model.segmenter_spec or (
             type(model.segmenter).__name__ if model.segmenter else None
         )
+        if model.mask_source != "batch":  # recorded only when set, so older runs still resume
+            params["mask_source"] = model.mask_source
     else:
         params = dict(model.hparams)
     return {"class": f"{kind.__module__}.{kind.__qualname__}", "hparams": jsonable(params)}

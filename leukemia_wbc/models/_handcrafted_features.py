@@ -257,7 +257,11 @@ def sample_features(
 
 
 def dataset_sample_features(
-    dataset: WBCDataset, index: int, segmenter: Segmenter | None, fallback: bool
+    dataset: WBCDataset,
+    index: int,
+    segmenter: Segmenter | None,
+    fallback: bool,
+    own_masks: bool = True,
 ) -> tuple[np.ndarray, bool]:
     """Load sample ``index`` of ``dataset`` and compute its features (see :func:`sample_features`).
 
@@ -266,6 +270,7 @@ def dataset_sample_features(
         index: Sample position.
         segmenter: Nucleus segmenter for a sample without a mask, or ``None``.
         fallback: Measure an empty nucleus mask's image as a whole instead of raising.
+        own_masks: Use the sample's own masks; ``False``: the segmenter's only.
 
     Returns:
         The feature vector and whether the whole-image fallback was used.
@@ -278,6 +283,5 @@ def dataset_sample_features(
     name = f"sample {index} ({dataset.records[index].path}) of {type(dataset).__name__}"
     if sample is None:
         raise ValueError(f"{name} could not be read (the dataset skipped it)")
-    return sample_features(
-        sample["image"], sample.get("mask"), sample.get("cell_mask"), name, segmenter, fallback
-    )
+    mask, cell_mask = (sample.get("mask"), sample.get("cell_mask")) if own_masks else (None, None)
+    return sample_features(sample["image"], mask, cell_mask, name, segmenter, fallback)

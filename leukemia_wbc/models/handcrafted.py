@@ -62,6 +62,10 @@ class HandcraftedSVM:
             (``"kmeans"``, ...), the path of a trained ``SegmentationModule`` checkpoint (see
             :func:`~leukemia_wbc.models.resolve_segmenter`) or a callable (see
             :data:`Segmenter`); without it such samples raise.
+        mask_source: ``"batch"``: a sample's own nucleus mask when it has one, else the
+            segmenter's; ``"segmenter"``: always the segmenter's, the data's masks (nucleus and
+            cell) unused, as in the paper's chain (a trained U-Net's masks in training and at
+            test, on a dataset that has expert masks too).
 
     Attributes:
         classes_: Class labels seen in training; the columns of :meth:`predict_proba`.
@@ -70,7 +74,8 @@ class HandcraftedSVM:
             latest feature computation.
 
     Raises:
-        ValueError: If ``calibration_folds`` < 2, ``n_jobs`` is 0 or ``on_empty`` is unknown.
+        ValueError: If ``calibration_folds`` < 2, ``n_jobs`` is 0, ``on_empty`` or
+            ``mask_source`` is unknown, or ``mask_source="segmenter"`` has no segmenter.
     """
 
     #: Names of the features the model is fitted on (a subclass may measure others).
@@ -90,6 +95,7 @@ class HandcraftedSVM:
         progress: bool = True,
         on_empty: Literal["raise", "image"] = "raise",
         segmenter: str | Segmenter | None = None,
+        mask_source: Literal["batch", "segmenter"] = "batch",
     ) -> None:
         if calibration_folds < 2:
             raise ValueError(f"calibration_folds must be >= 2, got {calibration_folds}")
@@ -97,6 +103,13 @@ class HandcraftedSVM:
             raise ValueError("n_jobs must be a positive count or negative (joblib), got 0")
         if on_empty not in ("raise", "image"):
             raise ValueError(f"on_empty must be 'raise' or 'image', got {on_empty!r}")
+        if mask_source not in ("batch", "segmenter"):
+            raise ValueError(
+                f"argument 'mask_source': expected 'batch' or 'segmenter', got {mask_source!r}"
+            )
+        if mask_source == "segmenter" and segmenter is None:
+            raise ValueError("argument 'mask_source': 'segmenter' needs a segmenter")
+        self.mask_source = mask_source
         self.C, self.kernel, self.gamma = C, kernel, gamma
         self.calibration_folds, self.seed, self.n_jobs = calibration_folds, seed, n_jobs
         self.progress, self.on_empty = progress, on_empty
@@ -155,6 +168,8 @@ class HandcraftedSVM:
                 :func:`nucleus_features`) or has no mask and there is no segmenter.
         """
         n = len(images)
+        if getattr(self, "mask_source", "batch") == "segmenter":  # older pickles: "batch"
+            masks = cell_masks = None
         for what, seq in (("masks", masks), ("cell_masks", cell_masks)):
             if seq is not None and len(seq) != n:
                 raise ValueError(f"{n} images but {len(seq)} {what}; expected one per image")
@@ -195,7 +210,8 @@ class HandcraftedSVM:
         """
         idx = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
         fallback = self.on_empty == "image"
-        jobs = [(dataset_sample_features, (dataset, i, self.segmenter, fallback)) for i in idx]
+        own = getattr(self, "mask_source", "batch") == "batch"  # older pickles: "batch"
+        jobs = [(dataset_sample_features, (dataset, i, self.segmenter, fallback, own)) for i in idx]
         return self._run(jobs, [dataset.records[i].path for i in idx])
 
     # -- fit and predict ---------------------------------------------------------------------

@@ -210,6 +210,27 @@ def test_missing_mask_needs_segmenter(synthetic: tuple[SyntheticWBC, SyntheticWB
     assert features.shape == (4, len(FEATURE_NAMES)) and np.isfinite(features).all()
 
 
+def test_mask_source_segmenter_ignores_the_data_masks(
+    synthetic: tuple[SyntheticWBC, SyntheticWBC],
+) -> None:
+    train, _ = synthetic
+    samples = [train[i] for i in range(4)]
+    images = [s["image"] for s in samples]
+    masks = [s["mask"] for s in samples]
+    svm = HandcraftedSVM(progress=False, segmenter="kmeans", mask_source="segmenter")
+    own = HandcraftedSVM(progress=False, segmenter="kmeans")
+    # "segmenter": the masks given are not used, on arrays and on a dataset alike
+    np.testing.assert_array_equal(svm.features(images, masks), own.features(images, None))
+    np.testing.assert_array_equal(svm.dataset_features(train, range(4)),
+                                  own.features(images, None))  # fmt: skip
+    # "batch" (the default) measures the data's own masks, which differ from k-means'
+    assert not np.allclose(own.dataset_features(train, range(4)), own.features(images, None))
+    with pytest.raises(ValueError, match=r"mask_source.*'segmenter' needs a segmenter"):
+        HandcraftedSVM(mask_source="segmenter")
+    with pytest.raises(ValueError, match=r"argument 'mask_source': expected"):
+        HandcraftedSVM(segmenter="kmeans", mask_source="data")  # type: ignore[arg-type]
+
+
 def test_empty_mask_policy() -> None:
     images = [_cell_image(), _cell_image()]
     masks = [_disc(20), np.zeros((96, 96), dtype=np.uint8)]
