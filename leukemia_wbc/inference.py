@@ -300,11 +300,16 @@ class TrainedModel:
             batch: A batch dict with a uint8 ``image`` ``(B, 3, H, W)`` (and optional masks).
 
         Returns:
-            The batch with a normalised float ``image``.
+            The batch with a normalised float ``image`` (and the segmenter's ``mask`` where the
+            model takes it from its segmenter; see
+            :meth:`~leukemia_wbc.tasks.ClassificationTask.add_nucleus_masks`).
         """
         dev = self.device
         moved = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
         moved.pop("skipped", None)
+        # the segmenter sees the images as decoded, as in training (before stain normalisation,
+        # equalisation and background removal)
+        moved = self.task.add_nucleus_masks(moved)
         out: dict[str, Any] = self.pipeline(moved, train=False)
         return out
 

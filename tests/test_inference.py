@@ -224,3 +224,73 @@ def test_crafted_checkpoints_are_refused_and_run_nothing(
     with pytest.raises(ValueError, match="'Popen' is not a registered pipeline module"):
         TrainedModel.from_checkpoint(bad, device="cpu")
     assert not marker.exists()
+
+
+class Recorder(nn.Module):
+    """A segmenter that records what it sees and marks the left half of the image."""
+
+    input_range = "unit"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Tensor] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen.append(x.detach().clone())
+        mask = torch.zeros(x.shape[0], 1, *x.shape[-2:], dtype=torch.uint8)
+        mask[..., : x.shape[-1] // 2] = 1
+        return mask
+
+
+def test_segmenter_sees_the_images_before_enhancement(cells: SyntheticWBC) -> None:
+    """Training and inference segment the decoded images; the mask then follows the pipeline."""
+    dm = WBCDataModule(cells, size=SIZE, batch_size=8, n_splits=3, stain_normalization=True,
+                       equalize="clahe", background_removal=True, augment=True)  # fmt: skip
+    task = _dual(segmenter=Recorder(), mask_source="segmenter")
+    task.bind_data(dm)
+    dm.setup("fit")
+    raw = collate_samples([cells[i] for i in range(4)])
+    # the training path: Lightning moves the batch (segmenting it), then the pipeline runs
+    moved = task.transfer_batch_to_device(raw, torch.device("cpu"), 0)
+    seen = task.segmenter.seen[-1]  # type: ignore[union-attr]
+    torch.testing.assert_close(seen, raw["image"].float() / 255)
+    assert moved["nucleus_source"] == "segmenter"
+    assert not torch.equal(moved["mask"], raw["mask"])  # mask_source="segmenter": data's unused
+    out = dm.pipeline(moved, train=True)
+    assert out["mask"].shape == (4, 1, SIZE, SIZE)
+    assert torch.equal(task.nucleus_masks(out), out["mask"])  # the augmented segmenter mask
+    # the inference path does the same
+    model = TrainedModel.from_datamodule(task, dm)
+    model.transform(raw)
+    torch.testing.assert_close(task.segmenter.seen[-1], raw["image"].float() / 255)  # type: ignore[union-attr]
+    # "batch": the data's own masks are kept, nothing is segmented
+    task.mask_source = "batch"
+    count = len(task.segmenter.seen)  # type: ignore[union-attr]
+    assert task.add_nucleus_masks(raw) is raw
+    assert len(task.segmenter.seen) == count  # type: ignore[union-attr]
+
+
+@pytest.mark.realdata
+def test_enhancement_before_segmentation_would_ruin_the_masks(shared_data: Path) -> None:
+    """Why the segmenter runs first: on real cells the paper's preprocessing ruins k-means."""
+    from leukemia_wbc.data import SegmentationWBC2018
+
+    data = SegmentationWBC2018(shared_data / "segmentation_WBC", subset="Dataset 2", size=96)
+    batch = collate_samples([data[i] for i in range(0, 100, 4)])
+    dm = WBCDataModule(data, size=96, split="holdout", stain_normalization=True,
+                       equalize="clahe", background_removal=True, augment=False)  # fmt: skip
+    task = DualBranchClassifier("resnet10t", "mobilenetv3_small_050", segmenter="kmeans",
+                                mask_source="segmenter")  # fmt: skip
+    task.bind_data(dm)
+    dm.setup("fit")
+    truth = batch["mask"] > 0
+
+    def dice(masks: Tensor) -> float:
+        pred = masks > 0
+        inter = (pred & truth).sum(dim=(1, 2, 3)).float()
+        return float((2 * inter / (pred.sum(dim=(1, 2, 3)) + truth.sum(dim=(1, 2, 3)))).mean())
+
+    before = task.nucleus_masks(dm.pipeline(task.add_nucleus_masks(batch)))
+    after = task.segment(dm.pipeline(batch)["image"])  # segmenting the enhanced images
+    assert dice(before) > 0.9
+    assert dice(after) < 0.5

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..data.base import WBCDataset
 from ..data.datamodule import WBCDataModule, collate_samples
+from ..tasks.classifier_base import NUCLEUS_SOURCE_KEY
 from ._io import atomic_write_text, write_png
 from .explain import (
     Attribution,
@@ -274,9 +275,11 @@ def _subset(p: Predictions, rows: np.ndarray) -> Predictions:
 def _nucleus(model: Any, batch: dict[str, Any]) -> tuple[Tensor | None, str | None]:
     """The batch's nucleus masks (the dataset's, else the model's segmenter's) and their source."""
     mask = batch.get("mask")
-    if isinstance(mask, Tensor):
-        return mask, "dataset masks"
     segmenter = model.task.segmenter
+    if isinstance(mask, Tensor):
+        if batch.get(NUCLEUS_SOURCE_KEY) == "segmenter" and segmenter is not None:
+            return mask, f"the model's segmenter ({type(segmenter).__name__})"
+        return mask, "dataset masks"
     if segmenter is None:
         return None, None
     masks: Tensor = model.task.segment(batch["image"])
