@@ -20,7 +20,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import yaml
 
+from ._commands.cv import CVConfig
 from .data import SYNTHETIC_CLASSES, SyntheticWBC, WBCDataModule
 from .evaluation import (
     CrossValidator,
@@ -42,6 +44,15 @@ __all__ = ["DemoSettings", "comparison_models", "run_demo", "train_unet"]
 _log = logging.getLogger(__name__)
 
 
+#: The packaged configs of the paper's comparison (``--full``), by the demo's folder names.
+PAPER_CONFIGS: dict[str, str] = {
+    "dual_branch": "paper_dual_branch",
+    "resnet": "resnet50_baseline",
+    "vgg": "vgg16_baseline",
+    "svm": "svm_baseline",
+}
+
+
 @dataclass
 class DemoSettings:
     """Sizes of a demo run.
@@ -53,7 +64,8 @@ class DemoSettings:
         folds: Cross-validation folds.
         epochs: Epoch limit per fold.
         unet_epochs: Epochs of the U-Net.
-        full: Paper-sized backbones (ResNet-50 + MobileNetV2, VGG-16).
+        full: The paper's setup: the packaged configs of :data:`PAPER_CONFIGS` (backbones,
+            preprocessing, loss, optimiser, early stopping) on the demo's cells.
         batch_size: Batch size.
     """
 
@@ -68,53 +80,117 @@ class DemoSettings:
 
     @classmethod
     def paper(cls) -> DemoSettings:
-        """The paper's protocol on SyntheticWBC: 224 px, 10 folds, up to 50 epochs."""
-        return cls(n=4000, size=224, patients=40, folds=10, epochs=50, unet_epochs=30, full=True)
+        """The paper's protocol on SyntheticWBC, read from the packaged ``paper_dual_branch``.
+
+        Image size, batch size, folds and the epoch limit come from the config file (224 px,
+        10 folds, up to 50 epochs), as do the models and their settings in :func:`run_demo`;
+        the cell and patient counts are the demo's own (4,000 cells of 40 patients).
+        """
+        from .cli import resolve_config
+
+        text = Path(resolve_config("paper_dual_branch")).read_text(encoding="utf-8")
+        config = yaml.safe_load(text)
+        data, cv = config["data"], config["cv"]
+        return cls(
+            n=4000,
+            size=int(data["size"]),
+            patients=40,
+            folds=int(cv["n_splits"]),
+            epochs=int(cv["max_epochs"]),
+            unet_epochs=30,
+            full=True,
+            batch_size=int(data["batch_size"]),
+        )
 
 
-def comparison_models(full: bool = False, *, lr: float | None = None) -> dict[str, TaskSpec]:
+def paper_configs(
+    settings: DemoSettings, out: str | Path, segmenter: str | None = None
+) -> dict[str, CVConfig]:
+    """The paper's four packaged configs (:data:`PAPER_CONFIGS`) on the demo's SyntheticWBC.
+
+    Each is read as ``leukemia-wbc cv --config NAME`` reads it (model, data pipeline, ``cv``
+    options); only the dataset's size, the image and batch sizes, the folds, the epoch limit and
+    the output folder (``out/<name>``) are the demo's.
+
+    Args:
+        settings: Demo sizes.
+        out: The demo's output folder.
+        segmenter: A segmenter spec (e.g. the demo U-Net's checkpoint) for the dual branch and
+            the SVM, which then take every nucleus mask from it (``mask_source="segmenter"``).
+
+    Returns:
+        Folder name to configured cross-validation.
+    """
+    from ._commands.cv import load_cv_config
+
+    s = settings
+    common = [
+        "--data.dataset.init_args.n", str(s.n),
+        "--data.dataset.init_args.n_patients", str(s.patients),
+        "--data.dataset.init_args.difficulty", "0.1",
+        "--data.size", str(s.size), "--data.batch_size", str(s.batch_size),
+        "--cv.n_splits", str(s.folds), "--cv.max_epochs", str(s.epochs),
+    ]  # fmt: skip
+    chain = [] if segmenter is None else [
+        "--model.init_args.segmenter", segmenter, "--model.init_args.mask_source", "segmenter",
+    ]  # fmt: skip
+    setups = {}
+    for key, name in PAPER_CONFIGS.items():
+        extra = chain if key in ("dual_branch", "svm") else []
+        argv = ["--config", name, *common, *extra, "--cv.output_dir", str(Path(out) / key)]
+        setups[key] = load_cv_config(argv)
+    return setups
+
+
+def comparison_models(
+    full: bool = False, *, lr: float | None = None, segmenter: str | None = None
+) -> dict[str, TaskSpec]:
     """The four models of the paper's comparison, on the SyntheticWBC classes.
 
-    ``full=True`` is the paper's setup: ResNet-50 (cell) + MobileNetV2 (nucleus), ResNet-50 and
-    VGG-16, Adam at 1e-3 with ReduceLROnPlateau. The CPU default keeps each model's family at
-    a size that trains from random initialisation in minutes: ResNet-10t (cell) +
-    MobileNetV3-Small-0.5 (nucleus), ResNet-10t, and VGG-11 with batch norm at a quarter width
+    ``full=True`` is the paper's setup, read from the packaged configs (:func:`paper_configs`):
+    ResNet-50 (cell) + MobileNetV2 (nucleus), ResNet-50 and VGG-16, Adam with
+    ReduceLROnPlateau, and the SVM. The CPU default keeps each model's family at a size that
+    trains from random initialisation in minutes: ResNet-10t (cell) + MobileNetV3-Small-0.5
+    (nucleus), ResNet-10t, and VGG-11 with batch norm at a quarter width
     (:func:`~leukemia_wbc.models.slim_vgg.vgg11_bn_quarter`); AdamW with a one-cycle schedule
     peaking at 5e-3 (1e-3 for the VGG, which collapsed to one class at 5e-3: held-out accuracy
     0.21 against 0.39 at 1e-3 in a 12-epoch run on the demo's cells).
 
     Args:
-        full: The paper's backbones and optimiser; otherwise the CPU-sized ones.
-        lr: Learning rate of every network (default: 1e-3 with ``full``; else 5e-3, and 1e-3
-            for the VGG).
+        full: The paper's configs; otherwise the CPU-sized models.
+        lr: Learning rate of every network of the CPU models (default 5e-3, and 1e-3 for the
+            VGG); ignored with ``full`` (the configs set it).
+        segmenter: A segmenter spec for the dual branch and the SVM, which then take every
+            nucleus mask from it (the paper's chain: a trained U-Net's masks in training and at
+            test); ``None``: the data's masks.
 
     Returns:
         Folder name to task (templates for the cross-validator).
     """
-    common: dict[str, Any] = {"num_classes": 4, "classes": SYNTHETIC_CLASSES, "dropout": 0.2}
     if full:
-        cell, nucleus, resnet, vgg, width, crop = (
-            "resnet50", "mobilenetv2_100", "resnet50", "vgg16", 256, 128,
-        )  # fmt: skip
-        common |= {"lr": lr or 1e-3, "lr_patience": 3}
-    else:
-        cell, nucleus, resnet, vgg, width, crop = (
-            "resnet10t", "mobilenetv3_small_050", "resnet10t", "vgg11_bn_quarter", 64, 48,
-        )  # fmt: skip
-        common |= {"lr": lr or 5e-3, "weight_decay": 0.05, "optimizer": "adamw",
-                   "scheduler": "onecycle"}  # fmt: skip
+        configs = paper_configs(DemoSettings.paper(), "runs/demo", segmenter)
+        return {key: config.model for key, config in configs.items()}
+    common: dict[str, Any] = {"num_classes": 4, "classes": SYNTHETIC_CLASSES, "dropout": 0.2,
+                              "lr": lr or 5e-3, "weight_decay": 0.05, "optimizer": "adamw",
+                              "scheduler": "onecycle"}  # fmt: skip
+    chain: dict[str, Any] = {} if segmenter is None else {
+        "segmenter": segmenter, "mask_source": "segmenter",
+    }  # fmt: skip
     return {
         "dual_branch": DualBranchClassifier(
-            cell,
-            nucleus,
-            nucleus_size=crop,
-            fusion_features=width,
-            head_hidden=(width,),
+            "resnet10t",
+            "mobilenetv3_small_050",
+            nucleus_size=48,
+            fusion_features=64,
+            head_hidden=(64,),
             **common,
+            **chain,
         ),
-        "resnet": CellClassifier(resnet, head_hidden=(width,), **common),
-        "vgg": CellClassifier(vgg, head_hidden=(width,), **(common | {"lr": lr or 1e-3})),
-        "svm": HandcraftedSVM(progress=False),
+        "resnet": CellClassifier("resnet10t", head_hidden=(64,), **common),
+        "vgg": CellClassifier(
+            "vgg11_bn_quarter", head_hidden=(64,), **(common | {"lr": lr or 1e-3})
+        ),
+        "svm": HandcraftedSVM(progress=False, **chain),
     }
 
 
@@ -187,25 +263,36 @@ def run_demo(
     _, dice = train_unet(dataset, s, trainer, folder / "unet.ckpt")
     atomic_write_text(folder / "unet.json", json.dumps({"test_dice": dice}, indent=2))
     print(f"nucleus U-Net: held-out Dice {dice:.3f}", flush=True)
+    segmenter = str(folder / "unet.ckpt")
+    fold_trainer = {"enable_progress_bar": progress, "enable_model_summary": False,
+                    "log_every_n_steps": 5}  # fmt: skip
     dm = WBCDataModule(dataset, size=s.size, batch_size=s.batch_size)
+    if s.full:  # the packaged configs, as `leukemia-wbc cv --config NAME` runs them
+        ours = {"accelerator": trainer.get("accelerator", "auto"), "trainer_kwargs": fold_trainer}
+        setups = paper_configs(s, folder, segmenter).values()
+        for setup in setups:
+            if isinstance(setup.model, HandcraftedSVM):
+                setup.model.progress = progress
+        runs = [CrossValidator(c.model, c.data, **(c.options | ours)) for c in setups]
+        dm = runs[0].datamodule
+    else:
+        runs = [
+            CrossValidator(
+                task,
+                dm,
+                folder / key,
+                n_splits=s.folds,
+                seed=0,
+                max_epochs=s.epochs,
+                # a one-cycle run is scored at its best epoch, not stopped while the rate is high
+                early_stopping_patience=None,
+                accelerator=trainer.get("accelerator", "auto"),
+                trainer_kwargs=fold_trainer,
+            )
+            for key, task in comparison_models(segmenter=segmenter).items()
+        ]
     results: list[CVResult] = []
-    for key, task in comparison_models(s.full).items():
-        cv = CrossValidator(
-            task,
-            dm,
-            folder / key,
-            n_splits=s.folds,
-            seed=0,
-            max_epochs=s.epochs,
-            # a one-cycle run is scored at its best epoch, not stopped while the rate is high
-            early_stopping_patience=4 if s.full else None,
-            accelerator=trainer.get("accelerator", "auto"),
-            trainer_kwargs={
-                "enable_progress_bar": progress,
-                "enable_model_summary": False,
-                "log_every_n_steps": 5,
-            },
-        )
+    for cv in runs:
         results.append(cv.run())
         print(f"{cv.name}: accuracy {results[-1].summary()['accuracy'].format()}", flush=True)
     table = compare(results, folder / "comparison.md")
@@ -219,7 +306,11 @@ def run_demo(
         f"(difficulty 0.1), {s.folds} patient-grouped stratified folds, up to {s.epochs} epochs "
         f"per fold from random initialisation; this run took {minutes:.1f} min.\n\n"
         f"Nucleus U-Net ({'ResNet-34' if s.full else 'MobileNetV2-0.5'} encoder, "
-        f"{s.unet_epochs} epochs): Dice {dice:.3f} on held-out patients.\n\n"
+        f"{s.unet_epochs} epochs): Dice {dice:.3f} on held-out patients. The dual branch and "
+        "the SVM take every nucleus mask from this U-Net, in training and at test (the paper's "
+        "chain; the true masks are not used). The U-Net was trained on 80 % of the patients, "
+        "so it has seen the masks (never the classes) of some cells that the folds hold out."
+        "\n\n"
         "Integrated Gradients on fold 0's held-out cells (share of attribution inside the "
         "nucleus against the nucleus's share of the image):\n\n"
         + "\n".join(f.to_markdown() for f in focus)

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_cv"]
+__all__ = ["CVConfig", "load_cv_config", "run_cv"]
+
+
+@dataclass
+class CVConfig:
+    """A cross-validation as configured: the model, the data and the validator's options.
+
+    Attributes:
+        model: The task (or ``HandcraftedSVM``) template of every fold.
+        data: The DataModule over the whole dataset.
+        options: Keyword arguments of :class:`~leukemia_wbc.evaluation.CrossValidator` (the
+            config's ``cv`` section).
+        namespace: The parsed configuration (for the command's own options).
+    """
+
+    model: Any
+    data: Any
+    options: dict[str, Any] = field(default_factory=dict)
+    namespace: Any = None
 
 
 def _parser() -> Any:
@@ -67,7 +87,7 @@ def _test_dataset(config: str) -> Any:
     return parser.instantiate_classes(cfg).data
 
 
-def _cross_dataset(result: Any, cfg: Any, output_dir: Path, pipeline: Any) -> Any:
+def _cross_dataset(result: Any, cfg: Any, output_dir: Path) -> Any:
     import json
 
     from ..evaluation._io import atomic_write_text
@@ -82,6 +102,35 @@ def _cross_dataset(result: Any, cfg: Any, output_dir: Path, pipeline: Any) -> An
     atomic_write_text(output_dir / f"cross_dataset_{name}.json",
                       json.dumps(scores.to_dict(), indent=2))  # fmt: skip
     return scores
+
+
+def load_cv_config(argv: Sequence[str]) -> CVConfig:
+    """Parse ``leukemia-wbc cv`` arguments (configs by path or packaged name) and build them.
+
+    The demo reads the paper's packaged configs through this, so that the command and the demo
+    run the same setup.
+
+    Args:
+        argv: Arguments as after ``leukemia-wbc cv``, e.g. ``["--config", "paper_dual_branch",
+            "--data.dataset.init_args.n", "400"]``.
+
+    Returns:
+        The model, the DataModule and the ``cv`` options.
+
+    Raises:
+        SystemExit: A bad argument (jsonargparse prints the message), or no ``--model``.
+    """
+    from ..cli import resolve_config
+
+    args = list(argv)
+    args = [resolve_config(a) if i > 0 and args[i - 1] in ("--config", "-c") else a
+            for i, a in enumerate(args)]  # fmt: skip
+    parser = _parser()
+    cfg = parser.parse_args(args)
+    if cfg.model is None:
+        parser.error("--model is required (a task such as DualBranchClassifier, or HandcraftedSVM)")
+    init = parser.instantiate_classes(cfg)
+    return CVConfig(init.model, init.data, dict(vars(cfg.cv)), cfg)
 
 
 def run_cv(argv: list[str]) -> int:
@@ -102,22 +151,18 @@ def run_cv(argv: list[str]) -> int:
         print(result.to_markdown())
         print(f"report: {write_report([result], Path(argv[1]) / 'report').html}")
         return 0
-    parser = _parser()
-    cfg = parser.parse_args(argv)
-    if cfg.model is None:
-        parser.error("--model is required (a task such as DualBranchClassifier, or HandcraftedSVM)")
-    init = parser.instantiate_classes(cfg)
-    options = dict(vars(cfg.cv))
-    cv = CrossValidator(init.model, init.data, **options)
+    setup = load_cv_config(argv)
+    cfg = setup.namespace
+    cv = CrossValidator(setup.model, setup.data, **setup.options)
     result = cv.run(folds=cfg.folds)
     print(result.to_markdown())
     complete = len(result.folds) == cv.n_splits
     robustness = None
     if complete and cfg.robustness:
-        robustness = {result.name: _robustness(result, cfg, cv.output_dir, init.data)}
+        robustness = {result.name: _robustness(result, cfg, cv.output_dir, setup.data)}
     other = []
     if complete and cfg.test_data:
-        other = [_cross_dataset(result, cfg, cv.output_dir, init.data.pipeline)]
+        other = [_cross_dataset(result, cfg, cv.output_dir)]
     if not complete and (cfg.test_data or cfg.robustness):
         print("robustness / cross-dataset tests: waiting for every fold (run again once done)")
     if complete and cfg.report:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from leukemia_wbc._commands.cv import load_cv_config
 from leukemia_wbc.cli import config_names, main, resolve_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -41,6 +43,7 @@ def test_packaged_configs_are_all_there() -> None:
         "segmentation_unet",
         "cnmc2019",
         "all_idb2",
+        "segmentation_wbc",
         "demo",
         "recipe_stain_normalization",
         "recipe_stain_augmentation",
@@ -83,6 +86,12 @@ def test_data_configs_combine_with_a_model_config(tmp_path: Path) -> None:
     )
     init = parser.instantiate_classes(cfg)
     assert type(init.data.dataset).__name__ == "CNMC2019" and len(init.data.dataset) > 0
+    root = make_fixture("segmentation_wbc", tmp_path)
+    setup = load_cv_config(["--config", "paper_dual_branch", "--config", "segmentation_wbc",
+                            "--data.dataset.init_args.root", str(root),
+                            "--data.dataset.init_args.subset", "Dataset 2"])  # fmt: skip
+    assert type(setup.data.dataset).__name__ == "SegmentationWBC2018"
+    assert set(setup.data.dataset.sources) == {"Dataset 2"}
 
 
 @pytest.mark.parametrize(
@@ -347,6 +356,43 @@ def test_demo_smoke_run(tmp_path: Path) -> None:
     page = (out / "report" / "report.html").read_text()
     assert "Attribution gallery" in page and "Nucleus U-Net" in page
     assert page.count("<td>HandcraftedSVM</td>") == 1 + 4 + 1  # overall, per class, timings
+    # the paper's chain: the dual branch and the SVM take their masks from the demo's U-Net
+    for key in ("dual_branch", "svm"):
+        hparams = json.loads((out / key / "config.json").read_text())["model"]["hparams"]
+        assert hparams["segmenter"] == str(out / "unet.ckpt")
+        assert hparams["mask_source"] == "segmenter"
+    assert "take every nucleus mask from this U-Net" in page
+
+
+def test_demo_paper_settings_are_the_packaged_configs(tmp_path: Path) -> None:
+    """``demo --full`` runs the packaged paper configs: one source for the paper's settings."""
+    from leukemia_wbc.cli import resolve_config
+    from leukemia_wbc.demo import PAPER_CONFIGS, DemoSettings, paper_configs
+    from leukemia_wbc.tasks import DualBranchClassifier
+
+    paper = yaml.safe_load(Path(resolve_config("paper_dual_branch")).read_text())
+    settings = DemoSettings.paper()
+    assert (settings.size, settings.folds, settings.epochs, settings.batch_size) == (
+        paper["data"]["size"], paper["cv"]["n_splits"], paper["cv"]["max_epochs"],
+        paper["data"]["batch_size"],
+    )  # fmt: skip
+    settings.n, settings.size = 40, 32
+    setups = paper_configs(settings, tmp_path, segmenter="kmeans")
+    assert set(setups) == set(PAPER_CONFIGS)
+    dual = setups["dual_branch"]
+    assert isinstance(dual.model, DualBranchClassifier)
+    init = paper["model"]["init_args"]
+    for key in ("lr", "dropout", "lr_patience", "cell_backbone", "nucleus_backbone", "loss"):
+        assert dual.model.hparams[key] == init[key], key
+    assert dual.model.mask_source == "segmenter"
+    steps = dual.data.pipeline.config()
+    assert paper["data"]["equalize"] == "clahe" and paper["data"]["background_removal"] is True
+    assert "CLAHE" in json.dumps(steps) and "BackgroundRemoval" in json.dumps(steps)
+    assert dual.options["early_stopping_patience"] == paper["cv"]["early_stopping_patience"]
+    assert dual.options["output_dir"] == str(tmp_path / "dual_branch")
+    assert len(dual.data.dataset) == 40
+    assert setups["svm"].model.mask_source == "segmenter"
+    assert setups["resnet"].model.hparams["backbone"] == "resnet50"
 
 
 def test_analyze_smear_counts_blasts_and_writes_overlays(
