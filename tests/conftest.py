@@ -26,9 +26,13 @@ def fixture_module(name: str) -> ModuleType:
     return module
 
 
-def make_fixture(name: str, root: Path) -> Path:
-    """Write the tiny fixture of dataset ``name`` under ``root`` and return the dataset root."""
-    return Path(fixture_module(name).make(root))
+def make_fixture(name: str, root: Path, **options: object) -> Path:
+    """Write the tiny fixture of dataset ``name`` under ``root`` and return the dataset root.
+
+    ``options`` go to the generator's ``make`` (``layout="tcia"`` for C-NMC, ``masks=False``
+    for ALL-IDB, ...).
+    """
+    return Path(fixture_module(name).make(root, **options))
 
 
 @pytest.fixture(scope="session")

@@ -29,15 +29,21 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _STRING_KEYS = ("group", "path")
+#: Keys that only some samples of one dataset may carry: a whole-cell mask comes from mask files
+#: that encode the cytoplasm (ALL-IDB2's colour code, Zheng et al.'s grey levels) and not from
+#: binary nucleus masks, which one folder may mix. A batch keeps such a key only when every
+#: sample has it.
+_OPTIONAL_KEYS = frozenset({"cell_mask"})
 
 
 def collate_samples(samples: Sequence[Sample | None]) -> dict[str, Any]:
     """Collate sample dicts into the batch dict, dropping samples that failed to load.
 
     Tensors of one shape are stacked; ``group``, ``path`` and tensors whose shape differs
-    between samples (such as ALL-IDB1 centroids) become lists. The number of dropped
-    samples is reported as ``batch["skipped"]`` (an int tensor) so that the DataModule can count
-    them across worker processes.
+    between samples (such as ALL-IDB1 centroids) become lists. ``cell_mask`` is kept only when
+    every sample has one (a folder may mix mask files with and without the cytoplasm). The
+    number of dropped samples is reported as ``batch["skipped"]`` (an int tensor) so that the
+    DataModule can count them across worker processes.
 
     Args:
         samples: Samples from :class:`WBCDataset`; ``None`` marks a skipped file.
@@ -53,16 +59,17 @@ def collate_samples(samples: Sequence[Sample | None]) -> dict[str, Any]:
     skipped = len(samples) - len(kept)
     if not kept:
         return {"skipped": torch.tensor(skipped)}
-    keys = set(kept[0])
+    keys = set(kept[0]) - _OPTIONAL_KEYS
     for s in kept[1:]:
-        if set(s) != keys:
+        if set(s) - _OPTIONAL_KEYS != keys:
             raise ValueError(
-                f"samples with different keys in one batch: {sorted(keys)} vs {sorted(s)} "
-                f"({s.get('path')}); expected every sample to have the same fields "
-                "(e.g. all with masks)"
+                f"samples with different keys in one batch: {sorted(keys)} vs "
+                f"{sorted(set(s) - _OPTIONAL_KEYS)} ({s.get('path')}); expected every sample to "
+                "have the same fields (e.g. all with masks)"
             )
+    keys |= {k for k in _OPTIONAL_KEYS if all(k in s for s in kept)}
     batch: dict[str, Any] = {}
-    for key in kept[0]:
+    for key in (k for k in kept[0] if k in keys):
         values = [s[key] for s in kept]
         if key in _STRING_KEYS or not _stackable(values):
             batch[key] = values  # str fields and ragged tensors (e.g. ALL-IDB1 centroids)

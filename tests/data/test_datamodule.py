@@ -215,3 +215,21 @@ def test_staintools_stain_normalization_fits_on_seeded_training_images():
     fresh = WBCDataModule(ds, stain_normalization="staintools", **options).with_split(split)
     fresh.load_state_dict(fold.state_dict())
     assert torch.equal(fresh.device_transform(dict(batch), train=False)["image"], out["image"])
+
+
+def test_collate_keeps_a_cell_mask_only_when_every_sample_has_one(tmp_path):
+    """ALL-IDB2's masks mix the colour code (nucleus and cell) with binary nucleus masks."""
+    from leukemia_wbc.data.allidb import ALLIDB2
+    from tests.conftest import make_fixture
+
+    root = make_fixture("allidb", tmp_path)
+    ds = ALLIDB2(root, mask_root=root / "ALL_IDB2_masks", size=16)
+    samples = [ds[i] for i in range(3)]  # Im002_1's mask is binary: no cell mask
+    assert ["cell_mask" in s for s in samples] == [True, False, True]
+    batch = collate_samples(samples)
+    assert "cell_mask" not in batch and batch["mask"].shape == (3, 1, 16, 16)
+    both = collate_samples([samples[0], samples[2]])
+    assert both["cell_mask"].shape == (2, 1, 16, 16)
+    del samples[1]["mask"]  # a sample without the nucleus mask is still an error
+    with pytest.raises(ValueError, match="samples with different keys in one batch"):
+        collate_samples(samples)

@@ -36,14 +36,22 @@ MANIFEST = (
 )
 
 
-def make(root: Path) -> Path:
-    """Write the fixture under ``root`` and return the dataset root (``root/wbc_folder``)."""
+def make(root: Path, *, min_per_class: int = 0) -> Path:
+    """Write the fixture under ``root`` and return the dataset root (``root/wbc_folder``).
+
+    Args:
+        root: Output folder.
+        min_per_class: Write at least this many images of every class (3 lets a 3-fold
+            stratified cross-validation put each class in every fold); the extra ones come
+            from smears of their own (``BloodImage_001<class><k>_1``), after ``FILES``.
+    """
     rng = np.random.default_rng(SEED)
     out = Path(root) / "wbc_folder"
-    for name, stems in FILES.items():
+    for c, (name, stems) in enumerate(FILES.items()):
         folder = out / "classes" / name
         folder.mkdir(parents=True, exist_ok=True)
-        for stem in stems:
+        extra = tuple(f"BloodImage_001{c}{k}_1" for k in range(min_per_class - len(stems)))
+        for stem in stems + extra:
             pixels = rng.integers(0, 256, (14, 16, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(folder / f"{stem}.jpg")
     (out / "classes" / "README.txt").write_text("class folders of a tiny test fixture\n")

@@ -33,14 +33,20 @@ CLASSES = {
 OUTER_COPY = 1
 
 
-def make(root: Path) -> Path:
-    """Write the fixture under ``root`` and return the dataset root (``root/pbc``)."""
+def make(root: Path, *, min_per_class: int = 0) -> Path:
+    """Write the fixture under ``root`` and return the dataset root (``root/pbc``).
+
+    Args:
+        root: Output folder.
+        min_per_class: Write at least this many images of every class (3 lets a 3-fold
+            stratified cross-validation put each class in every fold); 0 keeps ``CLASSES``.
+    """
     rng = np.random.default_rng(SEED)
     out = Path(root) / "pbc"
     outer = out / "PBC_dataset_normal_DIB"
     inner = outer / "PBC_dataset_normal_DIB"
     for name, (prefix, n) in CLASSES.items():
-        for i in range(n):
+        for i in range(max(n, min_per_class)):
             pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
             img = Image.fromarray(pixels)
             file = f"{prefix}_{100 + i}.jpg"

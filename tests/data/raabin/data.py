@@ -25,15 +25,22 @@ COUNTS = {
 }
 
 
-def make(root: Path) -> Path:
-    """Write the fixture under ``root`` and return the dataset root (``root/raabin``)."""
+def make(root: Path, *, min_per_class: int = 0) -> Path:
+    """Write the fixture under ``root`` and return the dataset root (``root/raabin``).
+
+    Args:
+        root: Output folder.
+        min_per_class: Write at least this many images of every class in every split (3 lets
+            a 3-fold stratified cross-validation put each class in every fold); 0 keeps
+            ``COUNTS``.
+    """
     rng = np.random.default_rng(SEED)
     out = Path(root) / "raabin"
     for split, counts in COUNTS.items():
         for name, n in zip(CLASSES, counts, strict=True):
             folder = out / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
+            for i in range(max(n, min_per_class)):
                 pixels = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{split.lower()}_{name.lower()}_{i:03d}.jpg")
     return out

@@ -40,17 +40,42 @@ def _mask(side: int, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def make(root: Path) -> Path:
-    """Write the fixture under ``root`` and return the dataset root (``segmentation_WBC``)."""
+def _extra_codes(min_per_class: int) -> tuple[int, ...]:
+    """Class codes of the images added to ``Dataset 1`` so that every class has enough."""
+    counts = {code: 0 for code in range(1, 6)}
+    for _, codes in DATASETS.values():
+        for code in codes:
+            counts[code] += 1
+    return tuple(c for c in counts for _ in range(min_per_class - counts[c]))
+
+
+def _write(folder: Path, i: int, side: int, rng: np.random.Generator) -> None:
+    pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / f"{i:03d}.bmp")
+    Image.fromarray(_mask(side, rng), "L").save(folder / f"{i:03d}.png")
+
+
+def make(root: Path, *, min_per_class: int = 0) -> Path:
+    """Write the fixture under ``root`` and return the dataset root (``segmentation_WBC``).
+
+    Args:
+        root: Output folder.
+        min_per_class: Write at least this many images of every class: the extra ones are
+            appended to ``Dataset 1`` (ids after ``DATASETS``; the listed files stay the same).
+    """
     rng = np.random.default_rng(SEED)
+    extra_rng = np.random.default_rng([SEED, 1])
     out = Path(root) / "segmentation_WBC"
     for name, (side, codes) in DATASETS.items():
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(1, len(codes) + 1):
-            pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i:03d}.bmp")
-            Image.fromarray(_mask(side, rng), "L").save(folder / f"{i:03d}.png")
+            _write(folder, i, side, rng)
+        if name == "Dataset 1":
+            extra = _extra_codes(min_per_class)
+            for i in range(len(codes) + 1, len(codes) + len(extra) + 1):
+                _write(folder, i, side, extra_rng)
+            codes = codes + extra
         with (out / f"Class Labels of {name}.csv").open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(HEADERS[name])
