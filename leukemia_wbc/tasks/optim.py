@@ -151,8 +151,11 @@ def build_scheduler(
             f"max_steps (estimated steps: {total_steps})"
         )
     if kind == "onecycle":
+        pct = warmup_fraction
+        if abs(pct * total_steps - 1) < 1e-9:  # a one-step warm-up divides by zero in torch
+            pct = min(1.5 / total_steps, 0.75)
         sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total_steps, pct_start=warmup_fraction,
+            optimizer, max_lr=lr, total_steps=total_steps, pct_start=pct,
             div_factor=25.0, final_div_factor=1e3,
         )  # fmt: skip
     else:

@@ -110,3 +110,18 @@ def test_schedule_is_saved_with_the_checkpoint_hyperparameters() -> None:
     assert model.hparams["optimizer"] == "adamw" and model.hparams["scheduler"] == "onecycle"
     seg = SegmentationModule(encoder="resnet18", scheduler="cosine")
     assert seg.scheduler_kind == "cosine" and seg.optimizer_kind == "adam"
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 8, 20, 40])
+def test_onecycle_with_a_one_step_warm_up_runs(total_steps: int) -> None:
+    """torch's OneCycleLR divides by zero when the warm-up is exactly one step (0.25 x 4)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = build_scheduler(optimizer, "onecycle", lr=0.1, total_steps=total_steps,
+                                monitor="val_loss", patience=1, factor=0.1,
+                                warmup_fraction=1 / total_steps)["scheduler"]  # fmt: skip
+    rates = []
+    for _ in range(total_steps - 1):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert all(0 < r <= 0.1 + 1e-12 for r in rates)
