@@ -1,0 +1,261 @@
+"""Every packaged config runs through ``leukemia-wbc`` on fake trees in the real dataset layouts.
+
+Each model config (``paper_dual_branch``, the baselines, ``recipe_nucleus_only``, ``demo``) is
+cross-validated with ``leukemia-wbc cv`` on every layout it is meant for (the ``all_idb2``,
+``cnmc2019`` and ``segmentation_wbc`` data configs, and class-folder datasets named by
+overrides), shrunk by overrides only (tiny backbones, 32 px, one epoch, 3 folds): the report
+must name the model and its classes, every fold must have written its metrics and held-out
+predictions, and ``leukemia-wbc classify`` on the fold's checkpoint must give the probabilities
+the fold recorded. The data-only recipes run on top of a model config; ``segmentation_unet``
+runs through ``leukemia-wbc fit``. One combination per config is in the fast suite, the rest of
+the matrix is ``slow``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from leukemia_wbc.cli import config_names, main
+from tests.cli._layouts import (
+    CLASSES,
+    LAYOUTS,
+    MODEL_NAMES,
+    MODEL_OVERRIDES,
+    RECIPES,
+    WITH_MASKS,
+    check_cv_output,
+    check_predictions_csv,
+    quick_cv,
+    quick_data,
+)
+
+#: Model configs and the layouts each is meant for: the demo's model has no segmenter, so it
+#: needs data with nucleus masks; the others set ``segmenter: kmeans`` (or use no masks).
+MEANT_FOR: dict[str, tuple[str, ...]] = {
+    **{name: tuple(LAYOUTS) for name in MODEL_OVERRIDES if name != "demo"},
+    "demo": WITH_MASKS,
+}
+#: What each recipe changes in the data pipeline, as recorded in the run's ``config.json``.
+RECIPE_SETTINGS: dict[str, dict[str, object]] = {
+    "recipe_grayscale": {"colour": "grayscale"},
+    "recipe_hematoxylin": {"colour": "hematoxylin"},
+    "recipe_stain_augmentation": {"stain_augmentation": 0.2},
+    "recipe_stain_normalization": {"stain_normalization": True},
+}
+#: The fast suite: every model config, every layout and every recipe at least once.
+FAST: list[tuple[str, str, tuple[str, ...]]] = [
+    ("paper_dual_branch", "cnmc2019_kaggle", ()),
+    ("resnet50_baseline", "all_idb2", ()),
+    ("vgg16_baseline", "raabin", ()),
+    ("svm_baseline", "all_idb2_masks", ()),
+    ("recipe_nucleus_only", "pbc", ()),
+    ("demo", "synthetic", ()),
+    ("paper_dual_branch", "cnmc2019_tcia", ("recipe_grayscale",)),
+    ("paper_dual_branch", "folder", ("recipe_hematoxylin",)),
+    ("paper_dual_branch", "segmentation_wbc", ("recipe_stain_augmentation",)),
+    ("demo", "synthetic", ("recipe_stain_normalization",)),
+]
+#: The rest of the matrix: every model config on every layout it is meant for, and every
+#: recipe with the paper's model on C-NMC and on ALL-IDB2.
+SLOW = [
+    (model, layout, ())
+    for model, layouts in MEANT_FOR.items()
+    for layout in layouts
+    if (model, layout, ()) not in FAST
+] + [
+    (model, layout, (recipe,))
+    for recipe, (model, layout) in itertools.product(
+        RECIPES, [("paper_dual_branch", "cnmc2019_kaggle"), ("paper_dual_branch", "all_idb2")]
+    )
+    if (model, layout, (recipe,)) not in FAST
+]
+
+
+#: Cases that fail for a known library bug (reported; remove the entry with the fix).
+KNOWN_BUGS: dict[tuple[str, str, tuple[str, ...]], str] = {}
+
+
+def _case(model: str, layout: str, recipes: tuple[str, ...], *, slow: bool) -> object:
+    marks = [pytest.mark.slow] if slow else []
+    if (model, layout, recipes) in KNOWN_BUGS:
+        bug = KNOWN_BUGS[model, layout, recipes]
+        marks.append(pytest.mark.xfail(reason=bug, strict=True, raises=AssertionError))
+    return pytest.param(model, layout, recipes, id="-".join([model, layout, *recipes]),
+                        marks=marks)  # fmt: skip
+
+
+def _fold_probabilities(fold_dir: Path, classes: tuple[str, ...]) -> dict[str, list[float]]:
+    with (fold_dir / "predictions.csv").open(newline="") as fh:
+        return {r["path"]: [float(r[f"prob_{c}"]) for c in classes] for r in csv.DictReader(fh)}
+
+
+def _classify_like_the_fold(
+    fold_dir: Path,
+    classes: tuple[str, ...],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    same_masks: bool,
+) -> None:
+    """``classify`` with the fold's checkpoint on two of its held-out images.
+
+    With ``same_masks`` (data without nucleus masks: the fold took them from the model's
+    segmenter, as ``classify`` does) the probabilities must be the ones the fold recorded: the
+    checkpoint carries the whole pipeline. SyntheticWBC's images are not files: two are
+    rendered into PNG files instead.
+    """
+    recorded = _fold_probabilities(fold_dir, classes)
+    images = sorted(recorded)[:2]
+    if not all(Path(p).is_file() for p in images):
+        from leukemia_wbc.data import SyntheticWBC
+
+        SyntheticWBC(2, size=32, seed=1).to_folder(tmp_path / "cells")
+        images = sorted(str(p) for p in (tmp_path / "cells").glob("*/*.png") if "masks" not in
+                        p.parts)  # fmt: skip
+        same_masks = False
+    out = tmp_path / "classified.csv"
+    checkpoint = fold_dir / "checkpoints" / "best.ckpt"
+    code = main(["classify", str(checkpoint), *images, "--out", str(out), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    check_predictions_csv(out, classes, len(images))
+    if same_masks:
+        with out.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                got = [float(row[f"prob_{c}"]) for c in classes]
+                assert got == pytest.approx(recorded[row["path"]], abs=1e-4), row["path"]
+
+
+@pytest.mark.parametrize(
+    ("model", "layout", "recipes"),
+    [_case(*c, slow=False) for c in FAST] + [_case(*c, slow=True) for c in SLOW],
+)
+def test_model_config_cross_validates_on_layout(
+    model: str,
+    layout: str,
+    recipes: tuple[str, ...],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "cv"
+    args = [
+        "cv",
+        "--config",
+        model,
+        *LAYOUTS[layout](tmp_path / "data"),
+        *(arg for recipe in recipes for arg in ("--config", recipe)),
+        *MODEL_OVERRIDES[model],
+        *quick_data(),
+        *quick_cv(out),
+    ]
+    assert main(args) == 0, capsys.readouterr().err[-3000:]
+    stdout = capsys.readouterr().out
+    assert f"report: {out / 'report' / 'report.html'}" in stdout
+    classes = CLASSES[layout]
+    check_cv_output(out, MODEL_NAMES[model], classes, n_splits=3)
+    config = json.loads((out / "config.json").read_text())
+    assert config["name"] == MODEL_NAMES[model]
+    assert tuple(config["data"]["classes"]) == classes
+    for recipe in recipes:
+        for key, value in RECIPE_SETTINGS[recipe].items():
+            assert config["data"]["datamodule"][key] == value, (recipe, key)
+    if model != "svm_baseline":
+        same_masks = layout not in WITH_MASKS
+        _classify_like_the_fold(out / "fold_0", classes, tmp_path, capsys, same_masks=same_masks)
+
+
+def test_every_packaged_config_is_run() -> None:
+    """A packaged config added later must be added to the matrix above (or to the U-Net test)."""
+    data_configs = {a for args in _layout_args() for a in args if a in config_names()}
+    run = set(MODEL_OVERRIDES) | set(RECIPES) | {"segmentation_unet"} | data_configs
+    missing = sorted(set(config_names()) - run)
+    assert not missing, f"packaged configs that no test runs: {missing}"
+    for model in MODEL_OVERRIDES:
+        assert any(c[0] == model for c in FAST), f"{model} has no fast case"
+    for layout in LAYOUTS:
+        assert any(c[1] == layout for c in FAST), f"{layout} has no fast case"
+    for recipe in RECIPES:
+        assert any(recipe in c[2] for c in FAST), f"{recipe} has no fast case"
+
+
+def _layout_args() -> list[list[str]]:
+    """The arguments of every layout (written into a throw-away folder)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return [make(Path(tmp) / name) for name, make in LAYOUTS.items()]
+
+
+@pytest.fixture(scope="module")
+def unet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``leukemia-wbc fit --config segmentation_unet`` on the fake segmentation_WBC tree."""
+    import os
+
+    from tests.conftest import make_fixture
+
+    tmp = tmp_path_factory.mktemp("unet")
+    root = make_fixture("segmentation_wbc", tmp / "data")
+    args = [
+        "fit",
+        "--config", "segmentation_unet",
+        "--data.init_args.dataset.init_args.root", str(root),
+        "--model.init_args.encoder", "tu-mobilenetv2_050",
+        "--data.init_args.size", "32",
+        "--data.init_args.batch_size", "4",
+        "--trainer.max_epochs", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp),
+    ]  # fmt: skip
+    here = Path.cwd()
+    os.chdir(tmp)  # the config's ModelCheckpoint writes runs/segmentation_unet/ under the cwd
+    try:
+        assert main(args) == 0
+    finally:
+        os.chdir(here)
+    return tmp / "runs" / "segmentation_unet" / "unet.ckpt"
+
+
+def test_segmentation_unet_config_fits(unet_checkpoint: Path) -> None:
+    import torch
+
+    folder = unet_checkpoint.parent
+    assert sorted(p.name for p in folder.rglob("*.ckpt")) == ["last.ckpt", "unet.ckpt"]
+    saved = torch.load(unet_checkpoint, map_location="cpu", weights_only=True)
+    assert saved["hyper_parameters"]["arch"] == "unet"
+    assert saved["hyper_parameters"]["encoder"] == "tu-mobilenetv2_050"
+    assert saved["epoch"] == 0 and any("decoder" in k for k in saved["state_dict"])
+
+
+def test_unet_checkpoint_is_the_segmenter_of_the_paper_config(
+    unet_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As ``segmentation_unet.yaml`` says: ``cv ... --model.init_args.segmenter unet.ckpt``."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    unet = Path(shutil.copy(unet_checkpoint, tmp_path / "unet.ckpt"))
+    out = tmp_path / "cv"
+    args = [
+        "cv",
+        "--config", "paper_dual_branch",
+        *LAYOUTS["all_idb2"](tmp_path / "data"),
+        *MODEL_OVERRIDES["paper_dual_branch"],
+        "--model.init_args.segmenter", str(unet),
+        *quick_data(),
+        *quick_cv(out),
+    ]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err[-3000:]
+    check_cv_output(out, MODEL_NAMES["paper_dual_branch"], CLASSES["all_idb2"], n_splits=3)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["hparams"]["segmenter"] == str(unet)
+    unet.unlink()  # the U-Net's weights travel in the classifier's checkpoint
+    _classify_like_the_fold(out / "fold_0", CLASSES["all_idb2"], tmp_path, capsys, same_masks=True)
