@@ -17,6 +17,7 @@ or a function to call.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -35,6 +36,8 @@ from .transforms.pipeline import PIPELINE_KEY, DevicePipeline
 from .transforms.registry import check_plain
 
 __all__ = ["TASK_KEY", "TrainedModel", "build_task", "read_checkpoint", "registered_tasks"]
+
+_log = logging.getLogger(__name__)
 
 #: Checkpoint key of the task's class name.
 TASK_KEY = "leukemia_wbc_task"
@@ -241,9 +244,18 @@ class TrainedModel:
         )
         size = check_plain(record.get("size") or [224, 224], f"{where} pipeline size")
         model = cls(task, pipeline, size=(int(size[0]), int(size[1])), device=_device(device))
+        check = getattr(task.segmenter, "check_input", None)
+        if segmenter is not None and callable(check):  # a U-Net of another size is refused
+            check(model.size, where="segmenter")
         if task.needs_nucleus and task.segmenter is None:
             from .models.segmentation import ClassicalNucleusSegmenter
 
+            if task.mask_source == "segmenter":
+                _log.warning(
+                    "%s: trained with mask_source='segmenter' but its segmenter was not saved "
+                    "(not a classical method or a U-Net checkpoint); using k-means, pass "
+                    "segmenter= to choose", where,
+                )  # fmt: skip
             task.segmenter = ClassicalNucleusSegmenter()  # trained on masks: the best classical
         return model
 

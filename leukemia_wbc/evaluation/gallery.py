@@ -63,7 +63,7 @@ class GalleryItem:
         label: True class name.
         pred: Predicted class name.
         prob: Probability of the predicted class.
-        image: ``(H, W, 3)`` ``uint8`` image as the model saw it (before normalisation).
+        image: ``(H, W, 3)`` ``uint8`` image as decoded (before the model's pipeline).
         maps: Branch name to ``(H, W)`` attribution map (explaining the predicted class).
         nucleus_share: Branch name to the map's mass share inside the nucleus (``NaN``
             without a mask).

@@ -195,6 +195,8 @@ def task_predictor(task: Any, pipeline: Any = None) -> Predictor:
     def predict(batch: dict[str, Any]) -> np.ndarray:
         device = next(task.parameters()).device
         moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        own_masks = getattr(task, "add_nucleus_masks", None)  # segmenting the decoded images
+        moved = own_masks(moved) if callable(own_masks) else moved
         out = task.forward_batch(stage.to(device)(moved, train=False)).float().softmax(1)
         return np.asarray(out.cpu().numpy())
 

@@ -313,7 +313,9 @@ class SmearAnalyzer:
                 "image": crops[start : start + self.batch_size].to(self.device),
                 "mask": masks[start : start + self.batch_size].to(self.device),
             }
-            batch = pipeline(batch, train=False)
+            # the detector's nucleus masks, or the classifier's own (mask_source="segmenter")
+            own_masks = getattr(self.classifier, "add_nucleus_masks", None)
+            batch = pipeline(own_masks(batch) if callable(own_masks) else batch, train=False)
             out.append(self.classifier.forward_batch(batch).float().softmax(1).cpu())
         return torch.cat(out)
 

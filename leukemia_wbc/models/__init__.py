@@ -39,6 +39,7 @@ from .segmentation import (
     postprocess_masks,
     segmentation_architectures,
 )
+from .segmenter import NetworkSegmenter, SegmenterSpec, load_segmenter, resolve_segmenter
 from .slim_vgg import vgg11_bn_quarter
 
 __all__ = [
@@ -63,7 +64,9 @@ __all__ = [
     "HybridCellDetector",
     "KeepMode",
     "MaskRCNNCellDetector",
+    "NetworkSegmenter",
     "NucleusCrops",
+    "SegmenterSpec",
     "colour_statistics",
     "create_backbone",
     "create_mask_rcnn",
@@ -72,12 +75,14 @@ __all__ = [
     "detect_tiled",
     "feature_dim",
     "load_detector_weights",
+    "load_segmenter",
     "make_fusion",
     "mask_boxes",
     "mask_nms",
     "nucleus_features",
     "postprocess_masks",
     "read_state_dict",
+    "resolve_segmenter",
     "segmentation_architectures",
     "tile_starts",
     "vgg11_bn_quarter",
