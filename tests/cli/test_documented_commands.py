@@ -378,6 +378,54 @@ def _run_fit_unet(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     assert saved["hyper_parameters"]["arch"] == "unet"
 
 
+TWO_STAGE_FIT = (
+    "fit --config segmentation_unet --data.init_args.dataset.init_args.root "
+    "/data/segmentation_WBC --data.init_args.dataset.init_args.subset Dataset 1"
+)
+TWO_STAGE_CV = ("cv --config paper_dual_branch --config segmentation_wbc "
+                "--data.dataset.init_args.root /data/segmentation_WBC "
+                "--data.dataset.init_args.subset Dataset 2 --cv.n_splits 3 "
+                "--model.init_args.segmenter runs/segmentation_unet/unet.ckpt "
+                "--model.init_args.mask_source segmenter")  # fmt: skip
+
+
+def _two_stage_unet(shared: Shared, tmp: Path) -> Path:
+    """The documented U-Net stage at 32 px, one epoch, on a fake tree with 6 cells per class."""
+    cmd = shared.command(TWO_STAGE_FIT)
+    root = make_fixture("segmentation_wbc", tmp / "fake", min_per_class=6)
+    args = [root.as_posix() if a == "/data/segmentation_WBC" else a for a in cmd.argv]
+    cli([*args, "--model.init_args.encoder", "tu-mobilenetv2_050", "--data.init_args.size",
+         str(SIZE), "--data.init_args.batch_size", "4", "--trainer.default_root_dir", str(tmp),
+         *QUIET_FIT]).ok()  # fmt: skip
+    checkpoint = tmp / "runs" / "segmentation_unet" / "unet.ckpt"
+    assert checkpoint.is_file()
+    return root
+
+
+@runs(TWO_STAGE_FIT)
+def _run_two_stage_fit(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
+    import torch
+
+    _two_stage_unet(shared, tmp)
+    saved = torch.load(tmp / "runs" / "segmentation_unet" / "unet.ckpt", map_location="cpu",
+                       weights_only=True)  # fmt: skip
+    assert saved["hyper_parameters"]["arch"] == "unet"
+
+
+@runs(TWO_STAGE_CV)
+def _run_two_stage_cv(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
+    """The fake Dataset 2 is too small for 3 folds: the fake's Dataset 1 (6 cells per class)."""
+    root = _two_stage_unet(shared, tmp)
+    args = [root.as_posix() if a == "/data/segmentation_WBC" else a for a in cmd.argv]
+    out = tmp / "runs" / "paper_dual_branch"
+    tiny = [*MODEL_OVERRIDES["paper_dual_branch"], *quick_data(), *QUIET_CV]
+    cli([*args, "--data.dataset.init_args.subset", "Dataset 1", *tiny]).ok()
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["hparams"]["segmenter"] == "runs/segmentation_unet/unet.ckpt"
+    assert config["model"]["hparams"]["mask_source"] == "segmenter"
+    check_fold(out / "fold_0", CLASSES["segmentation_wbc"])
+
+
 @runs(
     "fit --model CellClassifier --model.init_args.backbone resnet50 --model.init_args.weights "
     "resnet50_imagenet.pth --model.init_args.scheduler onecycle --data WBCDataModule "
