@@ -10,6 +10,8 @@ datasets and verifies a folder. ``--config NAME`` accepts a packaged preset by n
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -81,20 +83,9 @@ def _resolve_configs(argv: list[str]) -> list[str]:
 
 
 def _lightning(argv: list[str]) -> int:
-    from lightning.pytorch.cli import LightningCLI
+    from ._commands.fit import run_lightning
 
-    from .data.datamodule import WBCDataModule
-    from .tasks.base import BaseTask
-
-    LightningCLI(
-        BaseTask,
-        WBCDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-    )
-    return 0
+    return run_lightning(argv)
 
 
 def _configs(argv: list[str]) -> int:
@@ -163,18 +154,74 @@ def main(args: Sequence[str] | None = None) -> int:
 def _one_line(message: str) -> str:
     """One line of an error message.
 
-    jsonargparse reports a bad ``class_path`` argument as a list of causes, one per candidate
-    class, followed by the whole namespace; the causes that name the argument are kept, the
-    "not a subclass of" ones of the other candidates are dropped.
+    jsonargparse reports a value of the wrong type as nested ``Parser key "..."`` blocks; they
+    become ``<argument>: expected <types>; got <value>`` (:func:`_type_error`). It reports a
+    bad ``class_path`` argument (or a model whose constructor failed) as a list of causes, one
+    per candidate type, followed by the whole namespace; the causes that name the argument are
+    kept, the "not a subclass of" ones of the other candidates and the "expected None" of an
+    optional argument are dropped.
     """
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     if len(lines) <= 1:
         return message.strip()
+    typed = _type_error(lines)
+    if typed is not None:
+        return typed
     causes = [
         line[2:] for line in lines
         if line.startswith("- ") and "does not correspond to a subclass" not in line
+        and line != "- Expected a <class 'NoneType'>"
     ]  # fmt: skip
     return "; ".join(causes) if causes else lines[0]
+
+
+_KEY = re.compile(r'^(?:- )?Parser key "([^"]+)":')
+_GOT = re.compile(r"^(?:- )?(Expected .*?)\. Got value: (.*)$")
+
+
+def _type_name(expected: str) -> str:
+    """``Expected a <class 'int'>`` -> ``int``; a ``Literal`` -> its choices."""
+    text = expected.removeprefix("- ").removeprefix("Expected ").removeprefix("a ")
+    if text.startswith("dot import path string"):  # an unknown class name
+        return "a class name or a dot import path"
+    if text.startswith("path but "):  # neither a config file nor a value
+        return "a config file"
+    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text).replace("NoneType", "null")
+    literal = re.fullmatch(r"typing\.Literal\[(.*)\]", text)
+    return f"one of {literal.group(1)}" if literal else text
+
+
+def _type_error(lines: list[str]) -> str | None:
+    """``<argument>: expected <types>; got <value>`` of jsonargparse's nested report, or None.
+
+    The argument is the chain of ``Parser key`` names down to the innermost one (a class's
+    arguments under ``init_args``), the types and the value are that key's.
+    """
+    keys = [(i, m.group(1)) for i, line in enumerate(lines) if (m := _KEY.match(line))]
+    if not keys:
+        return None
+    path = keys[0][1]
+    for (before, _), (at, key) in itertools.pairwise(keys):
+        nested = any("Problem with given class_path" in line for line in lines[before:at])
+        path += (".init_args." if nested else ".") + key
+    inner = lines[keys[-1][0] + 1 :]
+    expected: list[str] = []
+    got = None
+    for line in inner:
+        pair = _GOT.match(line)
+        if pair:
+            expected.append(_type_name(pair.group(1)))
+            got = pair.group(2)
+            break
+        if line.removeprefix("- ").startswith("Expected "):
+            expected.append(_type_name(line))
+        elif line.startswith("Given value: "):
+            got = line.removeprefix("Given value: ")
+            break
+    if not expected:
+        return f"{path}: {inner[0]}" if inner else None
+    names = " or ".join(dict.fromkeys(expected))
+    return f"{path}: expected {names}; got {got!r}" if got is not None else f"{path}: {names}"
 
 
 if __name__ == "__main__":

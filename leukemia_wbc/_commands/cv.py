@@ -37,7 +37,8 @@ def _parser() -> Any:
     from ..tasks.base import BaseTask
 
     parser = ArgumentParser(prog="leukemia-wbc cv", description="Cross-validate a model: "
-                            "each fold into OUTPUT_DIR/fold_<k>, resumable.")  # fmt: skip
+                            "each fold into OUTPUT_DIR/fold_<k>, resumable.",
+                            exit_on_error=False)  # fmt: skip
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file or packaged name")
     parser.add_argument("--model", type=BaseTask | HandcraftedSVM, help="task or SVM")
     parser.add_class_arguments(WBCDataModule, "data")
@@ -118,9 +119,14 @@ def load_cv_config(argv: Sequence[str]) -> CVConfig:
         The model, the DataModule and the ``cv`` options.
 
     Raises:
-        SystemExit: A bad argument (jsonargparse prints the message), or no ``--model``.
+        ArgumentError: A bad argument, or no ``--model`` (jsonargparse's ``ArgumentError``;
+            ``leukemia-wbc`` prints it as one line).
+        ValueError: A model that does not fit the data: other classes, no nucleus masks and
+            no segmenter, a segmentation network of another input size (checked here, before
+            any fold).
     """
     from ..cli import resolve_config
+    from ..tasks.classifier_base import ClassificationTask
 
     args = list(argv)
     args = [resolve_config(a) if i > 0 and args[i - 1] in ("--config", "-c") else a
@@ -130,6 +136,8 @@ def load_cv_config(argv: Sequence[str]) -> CVConfig:
     if cfg.model is None:
         parser.error("--model is required (a task such as DualBranchClassifier, or HandcraftedSVM)")
     init = parser.instantiate_classes(cfg)
+    if isinstance(init.model, ClassificationTask):  # classes, masks, segmenter: fail now
+        init.model.bind_data(init.data, where="model.init_args")
     return CVConfig(init.model, init.data, dict(vars(cfg.cv)), cfg)
 
 

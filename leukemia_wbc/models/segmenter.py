@@ -17,6 +17,7 @@ kinds: nothing in a file is imported or called.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
@@ -58,6 +59,9 @@ _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 #: Constructor arguments of ``SegmentationModule`` that describe its network.
 _NET_ARGS = ("arch", "encoder", "mode", "in_chans", "net_kwargs", "threshold", "centre_radius",
              "keep")  # fmt: skip
+#: What a segmenter checkpoint is, for messages.
+_EXPECTED = ("a checkpoint written while training SegmentationModule (leukemia-wbc fit --config "
+             "segmentation_unet)")  # fmt: skip
 
 
 class NetworkSegmenter(nn.Module):
@@ -131,8 +135,9 @@ class NetworkSegmenter(nn.Module):
         """
         if channels != self.in_chans:
             raise ValueError(
-                f"{where}: the segmentation network {self.source} takes {self.in_chans} channels, "
-                f"the data has {channels}"
+                f"{where}: the segmentation network {self.source} takes {self.in_chans}-channel "
+                f"images, the data's have {channels}; expected a U-Net trained with "
+                f"in_chans={channels}"
             )
         if self.size is not None and tuple(size) != self.size:
             raise ValueError(
@@ -172,11 +177,20 @@ def _checkpoint(path: Path, where: str) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{where}: {path} not found") from None
-    except Exception as err:
-        raise ValueError(f"{where}: {path} is not a readable PyTorch checkpoint ({err})") from None
+        raise FileNotFoundError(f"{where}: {path} not found; expected {_EXPECTED}") from None
+    except Exception as err:  # torch.load's errors on other files are many and cryptic
+        if zipfile.is_zipfile(path):
+            first = (str(err).strip().splitlines() or [""])[0][:120]
+            why = f"torch.load: {type(err).__name__}: {first}"
+        else:
+            why = "not the zip archive torch.save writes"
+        raise ValueError(
+            f"{where}: {path} is not a PyTorch checkpoint ({why}); expected {_EXPECTED}"
+        ) from None
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{where}: {path} is not a checkpoint (no dict inside)")
+        raise ValueError(
+            f"{where}: {path} holds a {type(ckpt).__name__}, not a checkpoint; expected {_EXPECTED}"
+        )
     return ckpt
 
 
@@ -209,8 +223,7 @@ def load_segmenter(path: str | os.PathLike[str], *, where: str = "segmenter") ->
         what = f"a {task}" if isinstance(task, str) else "something else"
         raise ValueError(
             f"{where}: {file} is not a nucleus segmentation checkpoint (it holds {what}); "
-            "expected a file written while training SegmentationModule (leukemia-wbc fit "
-            "--config segmentation_unet)"
+            f"expected {_EXPECTED}"
         )
     init = {k: check_plain(hparams[k], f"{file} hyper_parameters[{k!r}]")
             for k in _NET_ARGS if k in hparams}  # fmt: skip
@@ -273,16 +286,24 @@ def resolve_segmenter(spec: SegmenterSpec, *, where: str = "segmenter") -> nn.Mo
             return ClassicalNucleusSegmenter(text)  # type: ignore[arg-type]
         if Path(text).is_file():
             return load_segmenter(text, where=where)
+        if Path(text).suffix or os.sep in text or "/" in text:  # meant as a file
+            raise ValueError(
+                f"{where}: {text} not found; expected a classical method "
+                f"({', '.join(_CLASSICAL)}) or {_EXPECTED}"
+            )
         raise ValueError(
-            f"argument {where!r}: {text!r} is neither a classical method ({', '.join(_CLASSICAL)}) "
-            "nor an existing SegmentationModule checkpoint file"
+            f"{where}: {text!r} is neither a classical method ({', '.join(_CLASSICAL)}) nor an "
+            f"existing file; expected a method name or {_EXPECTED}"
         )
     if callable(spec):
         raise ValueError(
-            f"argument {where!r}: got a {type(spec).__name__}; expected a method name, a "
-            "checkpoint path or an nn.Module"
+            f"{where}: got a {type(spec).__name__}; expected a method name, a checkpoint path or "
+            "an nn.Module"
         )
-    raise ValueError(f"argument {where!r}: expected a method name, a checkpoint path or a module")
+    raise ValueError(
+        f"{where}: got a {type(spec).__name__}; expected a method name, a checkpoint path or an "
+        "nn.Module"
+    )
 
 
 def segmenter_state(module: nn.Module | None) -> dict[str, Any] | None:

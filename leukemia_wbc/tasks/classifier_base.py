@@ -185,7 +185,9 @@ class ClassificationTask(BaseTask):
         Args:
             datamodule: A ``WBCDataModule`` (anything with ``classes``, ``dataset`` and
                 optionally ``pipeline``).
-            where: How the task is named to the user (``"model"`` on the command line).
+            where: How the task's arguments are named to the user: messages name
+                ``<where>.num_classes``, ``<where>.segmenter``... (``"model.init_args"`` on the
+                command line).
 
         Raises:
             ValueError: Another class count, other names or another order than the data's; no
@@ -194,20 +196,26 @@ class ClassificationTask(BaseTask):
         data = tuple(str(c) for c in datamodule.classes)
         dataset = getattr(datamodule, "dataset", None)
         source = type(dataset).__name__ if dataset is not None else "the data"
+        leave_out = "or leave num_classes and classes out (they are then taken from the data)"
         if not self.ready:
             self.num_classes, self.classes, self.named = len(data), data, True
             self.hparams["num_classes"], self.hparams["classes"] = len(data), list(data)
             if self.class_weights is not None and len(self.class_weights) != len(data):
                 raise ValueError(
-                    f"{where}: class_weights has {len(self.class_weights)} values for the "
-                    f"{len(data)} classes of {source} {list(data)}"
+                    f"{where}.class_weights: {len(self.class_weights)} values for the "
+                    f"{len(data)} classes of {source} {list(data)}; expected {len(data)}"
                 )
             self.configure()
+        elif self.num_classes != len(data) and self.named:
+            raise ValueError(
+                f"{where}.classes: {list(self.classes)} has {self.num_classes} names but "
+                f"{source} has {len(data)} classes {list(data)}; expected the data's names in "
+                f"its order, {leave_out}"
+            )
         elif self.num_classes != len(data):
             raise ValueError(
-                f"{where}: num_classes={self.num_classes} but {source} has {len(data)} classes "
-                f"{list(data)}; remove num_classes/classes from the model (they are taken from "
-                "the data) or make them match"
+                f"{where}.num_classes={self.num_classes} but {source} has {len(data)} classes "
+                f"{list(data)}; expected {len(data)}, {leave_out}"
             )
         elif not self.named:
             self.classes, self.named = data, True
@@ -219,8 +227,9 @@ class ClassificationTask(BaseTask):
                 else "other classes"
             )
             raise ValueError(
-                f"{where}: classes {list(self.classes)} are {kind} than {source}'s {list(data)}; "
-                "every prediction would be named wrongly: give the data's order or drop classes"
+                f"{where}.classes: {list(self.classes)} are {kind} than {source}'s {list(data)}; "
+                "every prediction would be named wrongly: expected the data's names in its "
+                f"order, {leave_out}"
             )
         pipeline = getattr(datamodule, "pipeline", None)
         if pipeline is not None and hasattr(pipeline, "mean"):
@@ -232,7 +241,12 @@ class ClassificationTask(BaseTask):
     def _check_nucleus_source(self, dataset: Any, source: str, where: str) -> None:
         segmenter = self.segmenter
         if segmenter is None and self.mask_source == "segmenter":
-            raise ValueError(f"{where}.mask_source: 'segmenter' needs a segmenter")
+            raise ValueError(
+                f"{where}.mask_source: 'segmenter' needs a segmenter and {type(self).__name__} "
+                f"has none; set {where}.segmenter to a classical method (e.g. kmeans) or a "
+                "trained SegmentationModule checkpoint, or use mask_source 'batch' on data with "
+                "nucleus masks"
+            )
         if segmenter is None and not getattr(dataset, "has_masks", False):
             raise ValueError(
                 f"{where}.segmenter: {source} has no nucleus masks and {type(self).__name__} has "

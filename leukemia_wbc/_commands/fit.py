@@ -1,0 +1,136 @@
+"""``leukemia-wbc fit | validate | test | predict``: Lightning's ``LightningCLI``, checked first.
+
+The subclass differs from ``LightningCLI`` in four ways, all about bad input:
+
+* the model and the data are checked against each other (classes, nucleus masks, the
+  segmenter's input size: :meth:`~leukemia_wbc.tasks.ClassificationTask.bind_data`) as soon as
+  they exist, before the trainer is built: a mismatch is one error naming the argument, and
+  nothing (logger folder, saved config, checkpoint) is written;
+* the model's arguments are plain values: a path given to one (``segmenter: unet.ckpt``) stays
+  a path, where ``LightningCLI`` would read a text file's content in its place;
+* the seed is set before the model is built, as ``LightningCLI`` does, but Lightning's
+  ``Seed set to N`` line comes after the check, so that a bad input prints one line only;
+* ``main`` passes the command line itself, so Lightning's warning about ``args`` given beside
+  ``sys.argv`` is not printed; a value of the wrong type raises (``main`` prints it as one
+  line) instead of printing the whole usage.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+__all__ = ["WBCLightningCLI", "run_lightning"]
+
+#: How the model's constructor arguments are named on the command line and in a config.
+MODEL_ARGS = "model.init_args"
+_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: Lightning's logger of the seed (its ``Seed set to N`` line).
+_SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
+
+
+def _plain_model_arguments(parser: LightningArgumentParser) -> None:
+    """Read the model's arguments as values, never as paths of sub-config files.
+
+    ``LightningCLI`` adds ``model`` with sub-configs enabled, so that an argument whose type
+    admits a class (``segmenter: str | nn.Module | None``) is read from the file it names
+    when that file is text: ``--model.init_args.segmenter notes.ckpt`` would pass the file's
+    content as the segmenter, and a YAML file there could name a class to build.
+    """
+    for action in parser._actions:  # argparse's list; jsonargparse adds no public accessor
+        nested = getattr(action, "sub_add_kwargs", None)  # what jsonargparse adds the class with
+        if action.dest == "model" and isinstance(nested, dict):
+            nested["sub_configs"] = False
+
+
+class WBCLightningCLI(LightningCLI):
+    """``LightningCLI`` that checks the model against its data before building the trainer."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Make the model's arguments plain values (see :func:`_plain_model_arguments`).
+
+        Args:
+            parser: The parser of one subcommand.
+        """
+        _plain_model_arguments(parser)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse ``args`` (the command line, from :func:`~leukemia_wbc.cli.main`).
+
+        Args:
+            parser: The main parser.
+            args: The arguments.
+        """
+        self.config = parser.parse_args(args)
+
+    def _set_seed(self) -> None:
+        """Seed as ``LightningCLI`` does, but report the seed once the model has been checked.
+
+        ``LightningCLI`` seeds before building the model, printing ``Seed set to N`` (and for
+        ``seed_everything: true`` a warning): a model that does not fit its data would fail
+        with those lines before its one-line error. The seed is the same (``true``: the
+        ``PL_GLOBAL_SEED`` environment variable, else 0).
+        """
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        value = config.get("seed_everything")
+        self._seed: int | None = None
+        if value is False:
+            return
+        self._seed = seed_everything(None if value is True else value, workers=True,
+                                     verbose=False)  # fmt: skip
+        config["seed_everything"] = self._seed
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Check the model against the data, then build the trainer.
+
+        Args:
+            kwargs: Trainer arguments (as ``LightningCLI.instantiate_trainer``).
+
+        Returns:
+            The trainer.
+
+        Raises:
+            ValueError: Another class count, names or order than the data's; no nucleus
+                masks and no segmenter; a segmentation network of another input size (see
+                :meth:`~leukemia_wbc.tasks.ClassificationTask.bind_data`).
+        """
+        from ..tasks.classifier_base import ClassificationTask
+
+        model, data = getattr(self, "model", None), getattr(self, "datamodule", None)
+        if isinstance(model, ClassificationTask) and hasattr(data, "classes"):
+            model.bind_data(data, where=MODEL_ARGS)
+        if getattr(self, "_seed", None) is not None:
+            _SEED_LOG.info("Seed set to %d", self._seed)
+        return super().instantiate_trainer(**kwargs)
+
+
+def run_lightning(argv: list[str]) -> int:
+    """Run ``fit``, ``validate``, ``test`` or ``predict``.
+
+    Args:
+        argv: The arguments, the subcommand first.
+
+    Returns:
+        The exit status (0: done; errors raise).
+    """
+    from ..data.datamodule import WBCDataModule
+    from ..tasks.base import BaseTask
+
+    WBCLightningCLI(
+        BaseTask,
+        WBCDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,
+        save_config_kwargs={"overwrite": True},
+        # a bad value raises (main prints one line) instead of printing the whole usage
+        parser_kwargs={
+            "exit_on_error": False,
+            **{c: {"exit_on_error": False} for c in _SUBCOMMANDS},
+        },
+    )
+    return 0
