@@ -100,6 +100,7 @@ _DUAL = [
 #: packaged model config -> overrides to tiny networks (same task class, loss and optimiser).
 MODEL_OVERRIDES: dict[str, list[str]] = {
     "paper_dual_branch": _DUAL,
+    "recommended_dual_branch": _DUAL,
     "demo": _DUAL,
     "resnet50_baseline": ["--model.init_args.backbone", "resnet10t",
                           "--model.init_args.head_hidden", "[8]"],
@@ -114,6 +115,7 @@ MODEL_OVERRIDES: dict[str, list[str]] = {
 #: What a packaged model config names in its report: the class and (tiny) backbones.
 MODEL_NAMES: dict[str, str] = {
     "paper_dual_branch": "DualBranchClassifier(resnet10t+mobilenetv3_small_050)",
+    "recommended_dual_branch": "DualBranchClassifier(resnet10t+mobilenetv3_small_050)",
     "demo": "DualBranchClassifier(resnet10t+mobilenetv3_small_050)",
     "resnet50_baseline": "CellClassifier(resnet10t)",
     "vgg16_baseline": "CellClassifier(vgg11_bn_quarter)",

@@ -18,7 +18,7 @@ from leukemia_wbc.cli import config_names, main, resolve_config
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 CV_CONFIGS = (
     "paper_dual_branch", "resnet50_baseline", "vgg16_baseline", "svm_baseline", "demo",
-    "recipe_nucleus_only",
+    "recipe_nucleus_only", "recommended_dual_branch",
 )  # fmt: skip
 
 
@@ -37,6 +37,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_packaged_configs_are_all_there() -> None:
     assert set(config_names()) == {
         "paper_dual_branch",
+        "recommended_dual_branch",
         "resnet50_baseline",
         "vgg16_baseline",
         "svm_baseline",

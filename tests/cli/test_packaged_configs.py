@@ -50,6 +50,7 @@ RECIPE_SETTINGS: dict[str, dict[str, object]] = {
 #: The fast suite: every model config, every layout and every recipe at least once.
 FAST: list[tuple[str, str, tuple[str, ...]]] = [
     ("paper_dual_branch", "cnmc2019_kaggle", ()),
+    ("recommended_dual_branch", "all_idb2", ()),
     ("resnet50_baseline", "all_idb2", ()),
     ("vgg16_baseline", "raabin", ()),
     ("svm_baseline", "all_idb2_masks", ()),
