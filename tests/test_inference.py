@@ -294,3 +294,24 @@ def test_enhancement_before_segmentation_would_ruin_the_masks(shared_data: Path)
     after = task.segment(dm.pipeline(batch)["image"])  # segmenting the enhanced images
     assert dice(before) > 0.9
     assert dice(after) < 0.5
+
+
+def test_training_segments_each_cell_once(cells: SyntheticWBC) -> None:
+    """Masks are kept by path while training (2 epochs, validation included)."""
+    dm = WBCDataModule(cells, size=SIZE, batch_size=8, n_splits=3, augment=True)
+    recorder = Recorder()
+    task = _dual(segmenter=recorder, mask_source="segmenter")
+    _trainer(max_epochs=2, num_sanity_val_steps=0).fit(task, datamodule=dm)
+    images = [img for x in recorder.seen for img in x]
+    distinct = {img.numpy().tobytes() for img in images}
+    split = dm.make_split()
+    assert len(images) == len(distinct)  # no cell segmented twice in 2 epochs
+    assert len(split.val) < len(images) <= len(split.train) + len(split.val)
+    # a new segmenter forgets the kept masks; inference never uses them
+    task.segmenter = Recorder()
+    assert len(task.__dict__["_mask_cache"]) == 0
+    model = TrainedModel.from_datamodule(task, dm)
+    batch = collate_samples([cells[i] for i in range(4)])
+    model.transform(batch)
+    model.transform(batch)
+    assert sum(x.shape[0] for x in task.segmenter.seen) == 8  # type: ignore[union-attr]

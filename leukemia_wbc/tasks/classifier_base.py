@@ -20,6 +20,7 @@ from torchmetrics.classification import (
 from torchmetrics.wrappers import ClasswiseWrapper
 
 from ..models.segmenter import SEGMENTER_KEY, SegmenterSpec, resolve_segmenter, segmenter_state
+from ._mask_cache import MaskCache
 from .base import BaseTask, Stage
 from .losses import HybridFocalCELoss
 from .optim import OptimizerKind, SchedulerKind
@@ -286,6 +287,7 @@ class ClassificationTask(BaseTask):
         if module is not None:
             module.requires_grad_(False)
         self.__dict__["_segmenter"] = module  # not registered: never trained with us
+        self.__dict__["_mask_cache"] = MaskCache()  # a new segmenter: no mask is known
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Route ``segmenter`` through its property (``nn.Module`` would register it)."""
@@ -337,7 +339,9 @@ class ClassificationTask(BaseTask):
             segmenter.train(was_training)
         return masks
 
-    def add_nucleus_masks(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def add_nucleus_masks(
+        self, batch: dict[str, Any], *, cache_by_path: bool = False
+    ) -> dict[str, Any]:
         """Segment a uint8 batch before the device pipeline, where this task needs it.
 
         For a task that uses the nucleus (``needs_nucleus``) and has a segmenter, the batch
@@ -351,6 +355,9 @@ class ClassificationTask(BaseTask):
 
         Args:
             batch: A batch dict with a uint8 ``image`` ``(B, 3, H, W)``.
+            cache_by_path: Keep each sample's mask by its ``path`` and reuse it (training:
+                one path is always the same decoded image, so each cell is segmented once,
+                not once per epoch). Off at inference, where a path's image may be perturbed.
 
         Returns:
             The batch, with the segmenter's ``mask`` where needed (a new dict), else unchanged.
@@ -363,9 +370,18 @@ class ClassificationTask(BaseTask):
         if isinstance(batch.get("mask"), Tensor) and self.mask_source == "batch":
             return batch
         out = dict(batch)
-        out["mask"] = self._run_segmenter(image.float().div(255.0)).to(torch.uint8)
+        paths = batch.get("path")
+        cache = self.__dict__.get("_mask_cache") if cache_by_path else None
+        if cache is not None and isinstance(paths, list) and len(paths) == image.shape[0]:
+            out["mask"] = cache.masks([str(p) for p in paths], image, self._segment_uint8)
+        else:
+            out["mask"] = self._segment_uint8(image)
         out[NUCLEUS_SOURCE_KEY] = "segmenter"
         return out
+
+    def _segment_uint8(self, image: Tensor) -> Tensor:
+        """uint8 masks ``(B, 1, H, W)`` of uint8 images ``(B, 3, H, W)``."""
+        return self._run_segmenter(image.float().div(255.0)).to(torch.uint8)
 
     def nucleus_masks(self, batch: dict[str, Any]) -> Tensor:
         """The batch's ``mask``, or the segmenter's (no mask, or ``mask_source="segmenter"``).
@@ -399,7 +415,9 @@ class ClassificationTask(BaseTask):
             The batch on ``device`` (see :meth:`add_nucleus_masks`).
         """
         moved = super().transfer_batch_to_device(batch, device, dataloader_idx)
-        return self.add_nucleus_masks(moved) if isinstance(moved, dict) else moved
+        if not isinstance(moved, dict):
+            return moved
+        return self.add_nucleus_masks(moved, cache_by_path=True)
 
     # -- hooks ---------------------------------------------------------------------------------
     def configure_losses(self) -> None:
