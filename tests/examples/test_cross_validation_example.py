@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # 30-110 s on 2 cores: run with -m slow
 def test_cross_validation_example_fast_mode(tmp_path: Path) -> None:
     out = tmp_path / "cv"
     cmd = [sys.executable, str(ROOT / "examples" / "cross_validation.py"), "--fast",

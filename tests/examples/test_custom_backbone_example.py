@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # 30-110 s on 2 cores: run with -m slow
 def test_custom_backbone_fast_mode(tmp_path: Path) -> None:
     out = tmp_path / "custom"
     proc = subprocess.run(

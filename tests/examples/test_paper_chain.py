@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # 30-110 s on 2 cores: run with -m slow
 def test_paper_chain_fast_mode(tmp_path: Path, shared_data: Path) -> None:
     out = tmp_path / "chain"
     cmd = [sys.executable, str(ROOT / "examples" / "paper_chain.py"), "--fast", "--threads", "1",

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "examples" / "smear_detection.py")
 
 
+@pytest.mark.slow  # 30-110 s on 2 cores: run with -m slow
 def test_smear_detection_fast_mode(tmp_path: Path) -> None:
     out = tmp_path / "det"
     args = [sys.executable, SCRIPT, "--fast", "--quiet", "--workers", "0", "--threads", "1"]
