@@ -14,8 +14,9 @@ import itertools
 import re
 import sys
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
+
+from .configs import config_names, resolve_config, resolve_configs
 
 __all__ = ["config_names", "main", "resolve_config"]
 
@@ -37,49 +38,6 @@ commands:
 
 options: --debug shows tracebacks; COMMAND --help lists a command's options.
 """
-
-
-def config_names() -> list[str]:
-    """Names of the packaged YAML configs (``leukemia_wbc/configs/<name>.yaml``)."""
-    folder = resources.files("leukemia_wbc") / "configs"
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
-
-
-def resolve_config(value: str) -> str:
-    """A ``--config`` value: an existing file as given, else a packaged config by name.
-
-    Args:
-        value: A path or a config name (``paper_dual_branch``, ``demo``, ...).
-
-    Returns:
-        The file path.
-
-    Raises:
-        FileNotFoundError: Neither a file nor a packaged config; the message lists the names.
-    """
-    if Path(value).is_file():
-        return value
-    name = value.removesuffix(".yaml")
-    if name in config_names():
-        return str(resources.files("leukemia_wbc") / "configs" / f"{name}.yaml")
-    raise FileNotFoundError(
-        f"config {value!r} is neither a file nor a packaged config; "
-        f"packaged: {', '.join(config_names())}"
-    )
-
-
-def _resolve_configs(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    for i, arg in enumerate(argv):
-        if i > 0 and argv[i - 1] in ("--config", "-c"):
-            out.append(resolve_config(arg))
-        elif arg.startswith("--config="):
-            out.append("--config=" + resolve_config(arg.partition("=")[2]))
-        else:
-            out.append(arg)
-    return out
 
 
 def _lightning(argv: list[str]) -> int:
@@ -132,7 +90,7 @@ def main(args: Sequence[str] | None = None) -> int:
         print(_USAGE)
         return 0 if argv else 2
     try:
-        argv = _resolve_configs(argv)
+        argv = resolve_configs(argv)
         if argv[0] in _LIGHTNING:
             return _lightning(argv)
         handler = _commands().get(argv[0])

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from ._commands.cv import CVConfig
+from .configs import resolve_config
 from .data import SYNTHETIC_CLASSES, SyntheticWBC, WBCDataModule
 from .evaluation import (
     CrossValidator,
@@ -86,8 +87,6 @@ class DemoSettings:
         10 folds, up to 50 epochs), as do the models and their settings in :func:`run_demo`;
         the cell and patient counts are the demo's own (4,000 cells of 40 patients).
         """
-        from .cli import resolve_config
-
         text = Path(resolve_config("paper_dual_branch")).read_text(encoding="utf-8")
         config = yaml.safe_load(text)
         data, cv = config["data"], config["cv"]

@@ -78,7 +78,7 @@ def _test_dataset(config: str) -> Any:
     """The dataset of a data config (the ``data`` section, as ``leukemia-wbc fit`` reads it)."""
     from jsonargparse import ActionConfigFile, ArgumentParser  # type: ignore[attr-defined]
 
-    from ..cli import resolve_config
+    from ..configs import resolve_config
     from ..data.datamodule import WBCDataModule
 
     parser = ArgumentParser(prog="leukemia-wbc cv --test-data", exit_on_error=False)
@@ -125,14 +125,11 @@ def load_cv_config(argv: Sequence[str]) -> CVConfig:
             no segmenter, a segmentation network of another input size (checked here, before
             any fold).
     """
-    from ..cli import resolve_config
+    from ..configs import resolve_configs
     from ..tasks.classifier_base import ClassificationTask
 
-    args = list(argv)
-    args = [resolve_config(a) if i > 0 and args[i - 1] in ("--config", "-c") else a
-            for i, a in enumerate(args)]  # fmt: skip
     parser = _parser()
-    cfg = parser.parse_args(args)
+    cfg = parser.parse_args(resolve_configs(argv))
     if cfg.model is None:
         parser.error("--model is required (a task such as DualBranchClassifier, or HandcraftedSVM)")
     init = parser.instantiate_classes(cfg)
