@@ -34,11 +34,11 @@ from torchvision.models.detection import maskrcnn_resnet50_fpn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import append_record, median_seconds, table
 
-from leukemia_wbc.data import SyntheticSmear
-from leukemia_wbc.evaluation.smear import SmearAnalyzer
-from leukemia_wbc.models.cell_detectors import ClassicalCellDetector, HybridCellDetector
-from leukemia_wbc.models.detection import MaskRCNNCellDetector, create_mask_rcnn
-from leukemia_wbc.models.detections import tile_starts
+from leukemia_wbc.smear import SyntheticSmear
+from leukemia_wbc.smear.analysis import SmearAnalyzer
+from leukemia_wbc.smear.detections import tile_starts
+from leukemia_wbc.smear.detectors import ClassicalCellDetector, HybridCellDetector
+from leukemia_wbc.smear.mask_rcnn import MaskRCNNCellDetector, create_mask_rcnn
 from leukemia_wbc.tasks import DualBranchClassifier
 
 SIZE = (1944, 2592)

@@ -30,16 +30,10 @@ from typing import Any
 import torch
 
 from leukemia_wbc.data import SYNTHETIC_CLASSES, SyntheticWBC, WBCDataModule
-from leukemia_wbc.evaluation import (
-    CrossValidator,
-    CVResult,
-    attribution_gallery,
-    compare,
-    held_out_focus,
-    save_overlays,
-    write_report,
-)
+from leukemia_wbc.evaluation import attribution_gallery, compare, held_out_focus
+from leukemia_wbc.experiments import CrossValidator, CVResult, save_overlays
 from leukemia_wbc.models.handcrafted import HandcraftedSVM
+from leukemia_wbc.report import write_report
 from leukemia_wbc.tasks import CellClassifier, DualBranchClassifier
 
 

@@ -11,7 +11,7 @@ patient on one side, so that no patient is both trained on and tested on. Withou
 image is its own group.
 
 The script cross-validates two models on identical, stratified (and grouped) folds with
-:class:`~leukemia_wbc.evaluation.CrossValidator`: a small CNN
+:class:`~leukemia_wbc.experiments.CrossValidator`: a small CNN
 (``CellClassifier(--backbone)``, random initialisation) and the paper's SVM on handcrafted
 nucleus features (:class:`~leukemia_wbc.models.HandcraftedSVM`; a folder has no nucleus
 masks, so :class:`~leukemia_wbc.models.ClassicalNucleusSegmenter` segments them). It prints the
@@ -45,8 +45,10 @@ import torch
 from PIL import Image
 
 from leukemia_wbc.data import ImageFolderWBC, SyntheticWBC, WBCDataModule
-from leukemia_wbc.evaluation import CrossValidator, CVResult, compare, write_report
+from leukemia_wbc.evaluation import compare
+from leukemia_wbc.experiments import CrossValidator, CVResult
 from leukemia_wbc.models import ClassicalNucleusSegmenter, HandcraftedSVM
+from leukemia_wbc.report import write_report
 from leukemia_wbc.tasks import CellClassifier
 
 #: Group pattern of the demo folder's file names (``patient003_0042.png``).

@@ -43,7 +43,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from leukemia_wbc.cli import main
 from leukemia_wbc.data import SegmentationWBC2018
-from leukemia_wbc.evaluation import CrossValidator
+from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.models.segmenter import load_segmenter, resolve_segmenter
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation_WBC"

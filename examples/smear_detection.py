@@ -1,13 +1,13 @@
 """White-cell instance segmentation of whole smears: classical, Mask R-CNN and hybrid (issue 7).
 
-Trains the lightweight Mask R-CNN (:class:`~leukemia_wbc.tasks.DetectionModule`, random
-initialisation) on :class:`~leukemia_wbc.data.SyntheticSmear` fields, then compares on held-out
+Trains the lightweight Mask R-CNN (:class:`~leukemia_wbc.smear.DetectionModule`, random
+initialisation) on :class:`~leukemia_wbc.smear.SyntheticSmear` fields, then compares on held-out
 fields of other synthetic patients (another seed, so other stains):
 
-* ``classical``: :class:`~leukemia_wbc.models.ClassicalCellDetector` (optical density, Otsu,
+* ``classical``: :class:`~leukemia_wbc.smear.ClassicalCellDetector` (optical density, Otsu,
   watershed; no training);
 * ``mask_rcnn``: the trained network alone;
-* ``hybrid``: :class:`~leukemia_wbc.models.HybridCellDetector`, the two merged.
+* ``hybrid``: :class:`~leukemia_wbc.smear.HybridCellDetector`, the two merged.
 
 It prints one table of nucleus-mask AP (COCO 0.5:0.95), AP50, AP75 and AR100 on all cells and
 on the cells that touch or overlap another white cell, and writes ``OUT/detectors.md``,
@@ -35,11 +35,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from leukemia_wbc.data import SyntheticSmear, detection_collate
-from leukemia_wbc.evaluation.detection import compare_detectors, detector_table
-from leukemia_wbc.models.cell_detectors import ClassicalCellDetector, HybridCellDetector
-from leukemia_wbc.models.detection import MaskRCNNCellDetector, create_mask_rcnn
-from leukemia_wbc.tasks.detection import DetectionModule
+from leukemia_wbc.smear import SyntheticSmear, detection_collate
+from leukemia_wbc.smear.detectors import ClassicalCellDetector, HybridCellDetector
+from leukemia_wbc.smear.mask_rcnn import MaskRCNNCellDetector, create_mask_rcnn
+from leukemia_wbc.smear.scoring import compare_detectors, detector_table
+from leukemia_wbc.smear.task import DetectionModule
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

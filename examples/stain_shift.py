@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from leukemia_wbc.data import SegmentationWBC2018, WBCDataModule
-from leukemia_wbc.evaluation import CrossValidator, cross_dataset_test, cv_robustness
+from leukemia_wbc.evaluation import cross_dataset_test, cv_robustness
+from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.models import ColourShortcutBaseline
 from leukemia_wbc.tasks import CellClassifier, NucleusClassifier
 

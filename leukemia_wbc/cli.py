@@ -2,7 +2,7 @@
 
 ``fit``, ``validate``, ``test`` and ``predict`` are Lightning's ``LightningCLI`` in subclass
 mode (``--model DualBranchClassifier --data WBCDataModule``, or YAML ``class_path``); ``cv``
-runs the :class:`~leukemia_wbc.evaluation.CrossValidator`; ``datasets`` lists the known
+runs the :class:`~leukemia_wbc.experiments.CrossValidator`; ``datasets`` lists the known
 datasets and verifies a folder. ``--config NAME`` accepts a packaged preset by name
 (``leukemia-wbc cv --config demo``). Errors are one line on stderr and a non-zero exit status;
 ``--debug`` shows the traceback.

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from ._commands.cv import CVConfig
+from ._io import atomic_write_text
 from .configs import resolve_config
 from .data import SYNTHETIC_CLASSES, SyntheticWBC, WBCDataModule
 from .evaluation import (
@@ -35,8 +36,7 @@ from .evaluation import (
     save_overlays,
     write_report,
 )
-from .evaluation._io import atomic_write_text
-from .evaluation.cross_validation import TaskSpec
+from .experiments.cross_validation import TaskSpec
 from .models.handcrafted import HandcraftedSVM
 from .tasks import CellClassifier, DualBranchClassifier, SegmentationModule
 

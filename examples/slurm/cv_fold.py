@@ -1,6 +1,6 @@
 """One fold of a cross-validation as its own job, or the merge of all folds into a report.
 
-Each fold of :class:`~leukemia_wbc.evaluation.CrossValidator` writes only into
+Each fold of :class:`~leukemia_wbc.experiments.CrossValidator` writes only into
 ``<out>/fold_<k>/``, so folds can run as separate jobs (a SLURM job array, or one ``torchrun``
 per fold) on a shared file system; ``--collect`` merges them once all have finished. Inside a
 fold, ``--devices`` and ``--nodes`` train with Lightning's DDP (SLURM's ``srun`` or
@@ -22,7 +22,8 @@ import argparse
 from pathlib import Path
 
 from leukemia_wbc.data import CNMC2019, SyntheticWBC, WBCDataModule, WBCDataset
-from leukemia_wbc.evaluation import CrossValidator, write_report
+from leukemia_wbc.experiments import CrossValidator
+from leukemia_wbc.report import write_report
 from leukemia_wbc.tasks import DualBranchClassifier
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..evaluation._io import atomic_write_text, write_png
+from .._io import atomic_write_text, write_png
 from ..inference import TrainedModel
 from ._inference import image_paths
 

@@ -17,7 +17,7 @@ class CVConfig:
     Attributes:
         model: The task (or ``HandcraftedSVM``) template of every fold.
         data: The DataModule over the whole dataset.
-        options: Keyword arguments of :class:`~leukemia_wbc.evaluation.CrossValidator` (the
+        options: Keyword arguments of :class:`~leukemia_wbc.experiments.CrossValidator` (the
             config's ``cv`` section).
         namespace: The parsed configuration (for the command's own options).
     """
@@ -65,7 +65,7 @@ def _robustness(result: Any, cfg: Any, output_dir: Path, data: Any) -> Any:
     """The perturbation suite on every fold's held-out images, printed and saved."""
     import json
 
-    from ..evaluation._io import atomic_write_text
+    from .._io import atomic_write_text
     from ..evaluation.robustness import cv_robustness
 
     scores = cv_robustness(result, data.dataset, strengths=cfg.robustness_strengths)
@@ -91,7 +91,7 @@ def _test_dataset(config: str) -> Any:
 def _cross_dataset(result: Any, cfg: Any, output_dir: Path) -> Any:
     import json
 
-    from ..evaluation._io import atomic_write_text
+    from .._io import atomic_write_text
     from ..evaluation.cross_dataset import cross_dataset_test
 
     test = _test_dataset(cfg.test_data)

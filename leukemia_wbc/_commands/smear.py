@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..evaluation._io import atomic_write_text, write_png
+from .._io import atomic_write_text, write_png
 from ..inference import TrainedModel, read_checkpoint
 from ._inference import image_paths
 
@@ -90,8 +90,8 @@ def _is_classifier(path: str) -> bool:
 
 def _network(path: str, device: torch.device) -> Any:
     """The Mask R-CNN of a DetectionModule checkpoint or of a plain state dict."""
-    from ..models.detection import create_mask_rcnn
-    from ..tasks.detection import DetectionModule
+    from ..smear.mask_rcnn import create_mask_rcnn
+    from ..smear.task import DetectionModule
 
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -104,8 +104,8 @@ def _network(path: str, device: torch.device) -> Any:
 
 
 def _detector(args: argparse.Namespace, detector_file: str | None, device: torch.device) -> Any:
-    from ..models.cell_detectors import ClassicalCellDetector, HybridCellDetector
-    from ..models.detection import MaskRCNNCellDetector
+    from ..smear.detectors import ClassicalCellDetector, HybridCellDetector
+    from ..smear.mask_rcnn import MaskRCNNCellDetector
 
     method = args.method
     if method == "auto":
@@ -144,7 +144,7 @@ def run_analyze_smear(argv: list[str]) -> int:
         ValueError: Bad checkpoints or options.
         FileExistsError: Results already in ``--out`` without ``--overwrite``.
     """
-    from ..evaluation.smear import SmearAnalyzer
+    from ..smear.analysis import SmearAnalyzer
 
     args = _parser().parse_args(argv)
     classifier_file, detector_file, inputs = _split(list(args.paths))
@@ -205,7 +205,7 @@ def _check_outputs(args: argparse.Namespace, paths: list[str], summary_file: Pat
 
 def _allidb1(args: argparse.Namespace, analyzer: Any) -> None:
     from ..data.allidb import ALLIDB1
-    from ..evaluation.smear_metrics import evaluate_allidb1
+    from ..smear.metrics import evaluate_allidb1
 
     dataset = ALLIDB1(args.allidb1)
 

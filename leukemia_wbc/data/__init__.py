@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._deprecation import moved_names
 from .allidb import ALLIDB1, ALLIDB2, read_xyc
 from .aml_cytomorphology import AML_CLASS_NAMES, AMLCytomorphology
 from .base import (
@@ -20,7 +21,6 @@ from .folder import BCCD_GROUP_PATTERN, ImageFolderWBC, ManifestWBC, write_manif
 from .pbc import PBC
 from .raabin import RaabinWBC
 from .segmentation_wbc import SegmentationWBC2018
-from .smear import SmearField, SyntheticSmear, detection_collate
 from .splits import (
     Split,
     assign_folds,
@@ -31,6 +31,16 @@ from .splits import (
     kfold_split,
 )
 from .synthetic import SYNTHETIC_CLASSES, SyntheticWBC
+
+#: Names that moved to other packages: still served, with a DeprecationWarning.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "SmearField": "leukemia_wbc.smear",
+        "SyntheticSmear": "leukemia_wbc.smear",
+        "detection_collate": "leukemia_wbc.smear",
+    },
+)
 
 __all__ = [
     "ALLIDB1",
@@ -52,9 +62,7 @@ __all__ = [
     "Record",
     "Sample",
     "SegmentationWBC2018",
-    "SmearField",
     "Split",
-    "SyntheticSmear",
     "SyntheticWBC",
     "WBCDataModule",
     "WBCDataset",
@@ -62,7 +70,6 @@ __all__ = [
     "collate_samples",
     "cv_split",
     "decode_mask",
-    "detection_collate",
     "fold_split",
     "holdout_split",
     "is_grouped",

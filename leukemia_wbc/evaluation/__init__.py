@@ -1,11 +1,26 @@
-"""Evaluation: cross-validation, metrics with confidence intervals, attributions, reports."""
+"""Evaluation of trained models: metrics, comparison, attributions, robustness, cross-dataset.
+
+Metrics come with confidence intervals; attributions with galleries of held-out cells.
+
+Cross-validation lives in :mod:`leukemia_wbc.experiments`, reports in :mod:`leukemia_wbc.report`
+and whole smears in :mod:`leukemia_wbc.smear`.
+"""
 
 from __future__ import annotations
 
+from .._deprecation import moved_names
+from ..metrics import (
+    PER_CLASS_METRICS,
+    SUMMARY_METRICS,
+    RocCurve,
+    Summary,
+    classification_metrics,
+    confusion_matrix,
+    roc_curves,
+    summarize,
+)
 from .compare import compare
 from .cross_dataset import CrossDatasetResult, class_mapping, cross_dataset_test
-from .cross_validation import CrossValidator, TaskSpec
-from .detection import DetectorScore, compare_detectors, detector_table
 from .explain import (
     Attribution,
     AttributionMethod,
@@ -16,35 +31,7 @@ from .explain import (
     nucleus_focus,
     overlay,
 )
-from .fold_attributions import (
-    ATTRIBUTION_METHODS,
-    ExplainedCell,
-    FoldAttributions,
-    focus_table,
-    pooled_focus,
-    read_fold_attributions,
-)
-from .gallery import (
-    GalleryItem,
-    attribution_gallery,
-    held_out_focus,
-    save_overlays,
-    select_cells,
-    write_fold_attributions,
-)
-from .metrics import (
-    PER_CLASS_METRICS,
-    SUMMARY_METRICS,
-    RocCurve,
-    Summary,
-    classification_metrics,
-    confusion_matrix,
-    roc_curves,
-    summarize,
-)
-from .predictions import Predictions
-from .report import ReportFiles, environment, write_report
-from .result import CVResult, FoldResult
+from .gallery import attribution_gallery, held_out_focus
 from .robustness import (
     PERTURBATIONS,
     RobustnessResult,
@@ -54,79 +41,75 @@ from .robustness import (
     perturb,
     task_predictor,
 )
-from .smear import DEFAULT_BLAST_CLASSES, SmearAnalysis, SmearAnalyzer
-from .smear_metrics import (
-    ACUTE_LEUKEMIA_BLAST_THRESHOLD,
-    ALLIDB1Evaluation,
-    ALLIDB1ImageResult,
-    PointMatch,
-    blast_share_interval,
-    evaluate_allidb1,
-    match_points,
+
+#: Names that moved to other packages: still served, with a DeprecationWarning.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "ACUTE_LEUKEMIA_BLAST_THRESHOLD": "leukemia_wbc.smear",
+        "ALLIDB1Evaluation": "leukemia_wbc.smear",
+        "ALLIDB1ImageResult": "leukemia_wbc.smear",
+        "ATTRIBUTION_METHODS": "leukemia_wbc.experiments",
+        "CVResult": "leukemia_wbc.experiments",
+        "CrossValidator": "leukemia_wbc.experiments",
+        "DEFAULT_BLAST_CLASSES": "leukemia_wbc.smear",
+        "DetectorScore": "leukemia_wbc.smear",
+        "ExplainedCell": "leukemia_wbc.experiments",
+        "FoldAttributions": "leukemia_wbc.experiments",
+        "FoldResult": "leukemia_wbc.experiments",
+        "write_fold_attributions": "leukemia_wbc.experiments",
+        "select_cells": "leukemia_wbc.experiments",
+        "save_overlays": "leukemia_wbc.experiments",
+        "GalleryItem": "leukemia_wbc.experiments",
+        "PointMatch": "leukemia_wbc.smear",
+        "Predictions": "leukemia_wbc.experiments",
+        "ReportFiles": "leukemia_wbc.report",
+        "SmearAnalysis": "leukemia_wbc.smear",
+        "SmearAnalyzer": "leukemia_wbc.smear",
+        "TaskSpec": "leukemia_wbc.experiments",
+        "blast_share_interval": "leukemia_wbc.smear",
+        "compare_detectors": "leukemia_wbc.smear",
+        "detector_table": "leukemia_wbc.smear",
+        "environment": "leukemia_wbc.report",
+        "evaluate_allidb1": "leukemia_wbc.smear",
+        "focus_table": "leukemia_wbc.experiments",
+        "match_points": "leukemia_wbc.smear",
+        "pooled_focus": "leukemia_wbc.experiments",
+        "read_fold_attributions": "leukemia_wbc.experiments",
+        "save_smear_overlay": "leukemia_wbc.smear",
+        "smear_overlay": "leukemia_wbc.smear",
+        "write_report": "leukemia_wbc.report",
+    },
 )
-from .smear_overlay import save_smear_overlay, smear_overlay
 
 __all__ = [
-    "ACUTE_LEUKEMIA_BLAST_THRESHOLD",
-    "ATTRIBUTION_METHODS",
-    "DEFAULT_BLAST_CLASSES",
     "PERTURBATIONS",
     "PER_CLASS_METRICS",
     "SUMMARY_METRICS",
-    "ALLIDB1Evaluation",
-    "ALLIDB1ImageResult",
     "Attribution",
     "AttributionMethod",
-    "CVResult",
     "CrossDatasetResult",
-    "CrossValidator",
-    "DetectorScore",
-    "ExplainedCell",
     "Explainer",
-    "FoldAttributions",
-    "FoldResult",
-    "GalleryItem",
     "NucleusFocus",
-    "PointMatch",
-    "Predictions",
-    "ReportFiles",
     "RobustnessResult",
     "RocCurve",
-    "SmearAnalysis",
-    "SmearAnalyzer",
     "Summary",
-    "TaskSpec",
     "attribution_gallery",
     "attribution_share",
     "baseline_predictor",
-    "blast_share_interval",
     "class_mapping",
     "classification_metrics",
     "compare",
-    "compare_detectors",
     "confusion_matrix",
     "cross_dataset_test",
     "cv_robustness",
-    "detector_table",
-    "environment",
-    "evaluate_allidb1",
     "evaluate_robustness",
-    "focus_table",
     "held_out_focus",
     "last_conv_layer",
-    "match_points",
     "nucleus_focus",
     "overlay",
     "perturb",
-    "pooled_focus",
-    "read_fold_attributions",
     "roc_curves",
-    "save_overlays",
-    "save_smear_overlay",
-    "select_cells",
-    "smear_overlay",
     "summarize",
     "task_predictor",
-    "write_fold_attributions",
-    "write_report",
 ]

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ._io import atomic_write_text
-from .metrics import PER_CLASS_METRICS, SUMMARY_METRICS
-from .result import _LABELS, CVResult, _row
+from .._io import atomic_write_text, markdown_row
+from ..experiments.result import CVResult
+from ..metrics import METRIC_LABELS, PER_CLASS_METRICS, SUMMARY_METRICS
 
 __all__ = ["compare"]
 
@@ -56,25 +56,25 @@ def compare(
                 f"{r.name} and {results[0].name} were not run on identical folds; "
                 "run every model with the same dataset, n_splits and seed"
             )
-    head = ["Model", *(_LABELS[m] for m in SUMMARY_METRICS)]
+    head = ["Model", *(METRIC_LABELS[m] for m in SUMMARY_METRICS)]
     head += ["Stain-shift accuracy"] if stain_shift is not None else []
-    lines = [_row(head), _row(["---"] * len(head))]
+    lines = [markdown_row(head), markdown_row(["---"] * len(head))]
     for r in results:
         s = r.summary()
         cells = [r.name, *(s[m].format(digits) for m in SUMMARY_METRICS)]
         if stain_shift is not None:
             value = stain_shift.get(r.name)
             cells.append("n/a" if value is None else f"{value:.{digits}f}")
-        lines.append(_row(cells))
+        lines.append(markdown_row(cells))
     lines += [
         "",
-        _row(["Model", "Class", *(_LABELS[m] for m in PER_CLASS_METRICS)]),
-        _row(["---"] * (2 + len(PER_CLASS_METRICS))),
+        markdown_row(["Model", "Class", *(METRIC_LABELS[m] for m in PER_CLASS_METRICS)]),
+        markdown_row(["---"] * (2 + len(PER_CLASS_METRICS))),
     ]
     for r in results:
         for cls, values in r.per_class().items():
             lines.append(
-                _row([r.name, cls, *(values[m].format(digits) for m in PER_CLASS_METRICS)])
+                markdown_row([r.name, cls, *(values[m].format(digits) for m in PER_CLASS_METRICS)])
             )
     text = "\n".join(lines) + "\n"
     if path is not None:

@@ -1,7 +1,7 @@
 """Cross-dataset testing: every fold's model of a cross-validation scored on another dataset.
 
 Train on one lab's images, test on another's: the models of each fold of a
-:class:`~leukemia_wbc.evaluation.CrossValidator` run predict every image of a second dataset
+:class:`~leukemia_wbc.experiments.CrossValidator` run predict every image of a second dataset
 (another lab, stain, camera), whose classes are mapped onto the training classes. The drop from
 the cross-validated figure is the cost of the domain shift.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.base import WBCDataset
-from .metrics import Summary, classification_metrics, summarize
+from ..metrics import Summary, classification_metrics, summarize
 from .robustness import fold_predictor, sample_batches
 
 __all__ = ["CrossDatasetResult", "class_mapping", "cross_dataset_test"]
@@ -121,7 +121,7 @@ def cross_dataset_test(
     """Score every fold's model of a cross-validation on all images of another dataset.
 
     Args:
-        result: A :class:`~leukemia_wbc.evaluation.CVResult` with an output folder.
+        result: A :class:`~leukemia_wbc.experiments.CVResult` with an output folder.
         dataset: The test dataset (another lab, stain or camera).
         class_map: ``{test class: training class or None}`` for the classes whose names differ
             (see :func:`class_mapping`).

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import WBCDataset
 from ..data.datamodule import collate_samples
-from .metrics import classification_metrics
+from ..metrics import classification_metrics
 from .perturbations import PERTURBATIONS, Perturbation, perturb
 
 __all__ = [
@@ -246,7 +246,7 @@ def cv_robustness(
     on in the cross-validation; the metrics of each condition are then the means over folds.
 
     Args:
-        result: A :class:`~leukemia_wbc.evaluation.CVResult` with an output folder (its
+        result: A :class:`~leukemia_wbc.experiments.CVResult` with an output folder (its
             checkpoints or fitted baselines are loaded).
         dataset: The dataset the cross-validation ran on.
         pipeline: Deprecated and unused: each fold's model is applied with the pipeline its
@@ -284,7 +284,7 @@ def fold_predictor(result: Any, fold: int, pipeline: Any = None) -> Predictor:
     and its segmenter.
 
     Args:
-        result: A :class:`~leukemia_wbc.evaluation.CVResult` with an output folder.
+        result: A :class:`~leukemia_wbc.experiments.CVResult` with an output folder.
         fold: Fold index.
         pipeline: Deprecated and unused: each fold's checkpoint carries its pipeline.
 

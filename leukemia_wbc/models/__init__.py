@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
+from .._deprecation import moved_names
 from .backbones import create_backbone, feature_dim, read_state_dict
-from .cell_detectors import (
-    ROMANOWSKY_STAINS,
-    CellDetector,
-    ClassicalCellDetector,
-    HybridCellDetector,
-)
 from .cell_net import CellNet
 from .colour_baseline import COLOUR_FEATURE_NAMES, ColourShortcutBaseline, colour_statistics
-from .detection import (
-    Detections,
-    MaskRCNNCellDetector,
-    create_mask_rcnn,
-    detect_tiled,
-    load_detector_weights,
-    mask_nms,
-)
-from .detections import tile_starts
 from .dual_branch import Branch, DualBranchNet
 from .handcrafted import FEATURE_NAMES, HandcraftedSVM, nucleus_features
 from .heads import (
@@ -42,48 +28,55 @@ from .segmentation import (
 from .segmenter import NetworkSegmenter, SegmenterSpec, load_segmenter, resolve_segmenter
 from .slim_vgg import vgg11_bn_quarter
 
+#: Names that moved to other packages: still served, with a DeprecationWarning.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "CellDetector": "leukemia_wbc.smear",
+        "ClassicalCellDetector": "leukemia_wbc.smear",
+        "Detections": "leukemia_wbc.smear",
+        "HybridCellDetector": "leukemia_wbc.smear",
+        "MaskRCNNCellDetector": "leukemia_wbc.smear",
+        "ROMANOWSKY_STAINS": "leukemia_wbc.smear",
+        "create_mask_rcnn": "leukemia_wbc.smear",
+        "detect_tiled": "leukemia_wbc.smear",
+        "load_detector_weights": "leukemia_wbc.smear",
+        "mask_nms": "leukemia_wbc.smear",
+        "tile_starts": "leukemia_wbc.smear",
+    },
+)
+
 __all__ = [
     "COLOUR_FEATURE_NAMES",
     "FEATURE_NAMES",
-    "ROMANOWSKY_STAINS",
     "AttentionFusion",
     "Branch",
-    "CellDetector",
     "CellNet",
-    "ClassicalCellDetector",
     "ClassicalMethod",
     "ClassicalNucleusSegmenter",
     "ClassifierHead",
     "ColourShortcutBaseline",
     "ConcatFusion",
-    "Detections",
     "DualBranchNet",
     "FusionKind",
     "GatedFusion",
     "HandcraftedSVM",
-    "HybridCellDetector",
     "KeepMode",
-    "MaskRCNNCellDetector",
     "NetworkSegmenter",
     "NucleusCrops",
     "SegmenterSpec",
     "colour_statistics",
     "create_backbone",
-    "create_mask_rcnn",
     "create_segmentation_net",
     "crop_nucleus",
-    "detect_tiled",
     "feature_dim",
-    "load_detector_weights",
     "load_segmenter",
     "make_fusion",
     "mask_boxes",
-    "mask_nms",
     "nucleus_features",
     "postprocess_masks",
     "read_state_dict",
     "resolve_segmenter",
     "segmentation_architectures",
-    "tile_starts",
     "vgg11_bn_quarter",
 ]

@@ -5,7 +5,7 @@ baseline sees only the distribution of colours of the whole image (no segmentati
 no texture): the mean, spread and 5th / 50th / 95th percentiles of each RGB and HSV channel.
 Run under the same splits as the real models (it is a
 :class:`~leukemia_wbc.models.HandcraftedSVM`, so the
-:class:`~leukemia_wbc.evaluation.CrossValidator` takes it as it takes the SVM baseline), its
+:class:`~leukemia_wbc.experiments.CrossValidator` takes it as it takes the SVM baseline), its
 score tells how much of a dataset is separable without looking at a cell.
 """
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from .._deprecation import moved_names
 from .base import BaseTask, Stage
 from .classification import CellClassifier, DualBranchClassifier, NucleusClassifier
 from .classifier_base import ClassificationTask, LossKind
-from .detection import DetectionModule
 from .losses import FocalLoss, HybridFocalCELoss
 from .optim import OptimizerKind, SchedulerKind
 from .segmentation import SegmentationMode, SegmentationModule
+
+#: Names that moved to other packages: still served, with a DeprecationWarning.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "DetectionModule": "leukemia_wbc.smear",
+    },
+)
 
 __all__ = [
     "BaseTask",
     "CellClassifier",
     "ClassificationTask",
-    "DetectionModule",
     "DualBranchClassifier",
     "FocalLoss",
     "HybridFocalCELoss",

@@ -404,8 +404,7 @@ def test_analyze_smear_counts_blasts_and_writes_overlays(
     import torch
     from PIL import Image
 
-    from leukemia_wbc.data import SyntheticSmear
-    from leukemia_wbc.models import create_mask_rcnn
+    from leukemia_wbc.smear import SyntheticSmear, create_mask_rcnn
 
     smears = SyntheticSmear(2, size=(256, 320), seed=3, cells_per_field=(3, 4))
     images = []

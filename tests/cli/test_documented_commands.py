@@ -567,8 +567,7 @@ def _run_analyze_smears(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     import torch
     from PIL import Image
 
-    from leukemia_wbc.data import SyntheticSmear
-    from leukemia_wbc.models import create_mask_rcnn
+    from leukemia_wbc.smear import SyntheticSmear, create_mask_rcnn
 
     shutil.copy(shared.model_checkpoint(), tmp / "model.ckpt")
     torch.save(create_mask_rcnn().state_dict(), tmp / "mask_rcnn.pt")

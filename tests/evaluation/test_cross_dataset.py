@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from leukemia_wbc.data import SyntheticWBC, WBCDataModule
-from leukemia_wbc.evaluation import CrossValidator
 from leukemia_wbc.evaluation.cross_dataset import class_mapping, cross_dataset_test
 from leukemia_wbc.evaluation.robustness import cv_robustness
+from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.models import ColourShortcutBaseline
 from leukemia_wbc.tasks import CellClassifier
 

@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from leukemia_wbc.data import ImageFolderWBC, SyntheticWBC, WBCDataModule
-from leukemia_wbc.evaluation import CrossValidator
 from leukemia_wbc.evaluation.robustness import (
     PERTURBATIONS,
     cv_robustness,
     evaluate_robustness,
     perturb,
 )
+from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.models.colour_baseline import (
     COLOUR_FEATURE_NAMES,
     ColourShortcutBaseline,
@@ -119,8 +119,9 @@ def test_evaluate_robustness_arguments(cells: torch.Tensor) -> None:
 
 
 def test_report_shows_robustness_and_the_colour_shortcut(tmp_path: Path) -> None:
-    from leukemia_wbc.evaluation import compare, write_report
+    from leukemia_wbc.evaluation import compare
     from leukemia_wbc.models import HandcraftedSVM
+    from leukemia_wbc.report import write_report
 
     data = SyntheticWBC(60, size=48, seed=0)
     dm = WBCDataModule(data, size=48)

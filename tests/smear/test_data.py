@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from leukemia_wbc.data import SyntheticSmear, detection_collate
+from leukemia_wbc.smear import SyntheticSmear, detection_collate
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from leukemia_wbc.data import SyntheticWBC, WBCDataModule
-from leukemia_wbc.evaluation import (
+from leukemia_wbc.experiments import (
     CrossValidator,
     CVResult,
     ExplainedCell,
@@ -22,10 +22,10 @@ from leukemia_wbc.evaluation import (
     focus_table,
     read_fold_attributions,
     write_fold_attributions,
-    write_report,
 )
-from leukemia_wbc.evaluation import gallery as gallery_module
+from leukemia_wbc.experiments import attributions as gallery_module
 from leukemia_wbc.models.handcrafted import HandcraftedSVM
+from leukemia_wbc.report import write_report
 from leukemia_wbc.tasks import DualBranchClassifier
 
 QUIET: dict[str, Any] = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -218,7 +218,7 @@ def test_focus_table_without_masks_says_so() -> None:
     att = FoldAttributions(0, "gradcam", Path("x"), ("ALL", "normal"), ("cell",), None, [], [cell],
                            1, 8)  # fmt: skip
     assert att.focus() == [] and focus_table([att]) == ""
-    from leukemia_wbc.evaluation.fold_attributions import focus_report
+    from leukemia_wbc.experiments.fold_attributions import focus_report
 
     assert "No nucleus-focus table" in focus_report([att])
 

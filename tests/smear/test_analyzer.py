@@ -11,15 +11,15 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from leukemia_wbc.data import SyntheticSmear
-from leukemia_wbc.evaluation import (
+from leukemia_wbc.smear import (
+    Detections,
     SmearAnalyzer,
+    SyntheticSmear,
     blast_share_interval,
     compare_detectors,
     detector_table,
     save_smear_overlay,
 )
-from leukemia_wbc.models import Detections
 
 BLUE, GREEN = (40, 40, 200), (40, 200, 40)
 

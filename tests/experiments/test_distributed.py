@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from leukemia_wbc.data import SyntheticWBC, WBCDataModule, collate_samples
-from leukemia_wbc.evaluation import CrossValidator
+from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.tasks import CellClassifier
 
 SCRIPT = textwrap.dedent(
@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     import torch
 
     from leukemia_wbc.data import SyntheticWBC, WBCDataModule
-    from leukemia_wbc.evaluation import CrossValidator
+    from leukemia_wbc.experiments import CrossValidator
     from leukemia_wbc.tasks import CellClassifier
 
     torch.set_num_threads(1)

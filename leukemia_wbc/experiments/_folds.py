@@ -27,14 +27,14 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import CSVLogger
 
+from .._io import atomic_write_text, json_safe
 from ..data.base import WBCDataset
 from ..data.datamodule import WBCDataModule
 from ..data.splits import Split
+from ..metrics import classification_metrics
 from ..models.handcrafted import HandcraftedSVM
-from ._io import atomic_write_text
-from .metrics import classification_metrics
 from .predictions import Predictions
-from .result import FoldResult, _json_safe
+from .result import FoldResult
 
 __all__ = ["FOLD_FILE", "fold_dir", "is_finished", "run_lightning_fold", "run_svm_fold"]
 
@@ -151,7 +151,7 @@ def _write_fold(
     preds: Predictions,
 ) -> None:
     preds.to_csv(folder / "predictions.csv")
-    atomic_write_text(folder / FOLD_FILE, json.dumps(_json_safe(asdict(result)), indent=2))
+    atomic_write_text(folder / FOLD_FILE, json.dumps(json_safe(asdict(result)), indent=2))
 
 
 def _finish(

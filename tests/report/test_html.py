@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 
 from leukemia_wbc.data import SyntheticWBC, WBCDataModule
-from leukemia_wbc.evaluation import (
-    CrossValidator,
-    CVResult,
-    attribution_gallery,
-    save_overlays,
-    select_cells,
-    write_report,
-)
+from leukemia_wbc.evaluation import attribution_gallery
+from leukemia_wbc.experiments import CrossValidator, CVResult, save_overlays, select_cells
 from leukemia_wbc.models.handcrafted import HandcraftedSVM
+from leukemia_wbc.report import write_report
 from leukemia_wbc.tasks import DualBranchClassifier
 
 QUIET: dict[str, Any] = {"enable_progress_bar": False, "enable_model_summary": False}

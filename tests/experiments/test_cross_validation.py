@@ -12,7 +12,8 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from leukemia_wbc.data import SyntheticWBC, WBCDataModule
-from leukemia_wbc.evaluation import CrossValidator, CVResult, compare
+from leukemia_wbc.evaluation import compare
+from leukemia_wbc.experiments import CrossValidator, CVResult
 from leukemia_wbc.models.handcrafted import HandcraftedSVM
 from leukemia_wbc.tasks import CellClassifier
 

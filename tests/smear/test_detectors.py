@@ -6,8 +6,7 @@ import pytest
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
-from leukemia_wbc.data import SyntheticSmear
-from leukemia_wbc.models import ClassicalCellDetector, Detections, HybridCellDetector
+from leukemia_wbc.smear import ClassicalCellDetector, Detections, HybridCellDetector, SyntheticSmear
 
 
 def test_classical_detector_finds_the_white_cells() -> None:

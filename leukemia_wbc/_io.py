@@ -1,16 +1,24 @@
-"""Atomic file writes: a file is either absent or complete, never half-written."""
+"""Helpers shared by every package: atomic writes, PNG output, JSON-safe values, Markdown rows.
+
+A file written here is absent or complete, never half-written.
+
+Public inside the library (no leading underscore on the names), private to its users.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_png"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "json_safe", "markdown_row", "write_png"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -52,3 +60,33 @@ def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every ``NaN`` float replaced by ``None`` (JSON has no NaN), recursively.
+
+    Args:
+        value: A float, dict, list or tuple (nested), or any other value (returned as is).
+
+    Returns:
+        The same structure, tuples as lists.
+    """
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def markdown_row(cells: Sequence[str]) -> str:
+    """One row of a Markdown table.
+
+    Args:
+        cells: The cells' text.
+
+    Returns:
+        ``| a | b |``.
+    """
+    return "| " + " | ".join(cells) + " |"

@@ -14,7 +14,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from leukemia_wbc.data.allidb import ALLIDB1
-from leukemia_wbc.evaluation.smear_metrics import (
+from leukemia_wbc.smear.metrics import (
     ACUTE_LEUKEMIA_BLAST_THRESHOLD,
     ALLIDB1Evaluation,
     blast_share_interval,

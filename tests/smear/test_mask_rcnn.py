@@ -9,11 +9,11 @@ import torch
 from torchvision.models import mobilenet_v3_large
 from torchvision.ops import FrozenBatchNorm2d
 
-from leukemia_wbc.data import SyntheticSmear
-from leukemia_wbc.models import (
+from leukemia_wbc.smear import (
     ClassicalCellDetector,
     Detections,
     MaskRCNNCellDetector,
+    SyntheticSmear,
     create_mask_rcnn,
     detect_tiled,
     mask_nms,

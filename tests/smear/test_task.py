@@ -10,9 +10,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from leukemia_wbc.data import SyntheticSmear, detection_collate
-from leukemia_wbc.models import MaskRCNNCellDetector, create_mask_rcnn
-from leukemia_wbc.tasks import DetectionModule
+from leukemia_wbc.smear import (
+    DetectionModule,
+    MaskRCNNCellDetector,
+    SyntheticSmear,
+    create_mask_rcnn,
+    detection_collate,
+)
 
 
 class _Losses(pl.Callback):

@@ -1,0 +1,347 @@
+"""``CVResult``: what a cross-validation produced, its summaries, and the comparison table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._io import atomic_write_text, json_safe, markdown_row
+from ..data.splits import Split, kfold_split
+from ..metrics import (
+    METRIC_LABELS,
+    PER_CLASS_METRICS,
+    SUMMARY_METRICS,
+    RocCurve,
+    Summary,
+    classification_metrics,
+    confusion_matrix,
+    roc_curves,
+    summarize,
+)
+from .predictions import Predictions
+
+if TYPE_CHECKING:
+    from .fold_attributions import FoldAttributions
+
+__all__ = ["CVResult", "FoldResult"]
+
+
+@dataclass
+class FoldResult:
+    """One fold's outcome.
+
+    Attributes:
+        fold: Fold index.
+        metrics: Metrics of the held-out part (see :func:`classification_metrics`).
+        n_train: Training samples.
+        n_val: Validation samples.
+        n_test: Held-out samples.
+        train_seconds: Wall time of training.
+        predict_ms_per_image: Wall time of predicting the held-out part, per image.
+        history: Per-epoch logged values (``epoch``, ``train_loss``, ``val_loss``, ...).
+        checkpoint: The best checkpoint (relative to the output folder), if any.
+        skipped: Held-out samples that could not be read (so not predicted).
+        resumed: Whether training continued from an interrupted run's last checkpoint.
+    """
+
+    fold: int
+    metrics: dict[str, float]
+    n_train: int
+    n_val: int
+    n_test: int
+    train_seconds: float
+    predict_ms_per_image: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    resumed: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FoldResult:
+        """Rebuild from :func:`dataclasses.asdict` output as stored in JSON (``null`` = NaN)."""
+        body = dict(data)
+        body["metrics"] = _unjson_metrics(body["metrics"])
+        body["history"] = [_unjson_metrics(h) for h in body.get("history", [])]
+        return cls(**body)
+
+
+def _unjson_metrics(data: dict[str, Any]) -> dict[str, float]:
+    return {k: float("nan") if v is None else float(v) for k, v in data.items()}
+
+
+@dataclass
+class CVResult:
+    """Per-fold results and out-of-fold predictions of one model's cross-validation.
+
+    Attributes:
+        name: Model name (a row of the comparison table).
+        classes: Class names.
+        folds: One :class:`FoldResult` per finished fold, by fold index.
+        predictions: Out-of-fold predictions of those folds.
+        config: The configuration the folds were run with (model, data, split).
+        output_dir: Folder the results live in, if any.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    folds: list[FoldResult]
+    predictions: Predictions
+    config: dict[str, Any] = field(default_factory=dict)
+    output_dir: Path | None = None
+
+    def fold_metric(self, metric: str) -> np.ndarray:
+        """One metric's value in each fold.
+
+        Args:
+            metric: A key of the fold metrics (``"accuracy"``, ``"f1_ALL"``, ...).
+
+        Returns:
+            ``(n_folds,)`` values (``NaN`` where undefined).
+
+        Raises:
+            KeyError: An unknown metric.
+        """
+        if self.folds and metric not in self.folds[0].metrics:
+            raise KeyError(f"unknown metric {metric!r}; known: {sorted(self.folds[0].metrics)}")
+        return np.array([f.metrics.get(metric, float("nan")) for f in self.folds])
+
+    def summary(self) -> dict[str, Summary]:
+        """Mean, std and 95 % interval across folds of every fold metric."""
+        keys = list(self.folds[0].metrics) if self.folds else []
+        return {k: summarize(self.fold_metric(k)) for k in keys}
+
+    def per_class(self) -> dict[str, dict[str, Summary]]:
+        """Class name to per-class metric (precision, recall, f1, auroc) summaries."""
+        s = self.summary()
+        return {c: {m: s[f"{m}_{c}"] for m in PER_CLASS_METRICS} for c in self.classes}
+
+    def pooled_metrics(self) -> dict[str, float]:
+        """Metrics of all out-of-fold predictions pooled (one set, not a mean over folds)."""
+        return classification_metrics(
+            self.predictions.label,
+            self.predictions.probs,
+            self.classes,
+            where=f"{self.name} pooled",
+        )
+
+    def roc(self) -> dict[str, RocCurve]:
+        """One-vs-rest ROC curve per class from the pooled out-of-fold predictions."""
+        return roc_curves(self.predictions.label, self.predictions.probs, self.classes)
+
+    def confusion(self, *, normalize: bool = False) -> np.ndarray:
+        """Confusion matrix of the pooled out-of-fold predictions (rows true, columns predicted).
+
+        Args:
+            normalize: Divide each row by its count (rows of absent classes stay 0).
+
+        Returns:
+            ``(C, C)`` counts (``int64``) or row fractions (``float64``).
+        """
+        cm = confusion_matrix(self.predictions.label, self.predictions.pred, len(self.classes))
+        if not normalize:
+            return cm
+        rows = cm.sum(axis=1, keepdims=True)
+        fractions: np.ndarray = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+        return fractions
+
+    def split(self, fold: int) -> Split:
+        """The split (dataset positions) fold ``fold`` was trained and tested on.
+
+        Rebuilt from the out-of-fold predictions (every labelled sample is held out once, with
+        its label and group) and the split settings in :attr:`config`.
+
+        Args:
+            fold: Fold index.
+
+        Returns:
+            The :class:`~leukemia_wbc.data.splits.Split`.
+        """
+        p = self.predictions
+        settings = self.config.get("split", {})
+        part = kfold_split(
+            p.fold,
+            fold,
+            labels=p.label,
+            groups=p.group if settings.get("grouped") else None,
+            val_fraction=settings.get("val_fraction"),
+            seed=int(settings.get("seed", 0)),
+        )
+        return Split(p.index[part.train], p.index[part.val], p.index[part.test])
+
+    def _checkpoint(self, fold: int) -> Path:
+        found = [f for f in self.folds if f.fold == fold]
+        if self.output_dir is None or not found or found[0].checkpoint is None:
+            raise ValueError(f"{self.name}: fold {fold} has no saved checkpoint to load")
+        return self.output_dir / found[0].checkpoint
+
+    @property
+    def is_baseline(self) -> bool:
+        """Whether the folds trained a feature baseline (an SVM), not a deep task."""
+        return any(str(f.checkpoint or "").endswith(".joblib") for f in self.folds)
+
+    def load_model(self, fold: int, **kwargs: Any) -> Any:
+        """The saved model of fold ``fold``: the task (evaluation mode) or the fitted SVM.
+
+        A task is rebuilt safely from its checkpoint (see
+        :func:`~leukemia_wbc.inference.build_task`), with the segmenter it was trained with; the
+        SVM class is looked up among the library's baselines and the user's subclasses by the
+        name the folder recorded, never imported from it.
+
+        Args:
+            fold: Fold index.
+            **kwargs: ``map_location`` (a device) is honoured; other keys are refused.
+
+        Returns:
+            The task, or the fitted SVM.
+
+        Raises:
+            ValueError: No output folder, the fold has no checkpoint, or an unknown class.
+        """
+        path = self._checkpoint(fold)
+        if self.is_baseline:
+            return _baseline_class(str(self.config["model"]["class"])).load(path)
+        device = kwargs.pop("map_location", "cpu")
+        if kwargs:
+            raise ValueError(f"load_model: unexpected arguments {sorted(kwargs)}")
+        return self.trained_model(fold, device=device).task
+
+    def trained_model(self, fold: int, *, device: Any = "cpu", segmenter: Any = None) -> Any:
+        """Fold ``fold``'s best checkpoint as a :class:`~leukemia_wbc.inference.TrainedModel`.
+
+        Args:
+            fold: Fold index.
+            device: Where it runs.
+            segmenter: Replace the saved segmenter (a method name, a checkpoint or a module).
+
+        Returns:
+            The trained model, with the pipeline and segmenter of its own fold.
+
+        Raises:
+            ValueError: A baseline (no deep model), or no checkpoint.
+        """
+        from ..inference import TrainedModel
+
+        if self.is_baseline:
+            raise ValueError(f"{self.name}: a feature baseline has no trained network")
+        return TrainedModel.from_checkpoint(
+            self._checkpoint(fold), device=device, segmenter=segmenter
+        )
+
+    def attributions(self) -> list[FoldAttributions]:
+        """The attribution galleries and nucleus-focus tables its folds wrote, if any.
+
+        Read from ``fold_<k>/attributions/<method>/`` of :attr:`output_dir` (see
+        ``CrossValidator(..., attributions=...)``), for the folds of this result only.
+
+        Returns:
+            The :class:`~leukemia_wbc.experiments.FoldAttributions`, by method then fold (empty
+            without an output folder or when none were written).
+        """
+        from .fold_attributions import read_fold_attributions
+
+        if self.output_dir is None:
+            return []
+        return read_fold_attributions(self.output_dir, folds=[f.fold for f in self.folds])
+
+    # -- tables ------------------------------------------------------------------------------
+    def to_markdown(self, digits: int = 3) -> str:
+        """Per-fold metrics, then mean ± std and the 95 % interval, as a Markdown table.
+
+        Args:
+            digits: Decimals.
+
+        Returns:
+            The table.
+        """
+        head = ["fold", "n test", *(METRIC_LABELS[m] for m in SUMMARY_METRICS)]
+        lines = [markdown_row(head), markdown_row(["---"] * len(head))]
+        for f in self.folds:
+            values = [_fmt(f.metrics[m], digits) for m in SUMMARY_METRICS]
+            lines.append(markdown_row([str(f.fold), str(f.n_test), *values]))
+        s = self.summary()
+        lines.append(
+            markdown_row(["mean ± std", "", *(s[m].format(digits) for m in SUMMARY_METRICS)])
+        )
+        ci = [
+            f"[{_fmt(s[m].ci_low, digits)}, {_fmt(s[m].ci_high, digits)}]" for m in SUMMARY_METRICS
+        ]
+        lines.append(markdown_row(["95 % CI", "", *ci]))
+        return "\n".join(lines) + "\n"
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ``result.json`` and ``predictions.csv`` into folder ``path``.
+
+        Args:
+            path: Output folder (created if needed).
+        """
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        body = {
+            "name": self.name,
+            "classes": list(self.classes),
+            "config": self.config,
+            "folds": [json_safe(asdict(f)) for f in self.folds],
+            "summary": {k: json_safe(asdict(v)) for k, v in self.summary().items()},
+        }
+        atomic_write_text(out / "result.json", json.dumps(body, indent=2))
+        self.predictions.to_csv(out / "predictions.csv")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CVResult:
+        """Read a folder written by :meth:`save`.
+
+        Args:
+            path: The folder.
+
+        Returns:
+            The result.
+
+        Raises:
+            FileNotFoundError: ``result.json`` or ``predictions.csv`` is missing.
+        """
+        folder = Path(path)
+        for name in ("result.json", "predictions.csv"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(
+                    f"{folder / name} not found: expected a folder written "
+                    "by CVResult.save or CrossValidator.run"
+                )
+        body = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        return cls(
+            name=body["name"],
+            classes=tuple(body["classes"]),
+            folds=[FoldResult.from_dict(f) for f in body["folds"]],
+            predictions=Predictions.from_csv(folder / "predictions.csv"),
+            config=body.get("config", {}),
+            output_dir=folder,
+        )
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _baseline_class(recorded: str) -> Any:
+    """The ``HandcraftedSVM`` (sub)class named by a folder's ``config.json``, by name only."""
+    from ..models import HandcraftedSVM  # the package defines every library baseline
+
+    name = recorded.rpartition(".")[2]
+    known: dict[str, type[HandcraftedSVM]] = {HandcraftedSVM.__name__: HandcraftedSVM}
+    todo: list[type[HandcraftedSVM]] = [HandcraftedSVM]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            known.setdefault(sub.__name__, sub)
+            todo.append(sub)
+    if name not in known:
+        raise ValueError(
+            f"the folder's model {recorded!r} is not a feature baseline of this program "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    return known[name]

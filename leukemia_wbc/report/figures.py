@@ -1,0 +1,242 @@
+"""Figures of a cross-validation (matplotlib, non-interactive backend): each returns PNG bytes."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
+
+from ..evaluation.explain import overlay
+from ..experiments.attributions import GalleryItem
+from ..experiments.fold_attributions import ExplainedCell, FoldAttributions
+from ..experiments.result import CVResult
+
+__all__ = [
+    "class_balance_figure",
+    "confusion_figure",
+    "curves_figure",
+    "fold_gallery_figure",
+    "folds_figure",
+    "gallery_figure",
+    "robustness_figure",
+    "roc_figure",
+]
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def class_balance_figure(classes: Sequence[str], counts: Sequence[int]) -> bytes:
+    """Bar chart of samples per class."""
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(classes), 3))
+    bars = ax.bar(list(classes), list(counts), color="#4c72b0")
+    ax.bar_label(bars)
+    ax.set_ylabel("cells")
+    ax.set_title("Class balance")
+    return _png(fig)
+
+
+def folds_figure(result: CVResult) -> bytes:
+    """Stacked bars of held-out cells per class in each fold, with the number of groups."""
+    p = result.predictions
+    folds = sorted({int(f) for f in p.fold})
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(folds), 3))
+    bottom = np.zeros(len(folds))
+    for c, cls in enumerate(result.classes):
+        counts = np.array([np.sum((p.fold == k) & (p.label == c)) for k in folds], dtype=float)
+        ax.bar([str(k) for k in folds], counts, bottom=bottom, label=cls)
+        bottom += counts
+    groups = [len({g for g, f in zip(p.group, p.fold, strict=True) if f == k}) for k in folds]
+    for i, n in enumerate(groups):
+        ax.text(i, bottom[i], f"{n} groups", ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel("fold")
+    ax.set_ylabel("held-out cells")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.set_ylim(0, bottom.max() * 1.12)
+    ax.set_title("Folds")
+    return _png(fig)
+
+
+def roc_figure(result: CVResult) -> bytes:
+    """One-vs-rest ROC curves per class from the pooled out-of-fold predictions."""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    for cls, curve in result.roc().items():
+        ax.plot(curve.fpr, curve.tpr, label=f"{cls} (AUC {curve.auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title(f"ROC: {result.name}", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def confusion_figure(result: CVResult) -> bytes:
+    """Pooled confusion matrix: counts (left) and row-normalised (right)."""
+    n = len(result.classes)
+    fig, axes = plt.subplots(1, 2, figsize=(3.0 + 1.6 * n, 1.2 + 0.8 * n), layout="constrained")
+    for ax, norm in zip(axes, (False, True), strict=True):
+        cm = result.confusion(normalize=norm)
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=1 if norm else max(int(cm.max()), 1))
+        for i in range(n):
+            for j in range(n):
+                text = f"{cm[i, j]:.2f}" if norm else str(int(cm[i, j]))
+                dark = cm[i, j] > (0.5 if norm else cm.max() / 2)
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                )
+        ax.set_xticks(range(n), result.classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), result.classes, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title("row-normalised" if norm else "counts", fontsize=9)
+    fig.suptitle(f"Confusion: {result.name}", fontsize=9)
+    return _png(fig)
+
+
+def curves_figure(result: CVResult) -> bytes | None:
+    """Training and validation loss (and validation accuracy) per epoch, one line per fold.
+
+    Returns:
+        PNG bytes, or ``None`` when no fold has a training history (the SVM).
+    """
+    folds = [f for f in result.folds if f.history]
+    if not folds:
+        return None
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3), layout="constrained")
+    for f in folds:
+        epochs = [h["epoch"] for h in f.history]
+        colour = ax_loss.plot(
+            epochs, [h.get("train_loss", math.nan) for h in f.history], label=f"fold {f.fold} train"
+        )[0].get_color()
+        ax_loss.plot(
+            epochs,
+            [h.get("val_loss", math.nan) for h in f.history],
+            ls="--",
+            color=colour,
+            label=f"fold {f.fold} val",
+        )
+        ax_acc.plot(
+            epochs,
+            [h.get("val_accuracy", math.nan) for h in f.history],
+            color=colour,
+            label=f"fold {f.fold}",
+        )
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend(fontsize=7)
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(f"Training curves: {result.name}", fontsize=9)
+    return _png(fig)
+
+
+def gallery_figure(items: Sequence[GalleryItem]) -> bytes | None:
+    """A grid: each cell's image, then one overlay per branch, titled with truth and prediction.
+
+    Returns:
+        PNG bytes, or ``None`` for no items.
+    """
+    if not items:
+        return None
+    branches = list(items[0].maps)
+    cols = 1 + len(branches)
+    fig, axes = plt.subplots(
+        len(items), cols, figsize=(1.9 * cols, 1.9 * len(items)), squeeze=False
+    )
+    for row, item in zip(axes, items, strict=True):
+        mark = "right" if item.correct else "WRONG"
+        row[0].imshow(item.image)
+        row[0].set_title(f"{item.label} -> {item.pred} ({item.prob:.2f}, {mark})", fontsize=7)
+        for ax, branch in zip(row[1:], branches, strict=True):
+            ax.imshow(overlay(item.image, item.maps[branch]))
+            share = item.nucleus_share.get(branch, math.nan)
+            extra = "" if math.isnan(share) else f", {share:.0%} in nucleus"
+            ax.set_title(f"{branch}{extra}", fontsize=7)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fold_gallery_figure(cells: Sequence[tuple[FoldAttributions, ExplainedCell]]) -> bytes | None:
+    """A grid of saved gallery cells: the image, then each branch's overlay, as written per fold.
+
+    Args:
+        cells: Cells of :attr:`FoldAttributions.gallery` with the fold they come from.
+
+    Returns:
+        PNG bytes, or ``None`` for no cells.
+    """
+    if not cells:
+        return None
+    panels = ["image", *cells[0][0].branches]
+    fig, axes = plt.subplots(
+        len(cells), len(panels), figsize=(1.9 * len(panels), 1.9 * len(cells)), squeeze=False
+    )
+    for row, (att, cell) in zip(axes, cells, strict=True):
+        mark = "right" if cell.correct else "WRONG"
+        for ax, panel in zip(row, panels, strict=True):
+            with Image.open(att.folder / cell.files[panel]) as picture:
+                ax.imshow(np.asarray(picture.convert("RGB")))
+            ax.axis("off")
+            share = cell.nucleus_share.get(panel, math.nan)
+            extra = f", {share:.0%} in nucleus"
+            if math.isnan(share):  # with a nucleus mask, only an all-zero map has no share
+                extra = "" if math.isnan(cell.nucleus_area) else ": map all zero"
+            title = (f"fold {att.fold}: {cell.label} -> {cell.pred} ({cell.prob:.2f}, {mark})"
+                     if panel == "image" else f"{panel} branch{extra}")  # fmt: skip
+            ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def robustness_figure(robustness: Mapping[str, Any]) -> bytes:
+    """Accuracy against perturbation strength: one panel per perturbation, a line per model.
+
+    Args:
+        robustness: Model name to :class:`~leukemia_wbc.evaluation.RobustnessResult`.
+
+    Returns:
+        PNG bytes.
+    """
+    names = list(dict.fromkeys(p for r in robustness.values() for p in r.scores))
+    cols = min(4, max(1, len(names)))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for model, r in robustness.items():
+            by = r.scores.get(name, {})
+            xs = [0.0, *sorted(by)]
+            ys = [r.clean["accuracy"], *(by[s]["accuracy"] for s in sorted(by))]
+            ax.plot(xs, ys, marker="o", label=model)
+        ax.set_title(name.replace("_", " "))
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("strength")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
