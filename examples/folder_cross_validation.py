@@ -49,7 +49,7 @@ from leukemia_wbc.evaluation import compare
 from leukemia_wbc.experiments import CrossValidator, CVResult
 from leukemia_wbc.models import ClassicalNucleusSegmenter, HandcraftedSVM
 from leukemia_wbc.report import write_report
-from leukemia_wbc.tasks import CellClassifier
+from leukemia_wbc.tasks import CellClassifier, OptimConfig
 
 #: Group pattern of the demo folder's file names (``patient003_0042.png``).
 DEMO_GROUP_PATTERN = r"^(patient\d+)_"
@@ -102,10 +102,7 @@ def models(args: argparse.Namespace, classes: tuple[str, ...]) -> dict[str, Any]
         head_hidden=(64,),
         dropout=0.2,
         loss="ce",
-        lr=3e-3,
-        weight_decay=1e-4,
-        optimizer="adamw",
-        scheduler="onecycle",
+        optim=OptimConfig(lr=3e-3, weight_decay=1e-4, optimizer="adamw", scheduler="onecycle"),
     )
     svm = HandcraftedSVM(segmenter=ClassicalNucleusSegmenter(), on_empty="image", progress=False)
     return {"cnn": cnn, "svm": svm}

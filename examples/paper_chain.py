@@ -117,7 +117,7 @@ def runs(args: argparse.Namespace, unet: Path) -> dict[str, list[str]]:
         "--cv.early_stopping_patience", str(args.patience),
     ]  # fmt: skip
     nets = [
-        "--model.init_args.lr", str(args.lr),
+        "--model.init_args.optim.lr", str(args.lr),
         "--cv.trainer_kwargs", json.dumps({"enable_progress_bar": False, "log_every_n_steps": 1}),
     ]  # fmt: skip
     dual = [

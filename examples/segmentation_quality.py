@@ -39,7 +39,7 @@ from leukemia_wbc.data import SegmentationWBC2018, WBCDataModule
 from leukemia_wbc.data.splits import Split, holdout_split
 from leukemia_wbc.models import ClassicalNucleusSegmenter, postprocess_masks
 from leukemia_wbc.models.segmentation import ClassicalMethod
-from leukemia_wbc.tasks import SegmentationModule
+from leukemia_wbc.tasks import OptimConfig, SegmentationModule
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation_WBC"
 SUBSETS = ("Dataset 1", "Dataset 2")
@@ -107,7 +107,9 @@ def train_cross_domain(args: argparse.Namespace, source: str, stain: bool) -> di
         ds, size=args.size, batch_size=args.batch_size, split=cross_domain_split(ds, source,
         args.seed), stain_normalization=stain, augment=True, seed=args.seed,
     )  # fmt: skip
-    model = SegmentationModule(args.arch, args.encoder, net_kwargs=args.net_kwargs, lr=args.lr)
+    model = SegmentationModule(
+        args.arch, args.encoder, net_kwargs=args.net_kwargs, optim=OptimConfig(lr=args.lr)
+    )
     trainer = pl.Trainer(
         max_steps=args.steps, max_epochs=-1, accelerator="cpu", devices=1, logger=False,
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,

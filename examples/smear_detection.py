@@ -35,7 +35,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from leukemia_wbc.smear import SyntheticSmear, detection_collate
+from leukemia_wbc.smear import DETECTION_OPTIM, SyntheticSmear, detection_collate
 from leukemia_wbc.smear.detectors import ClassicalCellDetector, HybridCellDetector
 from leukemia_wbc.smear.mask_rcnn import MaskRCNNCellDetector, create_mask_rcnn
 from leukemia_wbc.smear.scoring import compare_detectors, detector_table
@@ -94,7 +94,7 @@ def train_network(
     val: DataLoader[dict],  # type: ignore[type-arg]
 ) -> tuple[torch.nn.Module, str]:
     """Train the Mask R-CNN; the best epoch's network (by val_map) and a note on the run."""
-    module = DetectionModule(lr=args.lr)
+    module = DetectionModule(optim=DETECTION_OPTIM.replace(lr=args.lr))
     best = ModelCheckpoint(dirpath=args.out / "checkpoints", monitor="val_map", mode="max")
     trainer = pl.Trainer(
         max_epochs=args.epochs, accelerator=args.accelerator, devices=1,

@@ -4,9 +4,9 @@
 U-Net and reports its held-out Dice, cross-validates the dual-branch classifier against the
 ResNet and VGG baselines and the SVM on handcrafted features (identical patient-grouped folds),
 explains held-out cells and writes the HTML report. The default is sized for a CPU (small
-backbones of the same families, AdamW with a one-cycle schedule, 64 px, 3 folds; see
-:func:`comparison_models`); ``full=True`` uses the paper's settings (ResNet-50 + MobileNetV2,
-VGG-16, Adam with ReduceLROnPlateau, 224 px, 10 folds), for a GPU.
+backbones of the same families, AdamW with a one-cycle schedule, 64 px, 3 folds: the packaged
+configs of :data:`DEMO_CONFIGS`); ``full=True`` uses the paper's (:data:`PAPER_CONFIGS`:
+ResNet-50 + MobileNetV2, VGG-16, Adam with ReduceLROnPlateau, 224 px, 10 folds), for a GPU.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +25,34 @@ import yaml
 from ._commands.cv import CVConfig
 from ._io import atomic_write_text
 from .configs import resolve_config
-from .data import SYNTHETIC_CLASSES, SyntheticWBC, WBCDataModule
-from .evaluation import (
-    CrossValidator,
-    CVResult,
-    ReportFiles,
-    attribution_gallery,
-    compare,
-    held_out_focus,
-    save_overlays,
-    write_report,
-)
-from .experiments.cross_validation import TaskSpec
-from .models.handcrafted import HandcraftedSVM
-from .tasks import CellClassifier, DualBranchClassifier, SegmentationModule
+from .data import SyntheticWBC, WBCDataModule
+from .evaluation import attribution_gallery, compare, held_out_focus
+from .experiments import CrossValidator, CVResult, TaskSpec, as_fold_model, save_overlays
+from .report import ReportFiles, write_report
+from .tasks import OptimConfig, SegmentationModule
 
-__all__ = ["DemoSettings", "comparison_models", "run_demo", "train_unet"]
+__all__ = [
+    "DEMO_CONFIGS",
+    "PAPER_CONFIGS",
+    "DemoSettings",
+    "comparison_models",
+    "demo_configs",
+    "paper_configs",
+    "run_demo",
+    "train_unet",
+]
 
 _log = logging.getLogger(__name__)
 
+
+#: The packaged configs of the CPU demo, by the demo's folder names: ``demo`` (the dual branch,
+#: the data, folds and epochs) and a model laid over it for each baseline.
+DEMO_CONFIGS: dict[str, tuple[str, ...]] = {
+    "dual_branch": ("demo",),
+    "resnet": ("demo", "demo_resnet"),
+    "vgg": ("demo", "demo_vgg"),
+    "svm": ("demo", "demo_svm"),
+}
 
 #: The packaged configs of the paper's comparison (``--full``), by the demo's folder names.
 PAPER_CONFIGS: dict[str, str] = {
@@ -56,7 +65,7 @@ PAPER_CONFIGS: dict[str, str] = {
 
 @dataclass
 class DemoSettings:
-    """Sizes of a demo run.
+    """Sizes of a demo run: :meth:`cpu` and :meth:`paper` read them from the packaged configs.
 
     Attributes:
         n: Synthetic cells.
@@ -64,20 +73,41 @@ class DemoSettings:
         patients: Synthetic patients (the groups of the folds).
         folds: Cross-validation folds.
         epochs: Epoch limit per fold.
+        batch_size: Batch size.
         unet_epochs: Epochs of the U-Net.
         full: The paper's setup: the packaged configs of :data:`PAPER_CONFIGS` (backbones,
-            preprocessing, loss, optimiser, early stopping) on the demo's cells.
-        batch_size: Batch size.
+            preprocessing, loss, optimiser, early stopping) on the demo's cells; otherwise
+            those of :data:`DEMO_CONFIGS`.
     """
 
-    n: int = 960
-    size: int = 64
-    patients: int = 12
-    folds: int = 3
-    epochs: int = 12
+    n: int
+    size: int
+    patients: int
+    folds: int
+    epochs: int
+    batch_size: int
     unet_epochs: int = 4
     full: bool = False
-    batch_size: int = 32
+
+    @classmethod
+    def cpu(cls) -> DemoSettings:
+        """The CPU demo, read from the packaged ``demo`` config.
+
+        Cells, patients, image and batch sizes, folds and the epoch limit come from the file
+        (960 cells of 12 patients at 64 px, 3 folds, up to 12 epochs); the U-Net's 4 epochs
+        are the demo's own.
+        """
+        config = _read_config("demo")
+        data, cv = config["data"], config["cv"]
+        cells = data["dataset"]["init_args"]
+        return cls(
+            n=int(cells["n"]),
+            size=int(data["size"]),
+            patients=int(cells["n_patients"]),
+            folds=int(cv["n_splits"]),
+            epochs=int(cv["max_epochs"]),
+            batch_size=int(data["batch_size"]),
+        )
 
     @classmethod
     def paper(cls) -> DemoSettings:
@@ -87,8 +117,7 @@ class DemoSettings:
         10 folds, up to 50 epochs), as do the models and their settings in :func:`run_demo`;
         the cell and patient counts are the demo's own (4,000 cells of 40 patients).
         """
-        text = Path(resolve_config("paper_dual_branch")).read_text(encoding="utf-8")
-        config = yaml.safe_load(text)
+        config = _read_config("paper_dual_branch")
         data, cv = config["data"], config["cv"]
         return cls(
             n=4000,
@@ -96,26 +125,37 @@ class DemoSettings:
             patients=40,
             folds=int(cv["n_splits"]),
             epochs=int(cv["max_epochs"]),
+            batch_size=int(data["batch_size"]),
             unet_epochs=30,
             full=True,
-            batch_size=int(data["batch_size"]),
         )
 
 
-def paper_configs(
-    settings: DemoSettings, out: str | Path, segmenter: str | None = None
-) -> dict[str, CVConfig]:
-    """The paper's four packaged configs (:data:`PAPER_CONFIGS`) on the demo's SyntheticWBC.
+def _read_config(name: str) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(Path(resolve_config(name)).read_text("utf-8"))
+    return config
 
-    Each is read as ``leukemia-wbc cv --config NAME`` reads it (model, data pipeline, ``cv``
-    options); only the dataset's size, the image and batch sizes, the folds, the epoch limit and
-    the output folder (``out/<name>``) are the demo's.
+
+def demo_configs(
+    settings: DemoSettings,
+    out: str | Path,
+    segmenter: str | None = None,
+    *,
+    lr: float | None = None,
+) -> dict[str, CVConfig]:
+    """The demo's four models as packaged configs, on the demo's SyntheticWBC.
+
+    ``settings.full`` picks :data:`PAPER_CONFIGS`, otherwise :data:`DEMO_CONFIGS`. Each is read
+    as ``leukemia-wbc cv --config NAME`` reads it (model, data pipeline, ``cv`` options); only
+    the dataset's size, the image and batch sizes, the folds, the epoch limit and the output
+    folder (``out/<name>``) are the demo's.
 
     Args:
         settings: Demo sizes.
         out: The demo's output folder.
         segmenter: A segmenter spec (e.g. the demo U-Net's checkpoint) for the dual branch and
             the SVM, which then take every nucleus mask from it (``mask_source="segmenter"``).
+        lr: Replaces the networks' (peak) learning rate.
 
     Returns:
         Folder name to configured cross-validation.
@@ -133,12 +173,33 @@ def paper_configs(
     chain = [] if segmenter is None else [
         "--model.init_args.segmenter", segmenter, "--model.init_args.mask_source", "segmenter",
     ]  # fmt: skip
+    rate = [] if lr is None else ["--model.init_args.optim.lr", str(lr)]
+    names = {k: (v,) for k, v in PAPER_CONFIGS.items()} if s.full else DEMO_CONFIGS
     setups = {}
-    for key, name in PAPER_CONFIGS.items():
-        extra = chain if key in ("dual_branch", "svm") else []
-        argv = ["--config", name, *common, *extra, "--cv.output_dir", str(Path(out) / key)]
-        setups[key] = load_cv_config(argv)
+    for key, configs in names.items():
+        argv = [arg for name in configs for arg in ("--config", name)] + common
+        argv += chain if key in ("dual_branch", "svm") else []
+        argv += rate if key != "svm" else []
+        setups[key] = load_cv_config([*argv, "--cv.output_dir", str(Path(out) / key)])
     return setups
+
+
+def paper_configs(
+    settings: DemoSettings, out: str | Path, segmenter: str | None = None
+) -> dict[str, CVConfig]:
+    """The paper's four packaged configs (:data:`PAPER_CONFIGS`) on the demo's SyntheticWBC.
+
+    :func:`demo_configs` with ``settings.full`` set.
+
+    Args:
+        settings: Demo sizes.
+        out: The demo's output folder.
+        segmenter: A segmenter spec for the dual branch and the SVM.
+
+    Returns:
+        Folder name to configured cross-validation.
+    """
+    return demo_configs(replace(settings, full=True), out, segmenter)
 
 
 def comparison_models(
@@ -146,19 +207,16 @@ def comparison_models(
 ) -> dict[str, TaskSpec]:
     """The four models of the paper's comparison, on the SyntheticWBC classes.
 
-    ``full=True`` is the paper's setup, read from the packaged configs (:func:`paper_configs`):
-    ResNet-50 (cell) + MobileNetV2 (nucleus), ResNet-50 and VGG-16, Adam with
-    ReduceLROnPlateau, and the SVM. The CPU default keeps each model's family at a size that
-    trains from random initialisation in minutes: ResNet-10t (cell) + MobileNetV3-Small-0.5
-    (nucleus), ResNet-10t, and VGG-11 with batch norm at a quarter width
-    (:func:`~leukemia_wbc.models.slim_vgg.vgg11_bn_quarter`); AdamW with a one-cycle schedule
-    peaking at 5e-3 (1e-3 for the VGG, which collapsed to one class at 5e-3: held-out accuracy
-    0.21 against 0.39 at 1e-3 in a 12-epoch run on the demo's cells).
+    ``full=True`` is the paper's setup (:data:`PAPER_CONFIGS`): ResNet-50 (cell) + MobileNetV2
+    (nucleus), ResNet-50 and VGG-16, Adam with ReduceLROnPlateau, and the SVM. The CPU default
+    (:data:`DEMO_CONFIGS`) keeps each model's family at a size that trains from random
+    initialisation in minutes: ResNet-10t (cell) + MobileNetV3-Small-0.5 (nucleus), ResNet-10t,
+    and VGG-11 with batch norm at a quarter width
+    (:func:`~leukemia_wbc.models.slim_vgg.vgg11_bn_quarter`); AdamW with a one-cycle schedule.
 
     Args:
-        full: The paper's configs; otherwise the CPU-sized models.
-        lr: Learning rate of every network of the CPU models (default 5e-3, and 1e-3 for the
-            VGG); ignored with ``full`` (the configs set it).
+        full: The paper's configs; otherwise the CPU demo's.
+        lr: Replaces the networks' (peak) learning rate.
         segmenter: A segmenter spec for the dual branch and the SVM, which then take every
             nucleus mask from it (the paper's chain: a trained U-Net's masks in training and at
             test); ``None``: the data's masks.
@@ -166,31 +224,9 @@ def comparison_models(
     Returns:
         Folder name to task (templates for the cross-validator).
     """
-    if full:
-        configs = paper_configs(DemoSettings.paper(), "runs/demo", segmenter)
-        return {key: config.model for key, config in configs.items()}
-    common: dict[str, Any] = {"num_classes": 4, "classes": SYNTHETIC_CLASSES, "dropout": 0.2,
-                              "lr": lr or 5e-3, "weight_decay": 0.05, "optimizer": "adamw",
-                              "scheduler": "onecycle"}  # fmt: skip
-    chain: dict[str, Any] = {} if segmenter is None else {
-        "segmenter": segmenter, "mask_source": "segmenter",
-    }  # fmt: skip
-    return {
-        "dual_branch": DualBranchClassifier(
-            "resnet10t",
-            "mobilenetv3_small_050",
-            nucleus_size=48,
-            fusion_features=64,
-            head_hidden=(64,),
-            **common,
-            **chain,
-        ),
-        "resnet": CellClassifier("resnet10t", head_hidden=(64,), **common),
-        "vgg": CellClassifier(
-            "vgg11_bn_quarter", head_hidden=(64,), **(common | {"lr": lr or 1e-3})
-        ),
-        "svm": HandcraftedSVM(progress=False, **chain),
-    }
+    settings = DemoSettings.paper() if full else DemoSettings.cpu()
+    configs = demo_configs(settings, "runs/demo", segmenter, lr=lr)
+    return {key: config.model for key, config in configs.items()}
 
 
 def train_unet(
@@ -212,7 +248,7 @@ def train_unet(
     """
     pl.seed_everything(0, verbose=False)
     encoder = "resnet34" if settings.full else "tu-mobilenetv2_050"
-    unet = SegmentationModule("unet", encoder, lr=3e-3)
+    unet = SegmentationModule("unet", encoder, optim=OptimConfig(lr=3e-3))
     dm = WBCDataModule(
         dataset,
         size=settings.size,
@@ -251,7 +287,7 @@ def run_demo(
     Returns:
         The report's files.
     """
-    s = settings or DemoSettings()
+    s = settings or DemoSettings.cpu()
     folder = Path(out)
     start = time.perf_counter()
     dataset = SyntheticWBC(s.n, size=s.size, seed=0, n_patients=s.patients, difficulty=0.1)
@@ -265,31 +301,13 @@ def run_demo(
     segmenter = str(folder / "unet.ckpt")
     fold_trainer = {"enable_progress_bar": progress, "enable_model_summary": False,
                     "log_every_n_steps": 5}  # fmt: skip
-    dm = WBCDataModule(dataset, size=s.size, batch_size=s.batch_size)
-    if s.full:  # the packaged configs, as `leukemia-wbc cv --config NAME` runs them
-        ours = {"accelerator": trainer.get("accelerator", "auto"), "trainer_kwargs": fold_trainer}
-        setups = paper_configs(s, folder, segmenter).values()
-        for setup in setups:
-            if isinstance(setup.model, HandcraftedSVM):
-                setup.model.progress = progress
-        runs = [CrossValidator(c.model, c.data, **(c.options | ours)) for c in setups]
-        dm = runs[0].datamodule
-    else:
-        runs = [
-            CrossValidator(
-                task,
-                dm,
-                folder / key,
-                n_splits=s.folds,
-                seed=0,
-                max_epochs=s.epochs,
-                # a one-cycle run is scored at its best epoch, not stopped while the rate is high
-                early_stopping_patience=None,
-                accelerator=trainer.get("accelerator", "auto"),
-                trainer_kwargs=fold_trainer,
-            )
-            for key, task in comparison_models(segmenter=segmenter).items()
-        ]
+    # the packaged configs, as `leukemia-wbc cv --config NAME` runs them
+    ours = {"accelerator": trainer.get("accelerator", "auto"), "trainer_kwargs": fold_trainer}
+    setups = demo_configs(s, folder, segmenter).values()
+    for setup in setups:
+        as_fold_model(setup.model).show_progress(progress)
+    runs = [CrossValidator(c.model, c.data, **(c.options | ours)) for c in setups]
+    dm = runs[0].datamodule
     results: list[CVResult] = []
     for cv in runs:
         results.append(cv.run())

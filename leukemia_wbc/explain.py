@@ -1,13 +1,13 @@
 """Captum attributions for the one- and two-branch classifiers, and where they fall.
 
-:class:`Explainer` computes, for a normalised batch, one non-negative map per branch at the
-image's resolution: Grad-CAM (``LayerGradCam`` on the backbone's last convolutional stage) or
-Integrated Gradients (absolute values summed over channels). For
-:class:`~leukemia_wbc.tasks.DualBranchClassifier` each branch is wrapped as a single-input model
-while the other input is held fixed; the nucleus branch's map, computed on the nucleus crop, is
-pasted back at the crop's box in the full image. :func:`attribution_share` measures the share of
-a map's mass inside the nucleus mask, to test the paper's claim that the network looks at the
-nucleus against the nucleus's share of the image area.
+:class:`Explainer` computes, for a normalised batch, one non-negative map per branch of the
+task (:meth:`~leukemia_wbc.tasks.ClassificationTask.branches`) at the image's resolution:
+Grad-CAM (``LayerGradCam`` on the branch's last convolutional stage) or Integrated Gradients
+(absolute values summed over channels). Each branch is explained as a single-input model while
+the task's other inputs are held fixed; a map of a branch that reads the nucleus crop is pasted
+back at the crop's box in the full image. :func:`attribution_share` measures the share of a map's
+mass inside the nucleus mask, to test the paper's claim that the network looks at the nucleus
+against the nucleus's share of the image area.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import Tensor, nn
 
+from .tasks.branches import BranchInput
 from .tasks.classifier_base import ClassificationTask
 
 __all__ = [
@@ -94,16 +95,21 @@ def _paste(maps: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
 class Explainer:
     """Grad-CAM or Integrated Gradients maps of a classifier, one per branch.
 
+    The branches are the task's :meth:`~leukemia_wbc.tasks.ClassificationTask.branches`: the
+    backbone of a :class:`~leukemia_wbc.tasks.CellClassifier`, the cell and nucleus backbones of
+    a :class:`~leukemia_wbc.tasks.DualBranchClassifier`, the whole ``net`` of a subclass that
+    builds its own network, or whatever a subclass's ``branches()`` names. The task's
+    ``forward`` takes the branches' inputs in that order.
+
     Args:
-        task: A trained :class:`~leukemia_wbc.tasks.CellClassifier`,
-            :class:`~leukemia_wbc.tasks.DualBranchClassifier` or a subclass whose ``net`` has
-            a ``backbone`` (one branch) or ``cell_branch`` and ``nucleus_branch``.
+        task: A trained classification task.
         method: ``"gradcam"`` or ``"integrated_gradients"``.
         n_steps: Integration steps of Integrated Gradients.
         layers: Grad-CAM layer per branch, overriding :func:`last_conv_layer`.
 
     Raises:
-        ValueError: An unknown method, or a task whose network has no known branches.
+        ValueError: An unknown method, a task without branches (see ``branches()``), or a
+            branch without a convolutional layer for Grad-CAM.
     """
 
     def __init__(
@@ -116,19 +122,13 @@ class Explainer:
     ) -> None:
         if method not in ("gradcam", "integrated_gradients"):
             raise ValueError(f"method must be 'gradcam' or 'integrated_gradients', got {method!r}")
-        net: Any = getattr(task, "net", None)
-        if hasattr(net, "cell_branch") and hasattr(net, "nucleus_branch"):
-            self.branches: dict[str, nn.Module] = {
-                "cell": net.cell_branch,
-                "nucleus": net.nucleus_branch,
-            }
-        elif hasattr(net, "backbone"):
-            self.branches = {"cell": net.backbone}
-        else:
-            raise ValueError(
-                f"{type(task).__name__}.net has neither 'backbone' nor 'cell_branch' and "
-                "'nucleus_branch'; pass a CellClassifier or DualBranchClassifier (or subclass)"
-            )
+        found = task.branches()
+        if not found:
+            raise ValueError(f"{type(task).__name__}.branches() names no branch to explain")
+        #: Branch name to its input (``"image"`` or ``"nucleus"``), in ``forward``'s order.
+        self.inputs: dict[str, BranchInput] = {k: b.input for k, b in found.items()}
+        #: Branch name to the module explained.
+        self.branches: dict[str, nn.Module] = {k: b.module for k, b in found.items()}
         self.task = task
         self.method: AttributionMethod = method
         self.n_steps = n_steps
@@ -137,19 +137,16 @@ class Explainer:
         }
 
     def _attribute(
-        self,
-        fn: Callable[..., Tensor],
-        branch: str,
-        inputs: Tensor,
-        target: Tensor,
-        fixed: Tensor | None = None,
-    ) -> Tensor:
+        self, fn: Callable[..., Tensor], branch: str, inputs: Tensor, target: Tensor,
+        fixed: tuple[Tensor, ...],
+    ) -> Tensor:  # fmt: skip
         """One branch's map ``(B, 1, h, w)`` at the resolution of ``inputs``.
 
-        ``fixed`` is the other branch's input, held constant: Captum passes it as an additional
-        forward argument (repeated along the integration path of Integrated Gradients).
+        ``fixed`` are the other branches' inputs, held constant: Captum passes them as
+        additional forward arguments (repeated along the integration path of Integrated
+        Gradients).
         """
-        extra = None if fixed is None else (fixed,)
+        extra = fixed or None
         if self.method == "gradcam":
             cam = LayerGradCam(fn, self.layers[branch])
             raw = cam.attribute(
@@ -177,8 +174,8 @@ class Explainer:
         """Attribution maps of a batch after the device stage.
 
         Args:
-            batch: Batch dict with a normalised ``image`` (and ``mask`` for two-branch models,
-                unless the task has a segmenter).
+            batch: Batch dict with a normalised ``image`` (and ``mask`` for tasks that read the
+                nucleus, unless the task has a segmenter).
             target: Class to explain per sample; default the predicted class.
 
         Returns:
@@ -206,16 +203,31 @@ class Explainer:
         )
 
     def _maps(self, batch: dict[str, Any], target: Tensor) -> dict[str, Tensor]:
-        task: Any = self.task
+        task = self.task
         image: Tensor = batch["image"]
-        if "nucleus" not in self.branches:
-            return {"cell": self._attribute(task.forward, "cell", image, target)}
-        crops = task.net.crop(image, task.nucleus_masks(batch))
-        nucleus = crops.crops.detach()
-        cell = self._attribute(lambda x, n: task.net(x, n), "cell", image, target, nucleus)
-        nuc = self._attribute(lambda n, x: task.net(x, n), "nucleus", nucleus, target, image)
         size = (int(image.shape[2]), int(image.shape[3]))
-        return {"cell": cell, "nucleus": _paste(nuc, crops.boxes, size)}
+        boxes: Tensor | None = None
+        args: list[Tensor] = []  # the inputs of task.forward, in the branches' order
+        for kind in self.inputs.values():
+            if kind == "image":
+                args.append(image.detach())
+                continue
+            if boxes is None:
+                crops = task.nucleus_crops(batch)
+                boxes, nucleus = crops.boxes, crops.crops.detach()
+            args.append(nucleus)
+        maps: dict[str, Tensor] = {}
+        for i, (name, kind) in enumerate(self.inputs.items()):
+            held = tuple(a for j, a in enumerate(args) if j != i)
+
+            def forward(x: Tensor, *rest: Tensor, at: int = i) -> Tensor:
+                inputs = list(rest)
+                inputs.insert(at, x)
+                return task.forward(*inputs)
+
+            found = self._attribute(forward, name, args[i], target, held)
+            maps[name] = found if boxes is None or kind == "image" else _paste(found, boxes, size)
+        return maps
 
 
 def attribution_share(maps: Tensor, mask: Tensor) -> Tensor:

@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from leukemia_wbc.checkpoint import build_task, read_checkpoint
 from leukemia_wbc.data import SYNTHETIC_CLASSES, ImageFolderWBC, SyntheticWBC, WBCDataModule
 from leukemia_wbc.data.datamodule import collate_samples
-from leukemia_wbc.inference import TrainedModel, build_task, read_checkpoint
+from leukemia_wbc.inference import TrainedModel
 from leukemia_wbc.models import ClassicalNucleusSegmenter
 from leukemia_wbc.models.segmenter import NetworkSegmenter, load_segmenter
-from leukemia_wbc.tasks import CellClassifier, DualBranchClassifier, SegmentationModule
+from leukemia_wbc.tasks import CellClassifier, DualBranchClassifier, OptimConfig, SegmentationModule
 from leukemia_wbc.transforms import register_pipeline_module
 
 SIZE = 32
@@ -140,7 +141,7 @@ def test_data_without_masks_needs_a_segmenter(no_mask_folder: Path) -> None:
 @pytest.fixture(scope="module")
 def unet_checkpoint(cells: SyntheticWBC, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pl.seed_everything(0)
-    unet = SegmentationModule("unet", "tu-resnet10t", lr=3e-3)
+    unet = SegmentationModule("unet", "tu-resnet10t", optim=OptimConfig(lr=3e-3))
     dm = WBCDataModule(cells, size=SIZE, batch_size=16, split="holdout", augment=False)
     trainer = _trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(unet, datamodule=dm)

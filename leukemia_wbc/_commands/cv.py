@@ -15,7 +15,8 @@ class CVConfig:
     """A cross-validation as configured: the model, the data and the validator's options.
 
     Attributes:
-        model: The task (or ``HandcraftedSVM``) template of every fold.
+        model: The task (or feature baseline) template of every fold (see
+            :func:`~leukemia_wbc.experiments.as_fold_model`).
         data: The DataModule over the whole dataset.
         options: Keyword arguments of :class:`~leukemia_wbc.experiments.CrossValidator` (the
             config's ``cv`` section).
@@ -32,15 +33,14 @@ def _parser() -> Any:
     from jsonargparse import ActionConfigFile, ArgumentParser  # type: ignore[attr-defined]
 
     from ..data.datamodule import WBCDataModule
-    from ..evaluation import CrossValidator
-    from ..models.handcrafted import HandcraftedSVM
-    from ..tasks.base import BaseTask
+    from ..experiments import CrossValidator
+    from ..experiments.fold_model import ConfigurableFoldModel
 
     parser = ArgumentParser(prog="leukemia-wbc cv", description="Cross-validate a model: "
                             "each fold into OUTPUT_DIR/fold_<k>, resumable.",
                             exit_on_error=False)  # fmt: skip
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file or packaged name")
-    parser.add_argument("--model", type=BaseTask | HandcraftedSVM, help="task or SVM")
+    parser.add_argument("--model", type=ConfigurableFoldModel, help="task or SVM")
     parser.add_class_arguments(WBCDataModule, "data")
     parser.add_class_arguments(CrossValidator, "cv", skip={"task", "datamodule"},
                                instantiate=False)  # fmt: skip
@@ -126,15 +126,15 @@ def load_cv_config(argv: Sequence[str]) -> CVConfig:
             any fold).
     """
     from ..configs import resolve_configs
-    from ..tasks.classifier_base import ClassificationTask
+    from ..experiments import as_fold_model
 
     parser = _parser()
     cfg = parser.parse_args(resolve_configs(argv))
     if cfg.model is None:
         parser.error("--model is required (a task such as DualBranchClassifier, or HandcraftedSVM)")
     init = parser.instantiate_classes(cfg)
-    if isinstance(init.model, ClassificationTask):  # classes, masks, segmenter: fail now
-        init.model.bind_data(init.data, where="model.init_args")
+    # classes, nucleus masks, segmenter: fail now, before any fold
+    as_fold_model(init.model).check(init.data, where="model.init_args")
     return CVConfig(init.model, init.data, dict(vars(cfg.cv)), cfg)
 
 
@@ -147,7 +147,8 @@ def run_cv(argv: list[str]) -> int:
     Returns:
         The exit status.
     """
-    from ..evaluation import CrossValidator, write_report
+    from ..experiments import CrossValidator
+    from ..report import write_report
 
     if argv[:1] == ["--collect"]:
         if len(argv) != 2:

@@ -34,7 +34,7 @@ def run_demo_command(argv: list[str]) -> int:
     parser.add_argument("--unet-epochs", type=int, help="epochs of the nucleus U-Net")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
-    settings = DemoSettings.paper() if args.full else DemoSettings()
+    settings = DemoSettings.paper() if args.full else DemoSettings.cpu()
     for name in ("n", "epochs", "folds", "size", "unet_epochs"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))

@@ -1,5 +1,9 @@
 """``leukemia-wbc fit | validate | test | predict``: Lightning's ``LightningCLI``, checked first.
 
+Every task of the library (``--model CellClassifier``, ``DualBranchClassifier``,
+``SegmentationModule``, ``DetectionModule``, or a subclass by class path) trains with its data
+module (``--data WBCDataModule`` for cells, ``--data SmearDataModule`` for whole smear fields).
+
 The subclass differs from ``LightningCLI`` in four ways, all about bad input:
 
 * the model and the data are checked against each other (classes, nucleus masks, the
@@ -117,12 +121,19 @@ def run_lightning(argv: list[str]) -> int:
     Returns:
         The exit status (0: done; errors raise).
     """
-    from ..data.datamodule import WBCDataModule
+    from lightning.pytorch import LightningDataModule
+
+    # Imported so that jsonargparse knows the library's tasks and data modules by short name
+    # (``--model DetectionModule --data SmearDataModule``).
+    from .. import tasks  # noqa: F401
+    from ..data.datamodule import WBCDataModule  # noqa: F401
+    from ..smear.datamodule import SmearDataModule  # noqa: F401
+    from ..smear.task import DetectionModule  # noqa: F401
     from ..tasks.base import BaseTask
 
     WBCLightningCLI(
         BaseTask,
-        WBCDataModule,
+        LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=argv,

@@ -13,7 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_write_text, write_png
-from ..inference import TrainedModel, read_checkpoint
+from ..checkpoint import read_checkpoint
+from ..inference import TrainedModel
 from ._inference import image_paths
 
 __all__ = ["run_analyze_smear"]

@@ -15,9 +15,20 @@ from .base import (
     decode_mask,
     read_rgb,
 )
+from .class_folders import ClassFolderWBC
 from .cnmc import CNMC2019, subject_is_healthy
-from .datamodule import IMAGENET_MEAN, IMAGENET_STD, WBCDataModule, collate_samples
-from .folder import BCCD_GROUP_PATTERN, ImageFolderWBC, ManifestWBC, write_manifest
+from .datamodule import WBCDataModule
+from .folder import BCCD_GROUP_PATTERN, ImageFolderWBC
+from .loading import collate_samples
+from .manifest import ManifestWBC, write_manifest
+from .options import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FlatOptions,
+    LoaderOptions,
+    PipelineOptions,
+    SplitOptions,
+)
 from .pbc import PBC
 from .raabin import RaabinWBC
 from .segmentation_wbc import SegmentationWBC2018
@@ -55,14 +66,19 @@ __all__ = [
     "SYNTHETIC_CLASSES",
     "UNLABELLED",
     "AMLCytomorphology",
+    "ClassFolderWBC",
+    "FlatOptions",
     "ImageFolderWBC",
     "ImageReadError",
+    "LoaderOptions",
     "ManifestWBC",
+    "PipelineOptions",
     "RaabinWBC",
     "Record",
     "Sample",
     "SegmentationWBC2018",
     "Split",
+    "SplitOptions",
     "SyntheticWBC",
     "WBCDataModule",
     "WBCDataset",

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .base import IMAGE_EXTENSIONS
+from .images import IMAGE_EXTENSIONS
 
 __all__ = ["find_dirs", "is_image", "list_images", "require_dir"]
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Literal
 
-from ._files import require_dir
-from .base import Record, WBCDataset
-from .folder import find_class_levels, scan_class_folders
+from .class_folders import ClassFolderWBC
 
 __all__ = ["AML_CLASSES", "AML_CLASS_COUNTS", "AML_CLASS_NAMES", "AMLCytomorphology"]
 
@@ -56,7 +53,7 @@ AML_CLASS_COUNTS: dict[str, int] = {
 _LAYOUT = "<root>/[AML-Cytomorphology/]{BAS,EBO,...,PMO}/<ABBR>_<NNNN>.tiff"
 
 
-class AMLCytomorphology(WBCDataset):
+class AMLCytomorphology(ClassFolderWBC):
     """AML-Cytomorphology_LMU: 18,365 single-cell TIFF images (400x400), 15 classes.
 
     Source: The Cancer Imaging Archive, collection "AML-Cytomorphology_LMU",
@@ -100,14 +97,12 @@ class AMLCytomorphology(WBCDataset):
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
     ) -> None:
-        self.root = require_dir(Path(root), "AMLCytomorphology", _LAYOUT)
-        levels = find_class_levels(self.root, AML_CLASSES)
-        if not levels:
-            raise FileNotFoundError(
-                f"AMLCytomorphology: no class folder under {self.root}; expected {_LAYOUT}"
-            )
-        _, items = scan_class_folders(
-            levels, AML_CLASSES, dataset="AMLCytomorphology", case_insensitive=True
+        super().__init__(
+            root,
+            classes=AML_CLASSES,
+            nested=True,
+            case_insensitive=True,
+            layout=_LAYOUT,
+            size=size,
+            on_error=on_error,
         )
-        records = [Record(str(p), label, p.stem) for p, label in items]
-        super().__init__(records, AML_CLASSES, size=size, on_error=on_error)

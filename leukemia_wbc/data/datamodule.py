@@ -4,179 +4,89 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-from collections.abc import Sequence
+import sys
+from dataclasses import fields
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset, WeightedRandomSampler, default_collate
+from torch import Tensor
+from torch.utils.data import DataLoader
 
-from ..transforms.augment import paper_augmentation
-from ..transforms.pipeline import ColourMode, DevicePipeline, EqualizeMode, make_equalizer
-from ..transforms.stain import MacenkoNormalizer
-from .base import UNLABELLED, Sample, WBCDataset, image_tensor, read_rgb
+from .base import UNLABELLED, WBCDataset
+from .loading import collate_samples, make_loader, worker_init
+from .options import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FlatOptions,
+    LoaderOptions,
+    PipelineOptions,
+    SplitKind,
+    SplitOptions,
+    group_options,
+)
+from .preprocessing import build_pipeline, pipeline_flags, stain_reference
 from .splits import Split, cv_split, holdout_split
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Unpack
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "WBCDataModule", "collate_samples", "worker_init"]
 
 _log = logging.getLogger(__name__)
 
-#: ImageNet channel statistics, the default normalisation (what pretrained backbones expect).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: Group fields a checkpoint's ``datamodule_hyper_parameters`` leave out (modules, tensors and
+#: the kind of split); the stain normaliser and background removal are recorded as flags.
+_NOT_RECORDED = frozenset(
+    {"kind", "augment", "stain_reference", "stain_normalization", "background_removal"}
+)
 
-_STRING_KEYS = ("group", "path")
-#: Keys that only some samples of one dataset may carry: a whole-cell mask comes from mask files
-#: that encode the cytoplasm (ALL-IDB2's colour code, Zheng et al.'s grey levels) and not from
-#: binary nucleus masks, which one folder may mix. A batch keeps such a key only when every
-#: sample has it.
-_OPTIONAL_KEYS = frozenset({"cell_mask"})
-
-
-def collate_samples(samples: Sequence[Sample | None]) -> dict[str, Any]:
-    """Collate sample dicts into the batch dict, dropping samples that failed to load.
-
-    Tensors of one shape are stacked; ``group``, ``path`` and tensors whose shape differs
-    between samples (such as ALL-IDB1 centroids) become lists. ``cell_mask`` is kept only when
-    every sample has one (a folder may mix mask files with and without the cytoplasm). The
-    number of dropped samples is reported as ``batch["skipped"]`` (an int tensor) so that the
-    DataModule can count them across worker processes.
-
-    Args:
-        samples: Samples from :class:`WBCDataset`; ``None`` marks a skipped file.
-
-    Returns:
-        The batch dict (possibly with zero samples when every file failed).
-
-    Raises:
-        ValueError: The samples do not share the same keys (for example some with a mask and
-            some without).
-    """
-    kept = [s for s in samples if s is not None]
-    skipped = len(samples) - len(kept)
-    if not kept:
-        return {"skipped": torch.tensor(skipped)}
-    keys = set(kept[0]) - _OPTIONAL_KEYS
-    for s in kept[1:]:
-        if set(s) - _OPTIONAL_KEYS != keys:
-            raise ValueError(
-                f"samples with different keys in one batch: {sorted(keys)} vs "
-                f"{sorted(set(s) - _OPTIONAL_KEYS)} ({s.get('path')}); expected every sample to "
-                "have the same fields (e.g. all with masks)"
-            )
-    keys |= {k for k in _OPTIONAL_KEYS if all(k in s for s in kept)}
-    batch: dict[str, Any] = {}
-    for key in (k for k in kept[0] if k in keys):
-        values = [s[key] for s in kept]
-        if key in _STRING_KEYS or not _stackable(values):
-            batch[key] = values  # str fields and ragged tensors (e.g. ALL-IDB1 centroids)
-        else:
-            batch[key] = default_collate(values)
-    batch["skipped"] = torch.tensor(skipped)
-    return batch
-
-
-def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one BLAS / OpenMP thread per worker process.
-
-    Each worker is one process on one core; letting numpy's BLAS start its own thread pool in
-    every worker oversubscribes the cores (on 2 cores, SyntheticWBC rendering in 2 workers ran
-    at a third of the speed).
-
-    Args:
-        worker_id: Index of the worker (unused).
-    """
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
-def _stackable(values: Sequence[Any]) -> bool:
-    if not all(isinstance(v, Tensor) for v in values):
-        return not any(isinstance(v, Tensor) for v in values)
-    return len({tuple(v.shape) for v in values}) == 1
-
-
-def _stain_normalizer(choice: Any) -> Any:
-    """The stain normaliser ``WBCDataModule(stain_normalization=choice)`` asks for.
-
-    Args:
-        choice: ``True`` / ``"torch"``, ``"staintools"``, a module, or ``False`` / ``None``.
-
-    Returns:
-        A new :class:`~leukemia_wbc.transforms.stain.MacenkoNormalizer` of the chosen
-        backend, the module itself, or ``None``.
-
-    Raises:
-        ValueError: A string other than ``"torch"`` or ``"staintools"``.
-        ImportError: ``"staintools"`` without staintools installed.
-    """
-    if choice is True or choice == "torch":
-        return MacenkoNormalizer()
-    if choice == "staintools":
-        return MacenkoNormalizer(backend="staintools")
-    if isinstance(choice, str):
-        raise ValueError(
-            "stain_normalization must be True, False, None, 'torch', 'staintools' or a "
-            f"MacenkoNormalizer, got {choice!r}"
-        )
-    return choice or None
+#: The groups' defaults (frozen, so one shared instance each is safe).
+_DEFAULT_PIPELINE = PipelineOptions()
+_DEFAULT_LOADER = LoaderOptions()
 
 
 class WBCDataModule(pl.LightningDataModule):
     """Lightning DataModule over a :class:`WBCDataset` with leakage-free splits.
 
     Workers only decode and resize (uint8 tensors, cheap to pin and move); every per-pixel
-    transform runs batched on the device in :meth:`on_after_batch_transfer`: conversion to float,
-    augmentation (training only, masks kept aligned) and normalisation.
+    transform runs batched on the device in :meth:`on_after_batch_transfer`: stain
+    normalisation, background removal, equalisation, augmentation (training only, masks kept
+    aligned) and normalisation.
+
+    The settings come in three groups, :class:`~leukemia_wbc.data.SplitOptions`,
+    :class:`~leukemia_wbc.data.PipelineOptions` and :class:`~leukemia_wbc.data.LoaderOptions`
+    (``WBCDataModule(ds, pipeline=PipelineOptions(equalize="clahe"))``,
+    ``--data.pipeline.equalize clahe``). As a convenience, each of their fields is also a
+    keyword of its own (:class:`~leukemia_wbc.data.FlatOptions`:
+    ``WBCDataModule(ds, num_workers=8, n_splits=10, fold=3, equalize="clahe")``,
+    ``--data.fold 3``), applied on top of the groups.
+
+    The dataset given is never changed: the DataModule reads it through a view at ``size``
+    (:meth:`WBCDataset.with_size <leukemia_wbc.data.WBCDataset.with_size>`), its
+    :attr:`dataset`.
 
     Args:
         dataset: The samples to split.
-        size: Image size the dataset resizes to (overrides ``dataset.size``); ``None`` keeps
-            the dataset's.
+        size: Image size the DataModule's view of the dataset decodes to; ``None`` keeps the
+            dataset's.
         batch_size: Samples per batch.
-        num_workers: DataLoader worker processes.
-        split: ``"kfold"`` (stratified, grouped when the dataset has groups; fold ``fold`` is
-            the test part), ``"holdout"`` (``val_fraction`` / ``test_fraction``) or a ready
-            :class:`Split`.
-        fold: Fold index for ``split="kfold"``.
-        n_splits: Number of folds for ``split="kfold"``.
-        val_fraction: Validation share for ``split="holdout"``.
-        test_fraction: Test share for ``split="holdout"``.
-        seed: Seed of the split and of the balanced sampler.
-        stain_normalization: ``True`` or ``"torch"`` for a Macenko normaliser with default
-            parameters, ``"staintools"`` for one with staintools' Macenko (the ``staintools``
-            extra), a :class:`~leukemia_wbc.transforms.stain.MacenkoNormalizer` (fitted or
-            not), or ``False`` / ``None`` for none.
-        stain_reference: Where the Macenko target comes from: an image file, an image tensor
-            (``(3, H, W)`` or a batch), or ``None`` to fit on ``stain_fit_samples`` images drawn
-            (with ``seed``) from the training part, never from validation or test images. A
-            normaliser passed already fitted is kept as it is when this is ``None``.
-        stain_fit_samples: Training images used to fit the target when there is no reference.
-        equalize: ``"none"``, ``"hist"`` or ``"clahe"`` (on luminance).
-        colour: ``"rgb"``, or ``"grayscale"`` / ``"hematoxylin"`` to hide the colour (a
-            recipe against stain shortcuts; see
-            :func:`~leukemia_wbc.transforms.pipeline.colour_input`).
-        background_removal: ``True`` for
-            :class:`~leukemia_wbc.transforms.enhance.BackgroundRemoval` with defaults, a module,
-            or ``False`` / ``None``.
-        augment: ``True`` for :func:`leukemia_wbc.transforms.paper_augmentation`, ``False`` /
-            ``None`` for none, or a module mapping a batch dict (float image in ``[0, 1]``) to a
-            batch dict.
-        stain_augmentation: With ``augment=True``, the strength of the added
-            :class:`~leukemia_wbc.transforms.StainAugment` (its ``sigma_alpha`` and
-            ``sigma_beta``; 0: none). A recipe against stain shortcuts.
-        mean: Channel means of the final normalisation.
-        std: Channel standard deviations of the final normalisation.
-        balanced_sampler: Draw training samples with probability inverse to their class
-            frequency (with replacement) instead of shuffling.
-        pin_memory: Pin batches in page-locked memory (only used when CUDA is available).
+        split: ``"kfold"`` or ``"holdout"`` (other split fields at their defaults or given as
+            flat keywords), a :class:`~leukemia_wbc.data.SplitOptions`, or a ready
+            :class:`~leukemia_wbc.data.Split` used as given.
+        pipeline: How the device pipeline (:attr:`pipeline`) is built and its stain target
+            fitted.
+        loader: How the DataLoaders run.
+        **options: Flat keywords (:class:`~leukemia_wbc.data.FlatOptions`): any field of the
+            three groups by name (``fold``, ``seed``, ``stain_normalization``, ``equalize``,
+            ``augment``, ``num_workers``, ...); each replaces that field of its group.
 
     Raises:
-        ValueError: Bad ``split``, ``batch_size`` or normalisation arguments.
+        ValueError: Bad ``split``, ``batch_size`` or option values.
+        TypeError: A keyword that is no option.
         ImportError: ``stain_normalization="staintools"`` without staintools installed.
     """
 
@@ -186,91 +96,45 @@ class WBCDataModule(pl.LightningDataModule):
         *,
         size: int | tuple[int, int] | None = 224,
         batch_size: int = 32,
-        num_workers: int = 0,
-        split: Literal["kfold", "holdout"] | Split = "kfold",
-        fold: int = 0,
-        n_splits: int = 10,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        seed: int = 0,
-        stain_normalization: bool
-        | Literal["torch", "staintools"]
-        | MacenkoNormalizer
-        | None = False,
-        stain_reference: str | os.PathLike[str] | Tensor | None = None,
-        stain_fit_samples: int = 16,
-        equalize: EqualizeMode = "none",
-        colour: ColourMode = "rgb",
-        background_removal: bool | nn.Module | None = False,
-        augment: bool | nn.Module | None = True,
-        stain_augmentation: float = 0.0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        balanced_sampler: bool = False,
-        pin_memory: bool = True,
+        split: SplitKind | SplitOptions | Split = "kfold",
+        pipeline: PipelineOptions = _DEFAULT_PIPELINE,
+        loader: LoaderOptions = _DEFAULT_LOADER,
+        **options: Unpack[FlatOptions],
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not isinstance(split, Split) and split not in ("kfold", "holdout"):
-            raise ValueError(f"split must be 'kfold', 'holdout' or a Split, got {split!r}")
-        self.save_hyperparameters(
-            ignore=["dataset", "augment", "split", "stain_normalization", "stain_reference",
-                    "background_removal"]
-        )  # fmt: skip
-        self.dataset = dataset
-        if size is not None:
-            self.dataset.size = (
-                (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-            )
+        groups = group_options(split, pipeline, loader, options)
+        #: The split, pipeline and loader settings in use (flat keywords applied).
+        self.split_options: SplitOptions = groups[0]
+        self.pipeline_options: PipelineOptions = groups[2]
+        self.loader_options: LoaderOptions = groups[3]
+        self._given_split: Split | None = groups[1]
+        #: The DataModule's view of the dataset (at ``size``); the dataset given is unchanged.
+        self.dataset: WBCDataset = dataset if size is None else dataset.with_size(size)
         self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.split_spec = split
-        self.fold = fold
-        self.n_splits = n_splits
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.seed = seed
-        self.balanced_sampler = balanced_sampler
-        self.pin_memory = pin_memory and torch.cuda.is_available()
-        if stain_fit_samples < 1:
-            raise ValueError(f"stain_fit_samples must be at least 1, got {stain_fit_samples}")
-        if not 0.0 <= stain_augmentation < 1.0:
-            raise ValueError(f"stain_augmentation must lie in [0, 1), got {stain_augmentation}")
-        stain = _stain_normalizer(stain_normalization)
-        self.stain_reference = stain_reference
-        self.stain_fit_samples = stain_fit_samples
+        #: The per-pixel device stage (see :class:`~leukemia_wbc.transforms.DevicePipeline`).
+        self.pipeline = build_pipeline(self.pipeline_options)
         #: Dataset indices the Macenko target was fitted on (set by :meth:`fit_stain`).
         self.stain_fit_indices: np.ndarray | None = None
+        stain = self.pipeline.stain
         # A normaliser passed fitted (with no reference) keeps its target for every split.
-        self._stain_preset = stain is not None and stain_reference is None and bool(stain.fitted)
+        self._stain_preset = (
+            stain is not None
+            and self.pipeline_options.stain_reference is None
+            and bool(stain.fitted)
+        )
         self._stain_fitted = stain is None or self._stain_preset
-        if background_removal is True:
-            from ..transforms.enhance import BackgroundRemoval
-
-            background: nn.Module | None = BackgroundRemoval()
-        else:
-            background = background_removal or None
-        self.pipeline = DevicePipeline(
-            stain=stain,
-            background=background,
-            equalize=make_equalizer(equalize),
-            augment=(
-                paper_augmentation(stain=stain_augmentation or None)
-                if augment is True
-                else augment or None
-            ),
-            mean=mean,
-            std=std,
-            colour=colour,
-        )
+        #: The split in use (computed by :meth:`setup`).
         self.split: Split | None = None
+        #: Unreadable samples skipped so far (see ``on_error="skip"``).
         self.skipped_count = 0
-        # Recorded (as flags) for rebuilding the evaluation pipeline from a checkpoint.
-        self.hparams["stain_normalization"] = (
-            "staintools" if getattr(stain, "backend", None) == "staintools" else stain is not None
-        )
-        self.hparams["background_removal"] = background is not None
+        # Plain values only (the evaluation pipeline of old checkpoints is rebuilt from them).
+        record: dict[str, Any] = {"size": size, "batch_size": batch_size}
+        for group in (self.split_options, self.pipeline_options, self.loader_options):
+            names = [f.name for f in fields(group) if f.name not in _NOT_RECORDED]
+            record.update((name, getattr(group, name)) for name in names)
+        self.save_hyperparameters({**record, **pipeline_flags(self.pipeline)})
 
     # -- splits ------------------------------------------------------------------------------
     @property
@@ -292,34 +156,35 @@ class WBCDataModule(pl.LightningDataModule):
         Raises:
             ValueError: The dataset has no labelled samples.
         """
-        if isinstance(self.split_spec, Split):
-            return self.split_spec
+        if self._given_split is not None:
+            return self._given_split
         labels = self.dataset.labels
         labelled = np.flatnonzero(labels != UNLABELLED)
         if labelled.size == 0:
             raise ValueError(f"{type(self.dataset).__name__} has no labelled samples to split")
         groups = [self.dataset.groups[i] for i in labelled]
-        if self.split_spec == "kfold":
+        opts = self.split_options
+        if opts.kind == "kfold":
             part = cv_split(
-                labels[labelled], groups, fold=self.fold, n_splits=self.n_splits, seed=self.seed
+                labels[labelled], groups, fold=opts.fold, n_splits=opts.n_splits, seed=opts.seed
             )
         else:
             part = holdout_split(
                 labels[labelled],
                 groups,
-                val_fraction=self.val_fraction,
-                test_fraction=self.test_fraction,
-                seed=self.seed,
+                val_fraction=opts.val_fraction,
+                test_fraction=opts.test_fraction,
+                seed=opts.seed,
             )
         return Split(train=labelled[part.train], val=labelled[part.val], test=labelled[part.test])
 
     def with_split(self, split: Split) -> WBCDataModule:
         """A copy of this DataModule over another split, with its own device pipeline.
 
-        The dataset is shared; the pipeline (augmentation, and the Macenko normaliser, which is
-        re-fitted on the new training part unless a reference was given) is copied, so that
-        nothing fitted on one split carries over to another. The cross-validator builds each
-        fold's DataModule this way.
+        The dataset view is shared; the pipeline (augmentation, and the Macenko normaliser,
+        which is re-fitted on the new training part unless a reference was given) is copied,
+        so that nothing fitted on one split carries over to another. The cross-validator
+        builds each fold's DataModule this way.
 
         Args:
             split: The split to use.
@@ -329,7 +194,7 @@ class WBCDataModule(pl.LightningDataModule):
         """
         clone = copy.copy(self)
         clone.pipeline = copy.deepcopy(self.pipeline)
-        clone.split_spec = split
+        clone._given_split = split
         clone.split = None
         clone.skipped_count = 0
         clone.stain_fit_indices = None
@@ -353,7 +218,7 @@ class WBCDataModule(pl.LightningDataModule):
             try:
                 self.split.check(None, self.dataset.groups)
             except ValueError as err:
-                if not isinstance(self.split_spec, Split):
+                if self._given_split is None:
                     raise
                 _log.warning("the given split leaks: %s", err)
             _log.info(
@@ -366,9 +231,9 @@ class WBCDataModule(pl.LightningDataModule):
     def fit_stain(self) -> None:
         """Fit the Macenko target on ``stain_reference``, or on a seeded training sample.
 
-        Without a reference, ``stain_fit_samples`` images are drawn with ``seed`` from the
-        training part only (never validation or test images); the normaliser's target is the
-        median of their estimates.
+        Without a reference, ``stain_fit_samples`` images are drawn with the split's ``seed``
+        from the training part only (never validation or test images); the normaliser's
+        target is the median of their estimates.
 
         Raises:
             ValueError: The reference or the sampled training images hold too little tissue.
@@ -376,24 +241,20 @@ class WBCDataModule(pl.LightningDataModule):
         stain = self.pipeline.stain
         if stain is None:
             return
-        ref = self.stain_reference
-        if ref is None:
+        opts = self.pipeline_options
+        if opts.stain_reference is None:
             self._ensure_split()
-            train = self._part("train")
-            rng = np.random.default_rng(self.seed)
-            chosen = np.sort(rng.choice(train, size=min(self.stain_fit_samples, len(train)),
-                                        replace=False))  # fmt: skip
-            images = [s["image"] for s in (self.dataset[int(i)] for i in chosen) if s is not None]
-            if not images:
-                raise ValueError("fit_stain: none of the sampled training images could be read")
-            reference = torch.stack(images)
-            self.stain_fit_indices = chosen
-            _log.info("fitting the Macenko target on %d training images", len(reference))
-        elif isinstance(ref, Tensor):
-            reference = ref
-        else:
-            reference = image_tensor(read_rgb(ref, self.dataset.size))
+        train = self._part("train") if opts.stain_reference is None else np.arange(0)
+        reference, drawn = stain_reference(
+            opts.stain_reference,
+            self.dataset,
+            train,
+            samples=opts.stain_fit_samples,
+            seed=self.split_options.seed,
+        )
         stain.fit(reference)
+        if drawn is not None:
+            self.stain_fit_indices = drawn
         self._stain_fitted = True
 
     def _part(self, name: Literal["train", "val", "test"]) -> np.ndarray:
@@ -417,28 +278,15 @@ class WBCDataModule(pl.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------
     def _loader(self, indices: np.ndarray, *, train: bool) -> DataLoader[Any]:
-        sampler = None
-        shuffle = train
-        if train and self.balanced_sampler:
-            labels = self.dataset.labels[indices]
-            per_class = np.bincount(labels, minlength=self.num_classes).astype(float)
-            weights = 1.0 / per_class[labels]
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler = WeightedRandomSampler(
-                weights.tolist(), len(indices), replacement=True, generator=generator
-            )
-            shuffle = False
-        return DataLoader(
-            Subset(self.dataset, indices.tolist()),
+        return make_loader(
+            self.dataset,
+            indices,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate_samples,
-            worker_init_fn=worker_init,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=train and len(indices) > self.batch_size,
+            options=self.loader_options,
+            train=train,
+            labels=self.dataset.labels,
+            num_classes=self.num_classes,
+            seed=self.split_options.seed,
         )
 
     def train_dataloader(self) -> DataLoader[Any]:

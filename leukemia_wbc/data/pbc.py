@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Literal
 
-from ._files import require_dir
-from .base import Record, WBCDataset
-from .folder import find_class_levels, scan_class_folders
+from .class_folders import ClassFolderWBC
 
 __all__ = ["PBC", "PBC_CLASSES", "PBC_CLASS_COUNTS"]
 
@@ -40,7 +37,7 @@ PBC_CLASS_COUNTS: dict[str, int] = {
 _LAYOUT = "<root>/.../{" + ",".join(PBC_CLASSES) + "}/<images>.jpg"
 
 
-class PBC(WBCDataset):
+class PBC(ClassFolderWBC):
     """The PBC dataset: 17,092 JPEG images (360x363) of normal peripheral blood cells.
 
     Source: Mendeley Data, "PBC_dataset_normal_DIB", doi:10.17632/snkd93bnjr.1. Images were
@@ -55,9 +52,9 @@ class PBC(WBCDataset):
     When the class folders appear more than once (a copy unpacked inside another), the copies
     are merged without duplicates: images are identified by file name within their class, and
     each is taken from the copy with the most images (ties: the deepest copy, then the first
-    by path); see :func:`~leukemia_wbc.data.folder.scan_class_folders`. Any other folder next
-    to the class folders is an error. Groups: the release links no image to a donor, so each
-    image is its own group (its file stem).
+    by path); see :func:`~leukemia_wbc.data.class_folders.scan_class_folders`. Any other
+    folder next to the class folders is an error. Groups: the release links no image to a
+    donor, so each image is its own group (its file stem).
 
     Licence: CC BY 4.0.
 
@@ -82,10 +79,12 @@ class PBC(WBCDataset):
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
     ) -> None:
-        self.root = require_dir(Path(root), "PBC", _LAYOUT)
-        levels = find_class_levels(self.root, PBC_CLASSES)
-        if not levels:
-            raise FileNotFoundError(f"PBC: no class folder under {self.root}; expected {_LAYOUT}")
-        _, items = scan_class_folders(levels, PBC_CLASSES, dataset="PBC", case_insensitive=True)
-        records = [Record(str(p), label, p.stem) for p, label in items]
-        super().__init__(records, PBC_CLASSES, size=size, on_error=on_error)
+        super().__init__(
+            root,
+            classes=PBC_CLASSES,
+            nested=True,
+            case_insensitive=True,
+            layout=_LAYOUT,
+            size=size,
+            on_error=on_error,
+        )

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._morphology import draw_patient, draw_recipe
-from ._render import render_cell
 from .base import Record, Sample, WBCDataset, image_tensor
+from .morphology import draw_patient, draw_recipe
+from .render import render_cell
 
 __all__ = ["SYNTHETIC_CLASSES", "SyntheticWBC"]
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from .._deprecation import moved_names
 from ..data.datamodule import WBCDataModule, collate_samples
 from ..experiments.attributions import GalleryItem, select_cells
 from ..experiments.result import CVResult
@@ -19,6 +20,15 @@ from ..explain import (
 )
 
 __all__ = ["attribution_gallery", "held_out_focus"]
+
+#: The per-fold writing moved below, to the experiments the cross-validator runs.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "save_overlays": "leukemia_wbc.experiments",
+        "write_fold_attributions": "leukemia_wbc.experiments",
+    },
+)
 
 
 def _explain_fold(

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from ..transforms.stain import compose, estimate_stains
+from ..transforms.macenko import compose, estimate_stains
 
 __all__ = ["PERTURBATIONS", "Perturbation", "perturb"]
 

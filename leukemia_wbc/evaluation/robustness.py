@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import WBCDataset
 from ..data.datamodule import collate_samples
+from ..experiments.fold_model import FoldModel, SklearnFoldModel
 from ..metrics import classification_metrics
 from .perturbations import PERTURBATIONS, Perturbation, perturb
 
@@ -211,22 +212,10 @@ def baseline_predictor(model: Any, num_classes: int) -> Predictor:
         num_classes: Columns of the output (classes absent from training get 0).
 
     Returns:
-        The predictor.
+        The predictor (:meth:`~leukemia_wbc.experiments.FoldModel.predict_proba` of its
+        fold model).
     """
-
-    def predict(batch: dict[str, Any]) -> np.ndarray:
-        masks, cells = batch.get("mask"), batch.get("cell_mask")
-        features = model.features(
-            batch["image"],
-            None if masks is None else list(masks),
-            None if cells is None else list(cells),
-        )
-        proba = model.predict_proba_features(features)
-        out = np.zeros((len(proba), num_classes))
-        out[:, model.classes_] = proba
-        return out
-
-    return predict
+    return SklearnFoldModel(model, num_classes=num_classes).predict_proba
 
 
 def cv_robustness(
@@ -279,9 +268,10 @@ def cv_robustness(
 def fold_predictor(result: Any, fold: int, pipeline: Any = None) -> Predictor:
     """A :data:`Predictor` of fold ``fold``'s saved model, deep task or feature baseline.
 
-    A deep task is loaded as a :class:`~leukemia_wbc.inference.TrainedModel`, with the pipeline
-    its checkpoint carries (e.g. the Macenko target fitted on the fold's own training images)
-    and its segmenter.
+    The fold's :class:`~leukemia_wbc.experiments.FoldModel` predicts (see
+    :meth:`CVResult.fold_model`): a deep task is loaded as a
+    :class:`~leukemia_wbc.inference.TrainedModel`, with the pipeline its checkpoint carries
+    (e.g. the Macenko target fitted on the fold's own training images) and its segmenter.
 
     Args:
         result: A :class:`~leukemia_wbc.experiments.CVResult` with an output folder.
@@ -295,14 +285,8 @@ def fold_predictor(result: Any, fold: int, pipeline: Any = None) -> Predictor:
         ValueError: The fold has no saved model.
     """
     _warn_pipeline(pipeline)
-    if result.is_baseline:
-        return baseline_predictor(result.load_model(fold), len(result.classes))
-    model = result.trained_model(fold, device="cpu")
-
-    def predict(batch: dict[str, Any]) -> np.ndarray:
-        return np.asarray(model.predict_batch(batch).numpy())
-
-    return predict
+    model: FoldModel = result.fold_model(fold, device="cpu")
+    return model.predict_proba
 
 
 def _warn_pipeline(pipeline: Any) -> None:

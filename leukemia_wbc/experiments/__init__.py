@@ -1,4 +1,4 @@
-"""Experiments: k-fold cross-validation, its folds, results, predictions, per-fold attributions."""
+"""Experiments: k-fold cross-validation, fold models, results, predictions, fold attributions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ from .fold_attributions import (
     pooled_focus,
     read_fold_attributions,
 )
+from .fold_model import (
+    FoldModel,
+    FoldModelInfo,
+    FoldSettings,
+    LightningFoldModel,
+    SklearnFoldModel,
+    as_fold_model,
+    load_fold_model,
+)
 from .predictions import Predictions
 from .result import CVResult, FoldResult
 
@@ -21,11 +30,18 @@ __all__ = [
     "CrossValidator",
     "ExplainedCell",
     "FoldAttributions",
+    "FoldModel",
+    "FoldModelInfo",
     "FoldResult",
+    "FoldSettings",
     "GalleryItem",
+    "LightningFoldModel",
     "Predictions",
+    "SklearnFoldModel",
     "TaskSpec",
+    "as_fold_model",
     "focus_table",
+    "load_fold_model",
     "pooled_focus",
     "read_fold_attributions",
     "save_overlays",

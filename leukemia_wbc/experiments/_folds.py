@@ -1,7 +1,9 @@
-"""Running one fold: a Lightning task under a Trainer, or the handcrafted-feature SVM.
+"""A fold's folder and its files, and the Lightning fold runner.
 
-Both write the same files into the fold's folder: ``predictions.csv`` (the held-out part) and,
-last, ``fold.json`` (metrics, sizes, timings, history), whose presence marks the fold finished.
+Every fold model (see :mod:`leukemia_wbc.experiments.fold_model`) writes the same files into its
+fold's folder through :func:`finish_fold`: ``predictions.csv`` (the held-out part) and, last,
+``fold.json`` (metrics, sizes, timings, history), whose presence marks the fold finished.
+:func:`run_lightning_fold` trains a Lightning task under a Trainer (resumable, DDP-aware).
 """
 
 from __future__ import annotations
@@ -32,14 +34,23 @@ from ..data.base import WBCDataset
 from ..data.datamodule import WBCDataModule
 from ..data.splits import Split
 from ..metrics import classification_metrics
-from ..models.handcrafted import HandcraftedSVM
+from .fold_result import FoldResult
 from .predictions import Predictions
-from .result import FoldResult
 
-__all__ = ["FOLD_FILE", "fold_dir", "is_finished", "run_lightning_fold", "run_svm_fold"]
+__all__ = [
+    "CONFIG_FILE",
+    "FOLD_FILE",
+    "finish_fold",
+    "fold_dir",
+    "is_finished",
+    "read_fold",
+    "run_lightning_fold",
+]
 
 #: Written last in a fold's folder; its presence marks the fold finished.
 FOLD_FILE = "fold.json"
+#: What a run was configured with, in its output folder (the folds' parent).
+CONFIG_FILE = "config.json"
 
 
 def fold_dir(output_dir: Path, fold: int) -> Path:
@@ -50,6 +61,12 @@ def fold_dir(output_dir: Path, fold: int) -> Path:
 def is_finished(output_dir: Path, fold: int) -> bool:
     """Whether fold ``fold`` has written its results."""
     return (fold_dir(output_dir, fold) / FOLD_FILE).is_file()
+
+
+def read_fold(folder: Path) -> tuple[FoldResult, Predictions]:
+    """A finished fold's result and held-out predictions, from its folder."""
+    body = json.loads((folder / FOLD_FILE).read_text(encoding="utf-8"))
+    return FoldResult.from_dict(body), Predictions.from_csv(folder / "predictions.csv")
 
 
 class _HeldOutWriter(BasePredictionWriter):
@@ -154,7 +171,7 @@ def _write_fold(
     atomic_write_text(folder / FOLD_FILE, json.dumps(json_safe(asdict(result)), indent=2))
 
 
-def _finish(
+def finish_fold(
     folder: Path,
     dataset: WBCDataset,
     split: Split,
@@ -164,7 +181,25 @@ def _finish(
     timings: tuple[float, float],
     **extra: Any,
 ) -> FoldResult:
-    """Score the held-out predictions, write the fold's files, return its result."""
+    """Score the held-out predictions, write the fold's files, return its result.
+
+    Args:
+        folder: The fold's folder.
+        dataset: The whole dataset.
+        split: The fold's split (dataset positions).
+        fold: The fold index.
+        index: Dataset positions of the predicted held-out samples.
+        probs: Their class probabilities, one row each.
+        timings: Seconds of training and of predicting the held-out part.
+        **extra: Further :class:`FoldResult` fields (``checkpoint``, ``history``, ...).
+
+    Returns:
+        The fold's result.
+
+    Raises:
+        RuntimeError: A held-out sample predicted twice, or one not predicted that the dataset
+            did not skip.
+    """
     idx = np.asarray(index, dtype=np.int64)
     if len(np.unique(idx)) != len(idx):
         raise RuntimeError(f"fold {fold}: a held-out sample was predicted twice")
@@ -266,7 +301,7 @@ def run_lightning_fold(
             index += i
             probs += p
             shard.unlink()
-        result = _finish(
+        result = finish_fold(
             folder,
             dm.dataset,
             dm.split,
@@ -281,39 +316,3 @@ def run_lightning_fold(
         last.unlink(missing_ok=True)  # the fold is finished: nothing to resume
     trainer.strategy.barrier("leukemia_wbc_fold_written")
     return result
-
-
-def run_svm_fold(
-    template: HandcraftedSVM,
-    dataset: WBCDataset,
-    split: Split,
-    fold: int,
-    folder: Path,
-) -> FoldResult:
-    """Fit a copy of the SVM on the fold's training part and predict its held-out part.
-
-    The validation part is not used (the SVM selects nothing on it), so the SVM trains on
-    exactly the samples the deep models train on.
-
-    Returns:
-        The fold's result.
-    """
-    model = copy.deepcopy(template)
-    start = time.perf_counter()
-    model.fit_dataset(dataset, split.train)
-    train_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    probs = model.predict_proba_dataset(dataset, split.test)
-    predict_seconds = time.perf_counter() - start
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "model.joblib")
-    return _finish(
-        folder,
-        dataset,
-        split,
-        fold,
-        split.test.tolist(),
-        probs,
-        (train_seconds, predict_seconds),
-        checkpoint=f"{folder.name}/model.joblib",
-    )

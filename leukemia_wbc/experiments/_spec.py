@@ -1,4 +1,4 @@
-"""What the cross-validator runs, described: rebuilding a task, its name, its configuration."""
+"""What the cross-validator runs, described: rebuilding a task, its name, config differences."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from ..models.handcrafted import HandcraftedSVM
-
-__all__ = ["differences", "jsonable", "model_config", "model_name", "rebuild"]
+__all__ = ["differences", "jsonable", "model_name", "rebuild"]
 
 
 def rebuild(template: pl.LightningModule) -> Callable[[], pl.LightningModule]:
@@ -23,37 +21,23 @@ def rebuild(template: pl.LightningModule) -> Callable[[], pl.LightningModule]:
 
 
 def model_name(model: Any) -> str:
-    """A table name: the class and its backbones (``CellClassifier(resnet50)``)."""
+    """A table name: the class and its branches' backbones (``CellClassifier(resnet50)``).
+
+    A classification task's :meth:`~leukemia_wbc.tasks.ClassificationTask.branches` give the
+    backbones (``DualBranchClassifier(resnet50+mobilenetv2_100)``); a model without branches
+    (a scikit-learn baseline), or a task without its network yet (no classes), by its class.
+    """
     cls = type(model).__name__
-    if hasattr(model, "backbone_name"):
-        return f"{cls}({model.backbone_name})"
-    names = getattr(model, "names", None)
-    if isinstance(names, tuple) and all(isinstance(n, str) for n in names):
-        return f"{cls}({'+'.join(names)})"
-    return cls
+    branches = getattr(model, "branches", None)
+    if not callable(branches) or not getattr(model, "ready", True):
+        return cls
+    labels = [branch.label for branch in branches().values()]
+    return f"{cls}({'+'.join(labels)})" if labels else cls
 
 
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON types (tuples to lists, other objects to strings)."""
     return json.loads(json.dumps(value, default=str))
-
-
-def model_config(model: Any) -> dict[str, Any]:
-    """The class path and constructor settings of a task or SVM (JSON types)."""
-    kind = type(model)
-    if isinstance(model, HandcraftedSVM):
-        params = {
-            k: getattr(model, k)
-            for k in ("C", "kernel", "gamma", "calibration_folds", "seed", "on_empty")
-        }
-        params["segmenter"] = model.segmenter_spec or (
-            type(model.segmenter).__name__ if model.segmenter else None
-        )
-        if model.mask_source != "batch":  # recorded only when set, so older runs still resume
-            params["mask_source"] = model.mask_source
-    else:
-        params = dict(model.hparams)
-    return {"class": f"{kind.__module__}.{kind.__qualname__}", "hparams": jsonable(params)}
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:

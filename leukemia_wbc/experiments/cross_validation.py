@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
-from .._io import atomic_write_text
 from ..data.base import UNLABELLED
 from ..data.datamodule import WBCDataModule
 from ..data.splits import Split, assign_folds, is_grouped, kfold_split
-from ..explain import Explainer
-from ..models.handcrafted import HandcraftedSVM
-from ..tasks.classifier_base import ClassificationTask
-from ._folds import FOLD_FILE, fold_dir, is_finished, run_lightning_fold, run_svm_fold
-from ._spec import differences, jsonable, model_config, model_name, rebuild
+from ._fold_checks import check_fold_sizes, warn_missing_classes
+from ._folds import fold_dir, is_finished, read_fold
+from ._output import collect_folds, prepare_output, samples_sha1
+from ._spec import jsonable
 from .attributions import write_fold_attributions
 from .fold_attributions import (
     FOCUS_FILE,
@@ -33,7 +27,7 @@ from .fold_attributions import (
     check_method,
     read_fold_attributions,
 )
-from .predictions import Predictions
+from .fold_model import FoldModel, FoldModelSpec, FoldSettings, as_fold_model
 from .result import CVResult, FoldResult
 
 __all__ = ["CrossValidator", "TaskSpec"]
@@ -41,19 +35,22 @@ __all__ = ["CrossValidator", "TaskSpec"]
 _log = logging.getLogger(__name__)
 
 #: What the validator runs: a LightningModule used as a template (rebuilt for each fold from
-#: its hyperparameters), a factory returning a fresh one, or a ``HandcraftedSVM``.
-TaskSpec = pl.LightningModule | Callable[[], pl.LightningModule] | HandcraftedSVM
-
-_CONFIG = "config.json"
+#: its hyperparameters), a factory returning a fresh one, a ``HandcraftedSVM``, or any
+#: :class:`~leukemia_wbc.experiments.FoldModel` (see
+#: :func:`~leukemia_wbc.experiments.as_fold_model`).
+TaskSpec = FoldModelSpec
 
 
 class CrossValidator:
     """Stratified k-fold cross-validation of a task, fold by fold, into an output folder.
 
-    Each fold gets a fresh model, the fold's DataModule (its own stain fit and augmentation)
+    The task becomes a :class:`~leukemia_wbc.experiments.FoldModel` (see
+    :func:`~leukemia_wbc.experiments.as_fold_model`), which trains each fold. A Lightning task
+    gets a fresh model per fold, the fold's DataModule (its own stain fit and augmentation)
     and a Trainer with a best checkpoint on the task's monitored metric (``val_loss``), early
-    stopping, a learning-rate monitor, a CSV log and a progress bar. The best checkpoint is
-    evaluated on the held-out fold, whose class probabilities are saved. The folds come from
+    stopping, a learning-rate monitor, a CSV log and a progress bar; the best checkpoint is
+    evaluated on the held-out fold. A feature baseline fits on the fold's training part. The
+    held-out class probabilities are saved. The folds come from
     :func:`~leukemia_wbc.data.splits.assign_folds`: fold ``k`` is tested; a share
     ``val_fraction`` of the other folds' samples (stratified, whole groups) validates and the
     rest trains (or, with ``val_fraction=None``, fold ``k + 1`` validates); with groups, each
@@ -80,8 +77,9 @@ class CrossValidator:
     that every held-out sample is scored exactly once.
 
     Args:
-        task: A LightningModule template, a factory, or a
-            :class:`~leukemia_wbc.models.handcrafted.HandcraftedSVM`.
+        task: A LightningModule template, a factory, a
+            :class:`~leukemia_wbc.models.handcrafted.HandcraftedSVM`, or a
+            :class:`~leukemia_wbc.experiments.FoldModel`.
         datamodule: The data; its ``split`` settings are replaced by the folds.
         output_dir: Folder of the results.
         n_splits: Number of folds (at least 3: train, validation and test).
@@ -108,7 +106,8 @@ class CrossValidator:
             ``callbacks``, ``logger`` or ``default_root_dir``.
         attributions: Attribution method of each fold's held-out gallery and nucleus-focus
             table: ``"gradcam"`` or ``"integrated_gradients"``; ``None`` (default) writes
-            none. Skipped, with a logged note, for a ``HandcraftedSVM`` (no gradients).
+            none. Skipped, with a logged note, for a model without gradients (a feature
+            baseline).
         attributions_per_class: Gallery cells per fold of each kind (most confident correct,
             most confident wrong) per true class.
         attributions_max_cells: Held-out cells per fold explained for the nucleus-focus table,
@@ -176,52 +175,16 @@ class CrossValidator:
             raise ValueError(
                 f"n_splits must be at least 3 (train, val and test folds), got {n_splits}"
             )
-        if isinstance(task, ClassificationTask):
-            task.bind_data(datamodule)  # classes from the data, or a one-line error now
-        if isinstance(task, pl.LightningModule):
-            self.build: Callable[[], pl.LightningModule] | None = rebuild(task)
-            probe: Any = task
-        elif isinstance(task, HandcraftedSVM):
-            self.build, probe = None, task
-        elif callable(task):
-            self.build = task
-            probe = task()
-            if isinstance(probe, ClassificationTask):
-                probe.bind_data(datamodule)
-            if not isinstance(probe, pl.LightningModule):
-                raise ValueError(
-                    f"the task factory returned a {type(probe).__name__}, "
-                    "expected a LightningModule"
-                )
-        else:
-            raise ValueError(
-                f"task must be a LightningModule, a factory or a HandcraftedSVM, "
-                f"got {type(task).__name__}"
-            )
-        self.svm = task if isinstance(task, HandcraftedSVM) else None
-        if self.attributions is not None and self.svm is None:
-            try:  # a network the Explainer does not know fails now, not after a fold
-                Explainer(probe, self.attributions)
-            except ValueError as err:
-                raise ValueError(f"attributions: {err}") from None
-        dataset = datamodule.dataset
-        svm = self.svm
-        if (
-            svm is not None
-            and svm.needs_nucleus
-            and svm.segmenter is None
-            and not dataset.has_masks
-        ):
-            raise ValueError(
-                f"model.segmenter: {type(dataset).__name__} has no nucleus masks and "
-                f"{type(svm).__name__} has no segmenter; set segmenter to a classical method "
-                "(e.g. kmeans) or a trained SegmentationModule checkpoint"
-            )
+        #: What each fold trains.
+        self.model: FoldModel = as_fold_model(task)
+        self.model.check(datamodule, attributions=self.attributions)
+        info = self.model.info
+        self.explainable = info.explainable
         self.datamodule = datamodule
         self.output_dir = Path(output_dir)
         self.n_splits, self.stratify, self.seed = n_splits, stratify, seed
         self.val_fraction = val_fraction
-        self.name = name or model_name(probe)
+        self.name = name or info.name
         self.trainer_args: dict[str, Any] = {
             "accelerator": accelerator,
             "devices": devices,
@@ -233,13 +196,15 @@ class CrossValidator:
         }
         self.patience = early_stopping_patience
         self.callbacks = list(callbacks)
+        self.settings = FoldSettings(seed, self.trainer_args, self.callbacks, self.patience)
         dataset = datamodule.dataset
         self.labelled = np.flatnonzero(dataset.labels != UNLABELLED)
         if self.labelled.size == 0:
             raise ValueError(f"{type(dataset).__name__} has no labelled samples to cross-validate")
         groups = [dataset.groups[i] for i in self.labelled]
         self.grouped = is_grouped(groups) if group is None else group
-        self._check_sizes(dataset.labels[self.labelled], groups)
+        check_fold_sizes(dataset.labels[self.labelled], groups, datamodule.classes,
+                         n_splits=n_splits, grouped=self.grouped, stratify=stratify)  # fmt: skip
         folds = assign_folds(
             dataset.labels[self.labelled],
             groups if self.grouped else None,
@@ -250,59 +215,20 @@ class CrossValidator:
         #: Fold of every dataset sample (-1 for unlabelled ones).
         self.folds = np.full(len(dataset), -1, dtype=np.int64)
         self.folds[self.labelled] = folds
-        self._warn_missing_classes()
-        self.config = self._config(probe)
+        warn_missing_classes(dataset.labels, self.folds, datamodule.classes, n_splits)
+        self.config = self._config(info.config)
 
-    # -- checks --------------------------------------------------------------------------------
-    def _check_sizes(self, labels: np.ndarray, groups: list[str]) -> None:
-        classes = self.datamodule.classes
-        if self.grouped:
-            n_groups = len(set(groups))
-            if n_groups < self.n_splits:
-                raise ValueError(
-                    f"n_splits={self.n_splits} exceeds the {n_groups} groups of the "
-                    "dataset: every fold needs a group of its own"
-                )
-        if self.stratify:
-            counts = np.bincount(labels, minlength=len(classes))
-            present = counts[counts > 0]
-            smallest = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
-            if present.min() < self.n_splits:
-                raise ValueError(
-                    f"n_splits={self.n_splits} exceeds the {int(present.min())} samples of "
-                    f"class {classes[smallest]!r}: every fold needs at least one sample of each "
-                    "class; lower n_splits or drop the class"
-                )
-
-    def _warn_missing_classes(self) -> None:
-        labels = self.datamodule.dataset.labels
-        for k in range(self.n_splits):
-            present = set(labels[self.folds == k].tolist())
-            missing = [
-                c
-                for i, c in enumerate(self.datamodule.classes)
-                if i not in present and (labels == i).any()
-            ]
-            if missing:
-                warnings.warn(
-                    f"fold {k} holds no sample of {missing} (the groups do not spread over all "
-                    "folds): that fold's recall and AUC of those classes are undefined (NaN)",
-                    stacklevel=3,
-                )
-
-    def _config(self, probe: Any) -> dict[str, Any]:
+    # -- configuration -------------------------------------------------------------------------
+    def _config(self, model: dict[str, Any]) -> dict[str, Any]:
         ds = self.datamodule.dataset
-        digest = hashlib.sha1()
-        for path, label, grp in zip(ds.paths, ds.labels.tolist(), ds.groups, strict=True):
-            digest.update(f"{path}\t{label}\t{grp}\n".encode())
         return {
             "name": self.name,
-            "model": model_config(probe),
+            "model": model,
             "data": {
                 "dataset": type(ds).__name__,
                 "n": len(ds),
                 "classes": list(ds.classes),
-                "samples_sha1": digest.hexdigest(),
+                "samples_sha1": samples_sha1(ds),
                 "datamodule": jsonable(dict(self.datamodule.hparams)),
             },
             "split": {
@@ -322,27 +248,7 @@ class CrossValidator:
     # -- output folder -------------------------------------------------------------------------
     @rank_zero_only
     def _prepare_folder(self) -> None:
-        out = self.output_dir
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / _CONFIG
-        if path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            diff = differences(saved, self.config)
-            if diff:
-                raise ValueError(
-                    f"{out} holds results of another configuration ({'; '.join(diff[:5])}); "
-                    "use a new output_dir (finished results are never overwritten)"
-                )
-            return
-        atomic_write_text(path, json.dumps(self.config, indent=2))
-        ds = self.datamodule.dataset
-        lines = ["index,path,group,label,fold"]
-        lines += [
-            f"{i},{json.dumps(ds.paths[i])},{json.dumps(ds.groups[i])},"
-            f"{int(ds.labels[i])},{int(self.folds[i])}"
-            for i in self.labelled
-        ]
-        atomic_write_text(out / "folds.csv", "\n".join(lines) + "\n")
+        prepare_output(self.output_dir, self.config, self.datamodule.dataset, self.folds)
 
     # -- running -------------------------------------------------------------------------------
     def run(self, folds: Sequence[int] | None = None) -> CVResult:
@@ -367,13 +273,13 @@ class CrossValidator:
         for k in chosen:
             if k not in todo:
                 _log.info("%s: fold %d already finished, skipped", self.name, k)
-        if self.attributions is not None and self.svm is not None:
+        if self.attributions is not None and not self.explainable:
             _log.warning("%s: attributions=%r skipped: a feature baseline has no gradients to "
                          "attribute", self.name, self.attributions)  # fmt: skip
         for k in chosen:
             if k in todo:
                 self.run_fold(k)
-            if self.svm is None:
+            if self.explainable:
                 self.explain_fold(k)
         complete = all(is_finished(self.output_dir, k) for k in range(self.n_splits))
         result = self.collect(self.output_dir, allow_partial=not complete)
@@ -406,21 +312,7 @@ class CrossValidator:
         """
         _log.info("%s: fold %d of %d", self.name, fold, self.n_splits)
         folder = fold_dir(self.output_dir, fold)
-        split = self.split(fold)
-        if self.svm is not None:
-            return run_svm_fold(self.svm, self.datamodule.dataset, split, fold, folder)
-        assert self.build is not None
-        return run_lightning_fold(
-            self.build,
-            self.datamodule,
-            split,
-            fold,
-            folder,
-            seed=self.seed,
-            trainer_args=self.trainer_args,
-            callbacks=self.callbacks,
-            patience=self.patience,
-        )
+        return self.model.fit_fold(self.datamodule, self.split(fold), fold, folder, self.settings)
 
     def explain_fold(self, fold: int) -> FoldAttributions | None:
         """Write a finished fold's attributions (see ``attributions``) unless already there.
@@ -429,11 +321,11 @@ class CrossValidator:
             fold: The fold index.
 
         Returns:
-            The fold's attributions; ``None`` when ``attributions`` is off, for the SVM, on
-            non-zero ranks of a distributed run, or when the fold is not finished.
+            The fold's attributions; ``None`` when ``attributions`` is off, for a model without
+            gradients, on non-zero ranks of a distributed run, or when the fold is not finished.
         """
         method = self.attributions
-        if method is None or self.svm is not None or getattr(rank_zero_only, "rank", 0) != 0:
+        if method is None or not self.explainable or getattr(rank_zero_only, "rank", 0) != 0:
             return None
         if not is_finished(self.output_dir, fold):
             return None
@@ -445,7 +337,7 @@ class CrossValidator:
                              "delete %s to recompute them", self.name, fold, method,
                              done.per_class, done.max_cells, done.folder)  # fmt: skip
             return done
-        result, preds = _read_fold(fold_dir(self.output_dir, fold))
+        result, preds = read_fold(fold_dir(self.output_dir, fold))
         one = CVResult(self.name, tuple(self.config["data"]["classes"]), [result], preds,
                        self.config, self.output_dir)  # fmt: skip
         _log.info("%s: fold %d: %s attributions", self.name, fold, method)
@@ -473,35 +365,4 @@ class CrossValidator:
             FileNotFoundError: The folder has no ``config.json``.
             ValueError: Unfinished folds (without ``allow_partial``), or none finished.
         """
-        out = Path(output_dir)
-        if not (out / _CONFIG).is_file():
-            raise FileNotFoundError(f"{out / _CONFIG} not found: not a CrossValidator folder")
-        config = json.loads((out / _CONFIG).read_text(encoding="utf-8"))
-        n_splits = int(config["split"]["n_splits"])
-        done = [k for k in range(n_splits) if is_finished(out, k)]
-        missing = sorted(set(range(n_splits)) - set(done))
-        if not done or (missing and not allow_partial):
-            raise ValueError(
-                f"{out}: folds {missing} of {n_splits} are not finished; run them "
-                "(CrossValidator.run(folds=...)) before collecting"
-            )
-        folds: list[FoldResult] = []
-        parts: list[Predictions] = []
-        for k in done:
-            fold, preds = _read_fold(fold_dir(out, k))
-            folds.append(fold)
-            parts.append(preds)
-        return CVResult(
-            name=config["name"],
-            classes=tuple(config["data"]["classes"]),
-            folds=folds,
-            predictions=Predictions.concat(parts),
-            config=config,
-            output_dir=out,
-        )
-
-
-def _read_fold(folder: Path) -> tuple[FoldResult, Predictions]:
-    """A finished fold's result and held-out predictions, from its folder."""
-    body = json.loads((folder / FOLD_FILE).read_text(encoding="utf-8"))
-    return FoldResult.from_dict(body), Predictions.from_csv(folder / "predictions.csv")
+        return collect_folds(Path(output_dir), allow_partial=allow_partial)

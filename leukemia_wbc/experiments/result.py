@@ -24,55 +24,14 @@ from ..metrics import (
     roc_curves,
     summarize,
 )
+from .fold_result import FoldResult
 from .predictions import Predictions
 
 if TYPE_CHECKING:
     from .fold_attributions import FoldAttributions
+    from .fold_model import FoldModel, FoldModelInfo
 
 __all__ = ["CVResult", "FoldResult"]
-
-
-@dataclass
-class FoldResult:
-    """One fold's outcome.
-
-    Attributes:
-        fold: Fold index.
-        metrics: Metrics of the held-out part (see :func:`classification_metrics`).
-        n_train: Training samples.
-        n_val: Validation samples.
-        n_test: Held-out samples.
-        train_seconds: Wall time of training.
-        predict_ms_per_image: Wall time of predicting the held-out part, per image.
-        history: Per-epoch logged values (``epoch``, ``train_loss``, ``val_loss``, ...).
-        checkpoint: The best checkpoint (relative to the output folder), if any.
-        skipped: Held-out samples that could not be read (so not predicted).
-        resumed: Whether training continued from an interrupted run's last checkpoint.
-    """
-
-    fold: int
-    metrics: dict[str, float]
-    n_train: int
-    n_val: int
-    n_test: int
-    train_seconds: float
-    predict_ms_per_image: float
-    history: list[dict[str, float]] = field(default_factory=list)
-    checkpoint: str | None = None
-    skipped: list[str] = field(default_factory=list)
-    resumed: bool = False
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FoldResult:
-        """Rebuild from :func:`dataclasses.asdict` output as stored in JSON (``null`` = NaN)."""
-        body = dict(data)
-        body["metrics"] = _unjson_metrics(body["metrics"])
-        body["history"] = [_unjson_metrics(h) for h in body.get("history", [])]
-        return cls(**body)
-
-
-def _unjson_metrics(data: dict[str, Any]) -> dict[str, float]:
-    return {k: float("nan") if v is None else float(v) for k, v in data.items()}
 
 
 @dataclass
@@ -174,16 +133,61 @@ class CVResult:
         )
         return Split(p.index[part.train], p.index[part.val], p.index[part.test])
 
-    def _checkpoint(self, fold: int) -> Path:
+    def _checkpoint(self, fold: int) -> str:
         found = [f for f in self.folds if f.fold == fold]
         if self.output_dir is None or not found or found[0].checkpoint is None:
             raise ValueError(f"{self.name}: fold {fold} has no saved checkpoint to load")
-        return self.output_dir / found[0].checkpoint
+        return found[0].checkpoint
+
+    @property
+    def model_info(self) -> FoldModelInfo:
+        """What the folds trained, as its fold model describes itself (from :attr:`config`).
+
+        Nothing is loaded: the description comes from the recorded class (or, for a class this
+        program does not define, from the folds' files).
+        """
+        from .fold_model import describe_recorded
+
+        files = [f.checkpoint for f in self.folds if f.checkpoint]
+        return describe_recorded(self.config, files[0] if files else None)
 
     @property
     def is_baseline(self) -> bool:
-        """Whether the folds trained a feature baseline (an SVM), not a deep task."""
-        return any(str(f.checkpoint or "").endswith(".joblib") for f in self.folds)
+        """Whether the folds trained a feature baseline (an SVM), not a network."""
+        return not self.model_info.explainable
+
+    def fold_model(self, fold: int, *, device: Any = "cpu", segmenter: Any = None) -> FoldModel:
+        """Fold ``fold``'s fitted model, in the adapter its recorded class calls for.
+
+        The class is looked up among the library's tasks and baselines and the user's
+        subclasses by the name the folder recorded, never imported from it (see
+        :func:`~leukemia_wbc.experiments.load_fold_model`).
+
+        Args:
+            fold: Fold index.
+            device: Where a network runs.
+            segmenter: Replace the saved segmenter (a method name, a checkpoint or a module).
+
+        Returns:
+            The :class:`~leukemia_wbc.experiments.FoldModel`; its ``predict_proba`` columns are
+            :attr:`classes`.
+
+        Raises:
+            ValueError: No output folder, the fold has no checkpoint, or an unknown class.
+        """
+        from ._folds import fold_dir
+        from .fold_model import load_fold_model
+
+        checkpoint = self._checkpoint(fold)
+        assert self.output_dir is not None
+        data = {**self.config.get("data", {}), "classes": list(self.classes)}
+        return load_fold_model(
+            fold_dir(self.output_dir, fold),
+            config={**self.config, "data": data},
+            checkpoint=checkpoint,
+            device=device,
+            segmenter=segmenter,
+        )
 
     def load_model(self, fold: int, **kwargs: Any) -> Any:
         """The saved model of fold ``fold``: the task (evaluation mode) or the fitted SVM.
@@ -191,7 +195,7 @@ class CVResult:
         A task is rebuilt safely from its checkpoint (see
         :func:`~leukemia_wbc.inference.build_task`), with the segmenter it was trained with; the
         SVM class is looked up among the library's baselines and the user's subclasses by the
-        name the folder recorded, never imported from it.
+        name the folder recorded, never imported from it (see :meth:`fold_model`).
 
         Args:
             fold: Fold index.
@@ -201,15 +205,13 @@ class CVResult:
             The task, or the fitted SVM.
 
         Raises:
-            ValueError: No output folder, the fold has no checkpoint, or an unknown class.
+            ValueError: No output folder, the fold has no checkpoint, an unknown class, or
+                other keyword arguments.
         """
-        path = self._checkpoint(fold)
-        if self.is_baseline:
-            return _baseline_class(str(self.config["model"]["class"])).load(path)
         device = kwargs.pop("map_location", "cpu")
         if kwargs:
             raise ValueError(f"load_model: unexpected arguments {sorted(kwargs)}")
-        return self.trained_model(fold, device=device).task
+        return self.fold_model(fold, device=device).model
 
     def trained_model(self, fold: int, *, device: Any = "cpu", segmenter: Any = None) -> Any:
         """Fold ``fold``'s best checkpoint as a :class:`~leukemia_wbc.inference.TrainedModel`.
@@ -225,13 +227,9 @@ class CVResult:
         Raises:
             ValueError: A baseline (no deep model), or no checkpoint.
         """
-        from ..inference import TrainedModel
-
         if self.is_baseline:
             raise ValueError(f"{self.name}: a feature baseline has no trained network")
-        return TrainedModel.from_checkpoint(
-            self._checkpoint(fold), device=device, segmenter=segmenter
-        )
+        return self.fold_model(fold, device=device, segmenter=segmenter).trained_model()
 
     def attributions(self) -> list[FoldAttributions]:
         """The attribution galleries and nucleus-focus tables its folds wrote, if any.
@@ -326,22 +324,3 @@ class CVResult:
 
 def _fmt(value: float, digits: int) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def _baseline_class(recorded: str) -> Any:
-    """The ``HandcraftedSVM`` (sub)class named by a folder's ``config.json``, by name only."""
-    from ..models import HandcraftedSVM  # the package defines every library baseline
-
-    name = recorded.rpartition(".")[2]
-    known: dict[str, type[HandcraftedSVM]] = {HandcraftedSVM.__name__: HandcraftedSVM}
-    todo: list[type[HandcraftedSVM]] = [HandcraftedSVM]
-    while todo:
-        for sub in todo.pop().__subclasses__():
-            known.setdefault(sub.__name__, sub)
-            todo.append(sub)
-    if name not in known:
-        raise ValueError(
-            f"the folder's model {recorded!r} is not a feature baseline of this program "
-            f"(known: {', '.join(sorted(known))})"
-        )
-    return known[name]

@@ -6,7 +6,7 @@ from .._deprecation import moved_names
 from .backbones import create_backbone, feature_dim, read_state_dict
 from .cell_net import CellNet
 from .colour_baseline import COLOUR_FEATURE_NAMES, ColourShortcutBaseline, colour_statistics
-from .dual_branch import Branch, DualBranchNet
+from .dual_branch import Branch, DualBranchNet, DualBranchOptions
 from .handcrafted import FEATURE_NAMES, HandcraftedSVM, nucleus_features
 from .heads import (
     AttentionFusion,
@@ -58,6 +58,7 @@ __all__ = [
     "ColourShortcutBaseline",
     "ConcatFusion",
     "DualBranchNet",
+    "DualBranchOptions",
     "FusionKind",
     "GatedFusion",
     "HandcraftedSVM",

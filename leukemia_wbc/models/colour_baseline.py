@@ -90,6 +90,7 @@ class ColourShortcutBaseline(HandcraftedSVM):
 
     feature_names = COLOUR_FEATURE_NAMES
     needs_nucleus = False
+    shortcut = "colour"
 
     def __init__(
         self,

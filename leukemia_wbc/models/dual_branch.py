@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 from torch import Tensor, nn
 
@@ -12,10 +12,53 @@ from .backbones import Weights, create_backbone, feature_dim
 from .heads import ClassifierHead, FusionKind, make_fusion
 from .nucleus_crop import NucleusCrops, crop_nucleus
 
-__all__ = ["Branch", "DualBranchNet"]
+__all__ = ["Branch", "DualBranchNet", "DualBranchOptions"]
 
 #: The two branches of :class:`DualBranchNet`.
 Branch = Literal["cell", "nucleus"]
+
+
+@dataclass(frozen=True)
+class DualBranchOptions:
+    """The settings of a :class:`DualBranchNet` (and of ``DualBranchClassifier``, which reads them).
+
+    Attributes:
+        cell_backbone: timm name of the whole-cell branch.
+        nucleus_backbone: timm name of the nucleus branch.
+        cell_weights: Weights of the cell branch (``None``, ``"imagenet"`` or a local file).
+        nucleus_weights: Weights of the nucleus branch.
+        nucleus_size: Side of the square nucleus crops.
+        fusion: How the two feature vectors are combined (``"concat"``: concatenation and an
+            MLP, the default; ``"gated"``; ``"attention"``).
+        fusion_features: Length of the fused vector.
+        head_hidden: Widths of the head's hidden layers.
+        dropout: Dropout of the fusion and the head.
+
+    Raises:
+        ValueError: A non-positive ``nucleus_size`` or ``fusion_features``, an unknown fusion,
+            or a dropout outside ``[0, 1]``.
+    """
+
+    cell_backbone: str = "resnet50"
+    nucleus_backbone: str = "mobilenetv2_100"
+    cell_weights: Weights = None
+    nucleus_weights: Weights = None
+    nucleus_size: int = 128
+    fusion: FusionKind = "concat"
+    fusion_features: int = 512
+    head_hidden: tuple[int, ...] = (256,)
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
+        if self.nucleus_size < 1:
+            raise ValueError(f"nucleus_size must be positive, got {self.nucleus_size}")
+        if self.fusion_features < 1:
+            raise ValueError(f"fusion_features must be positive, got {self.fusion_features}")
+        if self.fusion not in get_args(FusionKind):
+            raise ValueError(f"fusion must be one of {get_args(FusionKind)}, got {self.fusion!r}")
+        if not 0.0 <= self.dropout <= 1.0:
+            raise ValueError(f"dropout must lie in [0, 1], got {self.dropout}")
 
 
 class DualBranchNet(nn.Module):
@@ -23,56 +66,37 @@ class DualBranchNet(nn.Module):
 
     ``forward(image, nucleus)`` takes the whole-cell batch and the nucleus crops (see
     :func:`~leukemia_wbc.models.nucleus_crop.crop_nucleus`; :meth:`forward_masked` cuts them
-    from a nucleus mask). Each branch's pooled features go through the fusion module
-    (``"concat"``: concatenation and an MLP, the default; ``"gated"``; ``"attention"``) into
-    the paper's :class:`~leukemia_wbc.models.heads.ClassifierHead`.
+    from a nucleus mask). Each branch's pooled features go through the fusion module into the
+    paper's :class:`~leukemia_wbc.models.heads.ClassifierHead`.
 
     Args:
         num_classes: Number of classes.
-        cell_backbone: timm name of the whole-cell branch.
-        nucleus_backbone: timm name of the nucleus branch.
-        cell_weights: Weights of the cell branch (``None``, ``"imagenet"`` or a local file).
-        nucleus_weights: Weights of the nucleus branch.
-        nucleus_size: Side of the square nucleus crops.
-        fusion: How the two feature vectors are combined.
-        fusion_features: Length of the fused vector.
-        head_hidden: Widths of the head's hidden layers.
-        dropout: Dropout of the fusion and the head.
+        options: Backbones, their weights, crop size, fusion and head (see
+            :class:`DualBranchOptions`; default: ResNet-50 on the cell, MobileNetV2 on the
+            nucleus, concatenation).
         in_chans: Input channels of both branches.
-
-    Raises:
-        ValueError: An unknown fusion or a non-positive ``nucleus_size``.
     """
 
     def __init__(
-        self,
-        num_classes: int,
-        *,
-        cell_backbone: str = "resnet50",
-        nucleus_backbone: str = "mobilenetv2_100",
-        cell_weights: Weights = None,
-        nucleus_weights: Weights = None,
-        nucleus_size: int = 128,
-        fusion: FusionKind = "concat",
-        fusion_features: int = 512,
-        head_hidden: Sequence[int] = (256,),
-        dropout: float = 0.5,
-        in_chans: int = 3,
+        self, num_classes: int, options: DualBranchOptions | None = None, *, in_chans: int = 3
     ) -> None:
         super().__init__()
-        if nucleus_size < 1:
-            raise ValueError(f"nucleus_size must be positive, got {nucleus_size}")
-        self.names = {"cell": cell_backbone, "nucleus": nucleus_backbone}
-        self.nucleus_size = nucleus_size
+        opts = options if options is not None else DualBranchOptions()
+        #: The settings the network was built with.
+        self.options = opts
+        self.names = {"cell": opts.cell_backbone, "nucleus": opts.nucleus_backbone}
+        self.nucleus_size = opts.nucleus_size
         self.in_chans = in_chans
-        self.cell_branch = create_backbone(cell_backbone, weights=cell_weights, in_chans=in_chans)
+        self.cell_branch = create_backbone(
+            opts.cell_backbone, weights=opts.cell_weights, in_chans=in_chans
+        )
         self.nucleus_branch = create_backbone(
-            nucleus_backbone, weights=nucleus_weights, in_chans=in_chans
+            opts.nucleus_backbone, weights=opts.nucleus_weights, in_chans=in_chans
         )
         dims = (feature_dim(self.cell_branch), feature_dim(self.nucleus_branch))
-        self.fusion = make_fusion(fusion, dims, fusion_features, dropout)
+        self.fusion = make_fusion(opts.fusion, dims, opts.fusion_features, opts.dropout)
         self.head = ClassifierHead(
-            fusion_features, num_classes, hidden=head_hidden, dropout=dropout
+            opts.fusion_features, num_classes, hidden=opts.head_hidden, dropout=opts.dropout
         )
 
     def branch(self, which: Branch) -> nn.Module:

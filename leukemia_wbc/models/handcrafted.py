@@ -5,12 +5,14 @@ texture features listed in :data:`FEATURE_NAMES`; :class:`HandcraftedSVM` standa
 fits a scikit-learn ``SVC`` with probability outputs. Its ``fit_dataset`` /
 ``predict_proba_dataset`` take a :class:`~leukemia_wbc.data.WBCDataset` and sample indices, the
 interface the cross-validator drives the deep models with, so all run under identical splits.
+How the features are computed (masks or segmenter, in parallel, under a progress bar) is the
+job of its base, ``HandcraftedFeatures``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import joblib  # type: ignore[import-untyped]
@@ -20,16 +22,9 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from tqdm.auto import tqdm
 
-from ._handcrafted_features import (
-    FEATURE_NAMES,
-    Segmenter,
-    dataset_sample_features,
-    nucleus_features,
-    sample_features,
-)
-from .segmenter import resolve_segmenter
+from ._feature_extraction import HandcraftedFeatures
+from ._handcrafted_features import FEATURE_NAMES, Segmenter, nucleus_features
 
 if TYPE_CHECKING:
     from ..data.base import WBCDataset
@@ -37,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["FEATURE_NAMES", "HandcraftedSVM", "Segmenter", "nucleus_features"]
 
 
-class HandcraftedSVM:
+class HandcraftedSVM(HandcraftedFeatures):
     """SVM on handcrafted nucleus features: the classical baseline of the paper.
 
     Features (:data:`FEATURE_NAMES`) go through a scikit-learn ``Pipeline`` of
@@ -78,11 +73,6 @@ class HandcraftedSVM:
             ``mask_source`` is unknown, or ``mask_source="segmenter"`` has no segmenter.
     """
 
-    #: Names of the features the model is fitted on (a subclass may measure others).
-    feature_names: tuple[str, ...] = FEATURE_NAMES
-    #: Whether the features are measured on the nucleus (masks or a segmenter needed).
-    needs_nucleus: bool = True
-
     def __init__(
         self,
         *,
@@ -99,120 +89,12 @@ class HandcraftedSVM:
     ) -> None:
         if calibration_folds < 2:
             raise ValueError(f"calibration_folds must be >= 2, got {calibration_folds}")
-        if n_jobs == 0:
-            raise ValueError("n_jobs must be a positive count or negative (joblib), got 0")
-        if on_empty not in ("raise", "image"):
-            raise ValueError(f"on_empty must be 'raise' or 'image', got {on_empty!r}")
-        if mask_source not in ("batch", "segmenter"):
-            raise ValueError(
-                f"argument 'mask_source': expected 'batch' or 'segmenter', got {mask_source!r}"
-            )
-        if mask_source == "segmenter" and segmenter is None:
-            raise ValueError("argument 'mask_source': 'segmenter' needs a segmenter")
-        self.mask_source = mask_source
+        super().__init__(n_jobs=n_jobs, progress=progress, on_empty=on_empty,
+                         segmenter=segmenter, mask_source=mask_source)  # fmt: skip
         self.C, self.kernel, self.gamma = C, kernel, gamma
-        self.calibration_folds, self.seed, self.n_jobs = calibration_folds, seed, n_jobs
-        self.progress, self.on_empty = progress, on_empty
-        #: The segmenter's spec as given (a name or path), recorded in the run's config.
-        self.segmenter_spec = segmenter if isinstance(segmenter, str) else None
-        self.segmenter: Segmenter | None = (
-            resolve_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
-        )
+        self.calibration_folds, self.seed = calibration_folds, seed
         self.classes_: np.ndarray | None = None
         self.pipeline_: Pipeline | None = None
-        self.fallbacks_: list[str] = []
-
-    # -- features ----------------------------------------------------------------------------
-    def _run(
-        self, jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]], names: list[str]
-    ) -> np.ndarray:
-        """Run feature jobs (in parallel when ``n_jobs != 1``) under a progress bar."""
-        bar = tqdm(total=len(jobs), desc="handcrafted features", disable=not self.progress)
-        results: list[tuple[np.ndarray, bool]] = []
-        with bar:
-            if self.n_jobs == 1:
-                for fn, args in jobs:
-                    results.append(fn(*args))
-                    bar.update()
-            else:
-                chunk = 8 * max(1, abs(self.n_jobs) if self.n_jobs > 0 else os.cpu_count() or 1)
-                with joblib.Parallel(n_jobs=self.n_jobs) as parallel:
-                    for start in range(0, len(jobs), chunk):
-                        part = jobs[start : start + chunk]
-                        results += parallel(joblib.delayed(fn)(*args) for fn, args in part)
-                        bar.update(len(part))
-        self.fallbacks_ = [n for n, (_, fell) in zip(names, results, strict=True) if fell]
-        if not results:
-            return np.zeros((0, len(self.feature_names)))
-        return np.stack([features for features, _ in results])
-
-    def features(
-        self,
-        images: Sequence[Any],
-        masks: Sequence[Any] | None,
-        cell_masks: Sequence[Any] | None = None,
-    ) -> np.ndarray:
-        """Features of images given as arrays or tensors (see :func:`nucleus_features`).
-
-        Args:
-            images: RGB ``uint8`` images (a sequence, or a batch ``(N, 3, H, W)``).
-            masks: Nucleus masks, one per image (``None`` entries, or ``None`` for all, need a
-                ``segmenter``).
-            cell_masks: Optional whole-cell masks, one per image.
-
-        Returns:
-            ``(N, len(FEATURE_NAMES))`` ``float64`` array.
-
-        Raises:
-            ValueError: If the numbers of images and masks differ, or a sample is invalid (see
-                :func:`nucleus_features`) or has no mask and there is no segmenter.
-        """
-        n = len(images)
-        if getattr(self, "mask_source", "batch") == "segmenter":  # older pickles: "batch"
-            masks = cell_masks = None
-        for what, seq in (("masks", masks), ("cell_masks", cell_masks)):
-            if seq is not None and len(seq) != n:
-                raise ValueError(f"{n} images but {len(seq)} {what}; expected one per image")
-        fallback = self.on_empty == "image"
-        names = [f"image {i}" for i in range(n)]
-        jobs = [
-            (
-                sample_features,
-                (
-                    images[i],
-                    None if masks is None else masks[i],
-                    None if cell_masks is None else cell_masks[i],
-                    names[i],
-                    self.segmenter,
-                    fallback,
-                ),
-            )
-            for i in range(n)
-        ]
-        return self._run(jobs, names)
-
-    def dataset_features(
-        self, dataset: WBCDataset, indices: Iterable[int] | None = None
-    ) -> np.ndarray:
-        """Features of samples of a :class:`~leukemia_wbc.data.WBCDataset`.
-
-        Args:
-            dataset: A dataset whose samples hold ``image``, ``mask`` and optionally
-                ``cell_mask``.
-            indices: Sample positions (all samples when ``None``).
-
-        Returns:
-            ``(len(indices), len(FEATURE_NAMES))`` ``float64`` array.
-
-        Raises:
-            ValueError: If a sample cannot be read, has no nucleus mask (and there is no
-                segmenter) or is otherwise invalid; the message names the sample.
-        """
-        idx = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
-        fallback = self.on_empty == "image"
-        own = getattr(self, "mask_source", "batch") == "batch"  # older pickles: "batch"
-        jobs = [(dataset_sample_features, (dataset, i, self.segmenter, fallback, own)) for i in idx]
-        return self._run(jobs, [dataset.records[i].path for i in idx])
 
     # -- fit and predict ---------------------------------------------------------------------
     def fit_features(

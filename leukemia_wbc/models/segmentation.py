@@ -55,8 +55,8 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from ..transforms._checks import check_batch, to_unit_float
-from ..transforms._masks import _disk, _fill_holes, _keep_central, _otsu2, _otsu3, _remove_small
+from ..transforms.checks import check_batch, to_unit_float
+from ..transforms.masks import disk_morphology, fill_holes, keep_central, otsu2, otsu3, remove_small
 from ..transforms.stain import MacenkoNormalizer
 from ._classical import kmeans_nucleus, watershed_labels
 from ._weights import _first, _strip_prefix, read_state_dict
@@ -65,6 +65,7 @@ __all__ = [
     "ClassicalMethod",
     "ClassicalNucleusSegmenter",
     "KeepMode",
+    "check_postprocess_args",
     "create_segmentation_net",
     "postprocess_masks",
     "segmentation_architectures",
@@ -222,8 +223,16 @@ def _check_masks(x: object, name: str) -> Tensor:
     return x
 
 
-def _check_postprocess_args(centre_radius: float, keep: str) -> None:
-    """Validate the arguments of :func:`postprocess_masks` (also used by the task at init)."""
+def check_postprocess_args(centre_radius: float, keep: str) -> None:
+    """Validate the arguments of :func:`postprocess_masks` (the task checks them at init too).
+
+    Args:
+        centre_radius: See :func:`postprocess_masks`.
+        keep: See :func:`postprocess_masks`.
+
+    Raises:
+        ValueError: A radius outside ``[0, 1]`` or an unknown ``keep`` mode.
+    """
     if not 0.0 <= centre_radius <= 1.0:
         raise ValueError(
             f"argument 'centre_radius': expected a value in [0, 1], got {centre_radius}"
@@ -263,11 +272,11 @@ def postprocess_masks(
             or an unknown ``keep``.
     """
     _check_masks(masks, "postprocess_masks input")
-    _check_postprocess_args(centre_radius, keep)
+    check_postprocess_args(centre_radius, keep)
     binary = masks > threshold if masks.is_floating_point() else masks > 0
     radius = centre_radius * min(masks.shape[-2:])
-    kept = _keep_central(binary, radius, keep_all=keep == "all")
-    return _fill_holes(kept).to(torch.uint8)
+    kept = keep_central(binary, radius, keep_all=keep == "all")
+    return fill_holes(kept).to(torch.uint8)
 
 
 def _smooth(cue: Tensor, sigma: float) -> Tensor:
@@ -363,13 +372,13 @@ class ClassicalNucleusSegmenter(nn.Module):
             return kmeans_nucleus(rgb, self.k, iterations=10, stride=2)
         if self.method == "multiotsu_darkness":
             darkness = 1.0 - KC.rgb_to_grayscale(rgb)
-            return darkness > _otsu3(darkness)[1]
+            return darkness > otsu3(darkness)[1]
         if self.method == "otsu_saturation":
             saturation = _smooth(KC.rgb_to_hsv(rgb)[:, 1:2], side / 112)
-            return saturation > _otsu3(saturation)[1]
+            return saturation > otsu3(saturation)[1]
         assert self.stain is not None
         hematoxylin = self.stain.separate(rgb)[:, :1]
-        return hematoxylin > _otsu2(hematoxylin)
+        return hematoxylin > otsu2(hematoxylin)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
@@ -388,12 +397,12 @@ class ClassicalNucleusSegmenter(nn.Module):
         rgb = to_unit_float(check_batch(images, "ClassicalNucleusSegmenter input")).clamp(0, 1)
         h, w = rgb.shape[-2:]
         side = min(h, w)
-        mask = _disk(self.foreground(rgb), "opening", round(self.opening * side))
-        mask = _fill_holes(_remove_small(mask, round(self.min_area * h * w)))
+        mask = disk_morphology(self.foreground(rgb), "opening", round(self.opening * side))
+        mask = fill_holes(remove_small(mask, round(self.min_area * h * w)))
         labels = None
         if self.method == "watershed":
             labels = watershed_labels(mask, round(self.min_distance * side))
-        kept = _keep_central(mask, self.centre_radius * side, keep_all=True, labels=labels)
+        kept = keep_central(mask, self.centre_radius * side, keep_all=True, labels=labels)
         return kept.to(torch.uint8)
 
     def extra_repr(self) -> str:

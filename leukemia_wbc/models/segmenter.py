@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..transforms._checks import check_batch, to_unit_float
+from ..transforms.checks import check_batch, to_unit_float
 from ..transforms.pipeline import PIPELINE_KEY
 from ..transforms.registry import check_plain
 from .segmentation import (

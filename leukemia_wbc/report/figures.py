@@ -1,18 +1,18 @@
-"""Figures of a cross-validation (matplotlib, non-interactive backend): each returns PNG bytes."""
+"""Figures of a cross-validation: each returns PNG bytes.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects rendered by their own canvas, never
+pyplot: importing this module changes no matplotlib state, and nothing is left open.
+"""
 
 from __future__ import annotations
 
 import io
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
 
 from ..evaluation.explain import overlay
@@ -32,16 +32,26 @@ __all__ = [
 ]
 
 
-def _png(fig: Any) -> bytes:
+def _subplots(
+    *args: Any,
+    figsize: tuple[float, float],
+    layout: Literal["constrained"] | None = None,
+    **kwargs: Any,
+) -> tuple[Figure, Any]:
+    """A new figure (not registered with pyplot) and its axes, as ``pyplot.subplots`` gives."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
 
 
 def class_balance_figure(classes: Sequence[str], counts: Sequence[int]) -> bytes:
     """Bar chart of samples per class."""
-    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(classes), 3))
+    fig, ax = _subplots(figsize=(1.2 + 0.8 * len(classes), 3))
     bars = ax.bar(list(classes), list(counts), color="#4c72b0")
     ax.bar_label(bars)
     ax.set_ylabel("cells")
@@ -53,7 +63,7 @@ def folds_figure(result: CVResult) -> bytes:
     """Stacked bars of held-out cells per class in each fold, with the number of groups."""
     p = result.predictions
     folds = sorted({int(f) for f in p.fold})
-    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(folds), 3))
+    fig, ax = _subplots(figsize=(1.5 + 0.6 * len(folds), 3))
     bottom = np.zeros(len(folds))
     for c, cls in enumerate(result.classes):
         counts = np.array([np.sum((p.fold == k) & (p.label == c)) for k in folds], dtype=float)
@@ -72,7 +82,7 @@ def folds_figure(result: CVResult) -> bytes:
 
 def roc_figure(result: CVResult) -> bytes:
     """One-vs-rest ROC curves per class from the pooled out-of-fold predictions."""
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = _subplots(figsize=(4.2, 4))
     for cls, curve in result.roc().items():
         ax.plot(curve.fpr, curve.tpr, label=f"{cls} (AUC {curve.auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
@@ -86,7 +96,7 @@ def roc_figure(result: CVResult) -> bytes:
 def confusion_figure(result: CVResult) -> bytes:
     """Pooled confusion matrix: counts (left) and row-normalised (right)."""
     n = len(result.classes)
-    fig, axes = plt.subplots(1, 2, figsize=(3.0 + 1.6 * n, 1.2 + 0.8 * n), layout="constrained")
+    fig, axes = _subplots(1, 2, figsize=(3.0 + 1.6 * n, 1.2 + 0.8 * n), layout="constrained")
     for ax, norm in zip(axes, (False, True), strict=True):
         cm = result.confusion(normalize=norm)
         ax.imshow(cm, cmap="Blues", vmin=0, vmax=1 if norm else max(int(cm.max()), 1))
@@ -121,7 +131,7 @@ def curves_figure(result: CVResult) -> bytes | None:
     folds = [f for f in result.folds if f.history]
     if not folds:
         return None
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3), layout="constrained")
+    fig, (ax_loss, ax_acc) = _subplots(1, 2, figsize=(8, 3), layout="constrained")
     for f in folds:
         epochs = [h["epoch"] for h in f.history]
         colour = ax_loss.plot(
@@ -161,9 +171,7 @@ def gallery_figure(items: Sequence[GalleryItem]) -> bytes | None:
         return None
     branches = list(items[0].maps)
     cols = 1 + len(branches)
-    fig, axes = plt.subplots(
-        len(items), cols, figsize=(1.9 * cols, 1.9 * len(items)), squeeze=False
-    )
+    fig, axes = _subplots(len(items), cols, figsize=(1.9 * cols, 1.9 * len(items)), squeeze=False)
     for row, item in zip(axes, items, strict=True):
         mark = "right" if item.correct else "WRONG"
         row[0].imshow(item.image)
@@ -191,7 +199,7 @@ def fold_gallery_figure(cells: Sequence[tuple[FoldAttributions, ExplainedCell]])
     if not cells:
         return None
     panels = ["image", *cells[0][0].branches]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         len(cells), len(panels), figsize=(1.9 * len(panels), 1.9 * len(cells)), squeeze=False
     )
     for row, (att, cell) in zip(axes, cells, strict=True):
@@ -223,7 +231,7 @@ def robustness_figure(robustness: Mapping[str, Any]) -> bytes:
     names = list(dict.fromkeys(p for r in robustness.values() for p in r.scores))
     cols = min(4, max(1, len(names)))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         for model, r in robustness.items():
             by = r.scores.get(name, {})

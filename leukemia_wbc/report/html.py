@@ -326,7 +326,7 @@ def _robustness_text(results: Sequence[CVResult], robustness: Mapping[str, Any])
         "accuracy under the stain perturbations."
     ]
     for r in results:
-        if str(r.config.get("model", {}).get("class", "")).endswith("ColourShortcutBaseline"):
+        if r.model_info.shortcut == "colour":
             parts.append(
                 f"Colour shortcut: a classifier on whole-image colour statistics alone reaches "
                 f"{r.summary()['accuracy'].format(3)} accuracy on these folds; that much of the "

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,146 +18,13 @@ from ..tasks.classifier_base import ClassificationTask
 from ..transforms.pipeline import DevicePipeline
 from .detections import Detections, to_unit_image
 from .detectors import CellDetector
-from .metrics import ACUTE_LEUKEMIA_BLAST_THRESHOLD, blast_share_interval
+from .result import SmearAnalysis
 
-__all__ = ["DEFAULT_BLAST_CLASSES", "SmearAnalysis", "SmearAnalyzer"]
+__all__ = ["DEFAULT_BLAST_CLASSES", "SmearAnalyzer"]
 
 #: Class names counted as blasts when ``blast_classes`` is not given: the library's synthetic
 #: classes ALL and AML (lymphoblasts, myeloblasts) and ALL-IDB's "blast".
 DEFAULT_BLAST_CLASSES: tuple[str, ...] = ("ALL", "AML", "blast", "lymphoblast", "myeloblast")
-
-
-@dataclass(frozen=True)
-class SmearAnalysis:
-    """The result of :meth:`SmearAnalyzer.analyze` for one smear.
-
-    Attributes:
-        image: The analysed image, ``uint8`` ``(H, W, 3)`` (after the analyzer's ``scale``).
-        detections: The white cells found (on the CPU), at the analysed image's size.
-        probabilities: ``float32`` ``(N, C)`` class probabilities of each cell.
-        classes: The classifier's class names.
-        blast_classes: The classes counted as blasts.
-        scale: Factor from the original image's pixels to the analysed image's.
-        confidence: Level of :attr:`blast_interval`.
-        path: The image file, when analysed from one.
-    """
-
-    image: np.ndarray
-    detections: Detections
-    probabilities: Tensor
-    classes: tuple[str, ...]
-    blast_classes: tuple[str, ...]
-    scale: float
-    confidence: float
-    path: str | None = None
-
-    @property
-    def predicted(self) -> list[str]:
-        """The predicted class of each cell."""
-        return [self.classes[int(i)] for i in self.probabilities.argmax(1)] if len(self) else []
-
-    def __len__(self) -> int:
-        """Number of cells."""
-        return len(self.detections)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Cells per predicted class (every class listed, zeros included)."""
-        names = self.predicted
-        return {c: names.count(c) for c in self.classes}
-
-    @property
-    def is_blast(self) -> np.ndarray:
-        """``bool`` ``(N,)``: whether each cell's predicted class is a blast class."""
-        return np.array([c in self.blast_classes for c in self.predicted], dtype=bool)
-
-    @property
-    def n_blasts(self) -> int:
-        """Cells classified as blasts."""
-        return int(self.is_blast.sum())
-
-    @property
-    def blast_share(self) -> float:
-        """Share of blasts among the cells (NaN without cells)."""
-        return blast_share_interval(self.n_blasts, len(self), self.confidence)[0]
-
-    @property
-    def blast_interval(self) -> tuple[float, float]:
-        """Wilson interval of the blast share at :attr:`confidence`."""
-        _, low, high = blast_share_interval(self.n_blasts, len(self), self.confidence)
-        return low, high
-
-    @property
-    def verdict(self) -> str:
-        """The blast share against the 20 % threshold of acute leukemia, given the interval.
-
-        ``"above"`` when the whole interval lies at or above 20 %, ``"below"`` when it lies
-        below, ``"uncertain"`` when it straddles the threshold (count more cells), and
-        ``"no cells"`` without cells. A screening aid, not a diagnosis.
-        """
-        if not len(self):
-            return "no cells"
-        low, high = self.blast_interval
-        if low >= ACUTE_LEUKEMIA_BLAST_THRESHOLD:
-            return "above"
-        if high < ACUTE_LEUKEMIA_BLAST_THRESHOLD:
-            return "below"
-        return "uncertain"
-
-    def centroids(self) -> np.ndarray:
-        """Nucleus centroid ``(x, y)`` of each cell in the original image's pixels."""
-        return self.detections.centroids().numpy().astype(np.float64) / self.scale
-
-    def blast_centroids(self) -> np.ndarray:
-        """Centroids ``(x, y)`` of the cells classified as blasts, in original pixels."""
-        points: np.ndarray = self.centroids()[self.is_blast]
-        return points
-
-    def summary(self) -> str:
-        """Counts, the blast share with its interval, and the verdict, as text."""
-        share = self.blast_share
-        low, high = self.blast_interval
-        lines = [f"cells: {len(self)}"]
-        lines += [f"  {name}: {n}" for name, n in self.counts.items()]
-        pct = "n/a" if np.isnan(share) else f"{100 * share:.1f} %"
-        lines.append(
-            f"blasts ({', '.join(self.blast_classes)}): {self.n_blasts} = {pct} "
-            f"({100 * self.confidence:.0f} % CI {100 * low:.1f}-{100 * high:.1f} %)"
-        )
-        lines.append(f"against the 20 % acute-leukemia threshold: {self.verdict}")
-        return "\n".join(lines)
-
-    def overlay(self) -> np.ndarray:
-        """The image with outlined nuclei, class-coloured boxes and a summary strip.
-
-        Returns:
-            ``uint8`` ``(H', W, 3)`` (see :func:`~leukemia_wbc.smear.overlay`).
-        """
-        from .overlay import smear_overlay
-
-        return smear_overlay(self)
-
-    def to_rows(self) -> list[dict[str, Any]]:
-        """One dict per cell: box and centroid (original pixels), score, class, probabilities."""
-        boxes = self.detections.boxes.numpy() / self.scale
-        rows = []
-        for i, (box, centre) in enumerate(zip(boxes, self.centroids(), strict=True)):
-            row: dict[str, Any] = {
-                "cell": i,
-                "x0": round(float(box[0]), 1),
-                "y0": round(float(box[1]), 1),
-                "x1": round(float(box[2]), 1),
-                "y1": round(float(box[3]), 1),
-                "x": round(float(centre[0]), 1),
-                "y": round(float(centre[1]), 1),
-                "detection_score": round(float(self.detections.scores[i]), 4),
-                "class": self.predicted[i],
-                "blast": bool(self.is_blast[i]),
-            }
-            probs = self.probabilities[i].tolist()
-            row.update({f"p_{c}": round(p, 4) for c, p in zip(self.classes, probs, strict=True)})
-            rows.append(row)
-        return rows
 
 
 def _side(size: int | tuple[int, int]) -> tuple[int, int]:

@@ -11,9 +11,9 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from ..data._morphology import PatientStain, draw_patient, draw_recipe
-from ..data._render import add_red_cell, beer_lambert, grid, plasma, white_cell
 from ..data.base import image_tensor
+from ..data.morphology import PatientStain, draw_patient, draw_recipe
+from ..data.render import add_red_cell, beer_lambert, grid, plasma, white_cell
 from ..data.synthetic import SYNTHETIC_CLASSES
 
 __all__ = ["SmearField", "SyntheticSmear", "detection_collate"]

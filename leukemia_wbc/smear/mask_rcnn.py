@@ -30,7 +30,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d
 
-from ..models._weights import read_state_dict
+from ..models.backbones import read_state_dict
 from .detections import Detections, detect_tiled, mask_nms, to_unit_image
 
 __all__ = ["MaskRCNNCellDetector", "create_mask_rcnn", "load_detector_weights"]

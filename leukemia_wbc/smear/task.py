@@ -11,11 +11,16 @@ from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
 from ..tasks.base import BaseTask, Stage
-from ..tasks.optim import OptimizerKind, SchedulerKind
+from ..tasks.optim import OptimConfig
 from .detections import to_unit_image
 from .mask_rcnn import MaskRCNNCellDetector, create_mask_rcnn
 
-__all__ = ["DetectionModule"]
+__all__ = ["DETECTION_OPTIM", "DetectionModule"]
+
+#: The default optimisation of :class:`DetectionModule`: AdamW with a one-cycle schedule.
+DETECTION_OPTIM = OptimConfig(
+    lr=1e-3, weight_decay=1e-4, optimizer="adamw", scheduler="onecycle", warmup_fraction=0.1
+)
 
 
 def _flip(image: Tensor, target: dict[str, Tensor], generator: torch.Generator) -> tuple[
@@ -50,6 +55,8 @@ class DetectionModule(BaseTask):
     training losses of torchvision's heads are logged as ``train_loss`` and
     ``train_loss_<part>``. A detector in evaluation mode gives no loss, so ``monitor`` is
     ``val_map`` and the schedule is per step (``"onecycle"`` by default, or ``"cosine"``).
+    :class:`~leukemia_wbc.smear.SmearDataModule` gives it its data from the command line:
+    ``leukemia-wbc fit --model DetectionModule --data SmearDataModule``.
 
     Args:
         num_classes: Detector classes without the background when not ``class_agnostic``.
@@ -61,18 +68,20 @@ class DetectionModule(BaseTask):
         mask_head_layers: Channels of the mask head's convolutions.
         anchor_sizes: Anchor sizes in pixels.
         score_threshold: Score threshold of :meth:`detector`.
-        lr: Peak learning rate.
-        weight_decay: Weight decay of kernels and weight matrices.
-        optimizer: ``"adam"`` or ``"adamw"``.
-        scheduler: ``"onecycle"`` or ``"cosine"``.
-        warmup_fraction: Warm-up share of ``"onecycle"``.
+        optim: Optimiser and schedule (default :data:`DETECTION_OPTIM`: AdamW, peak rate 1e-3,
+            weight decay 1e-4, ``"onecycle"`` with a warm-up of 0.1; the scheduler must be
+            ``"onecycle"`` or ``"cosine"``).
         seed: Seed of the flips.
+        **legacy: Deprecated flat optimiser settings (see
+            :class:`~leukemia_wbc.tasks.base.BaseTask`).
 
     Raises:
+        TypeError: An unknown keyword argument.
         ValueError: ``scheduler="plateau"``, or a bad argument of the network or optimiser.
     """
 
     monitor = "val_map"
+    default_optim = DETECTION_OPTIM
 
     def __init__(
         self,
@@ -85,18 +94,10 @@ class DetectionModule(BaseTask):
         mask_head_layers: Sequence[int] = (128, 128),
         anchor_sizes: Sequence[int] = (16, 32, 64, 128, 256),
         score_threshold: float = 0.5,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        optimizer: OptimizerKind = "adamw",
-        scheduler: SchedulerKind = "onecycle",
-        warmup_fraction: float = 0.1,
+        optim: OptimConfig | None = DETECTION_OPTIM,
         seed: int = 0,
+        **legacy: Any,
     ) -> None:
-        if scheduler == "plateau":
-            raise ValueError(
-                "scheduler='plateau' watches val_loss, which a detector in evaluation mode does "
-                "not give; use 'onecycle' or 'cosine'"
-            )
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = 1 if class_agnostic else int(num_classes)
@@ -108,13 +109,23 @@ class DetectionModule(BaseTask):
         self.anchor_sizes = tuple(int(s) for s in anchor_sizes)
         self.score_threshold = float(score_threshold)
         self.generator = torch.Generator().manual_seed(seed)
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            warmup_fraction=warmup_fraction,
-        )
+        super().__init__(optim=optim, **legacy)
+
+    def check_optim(self, optim: OptimConfig) -> None:
+        """Refuse ``scheduler="plateau"``: it watches ``val_loss``, which a detector lacks.
+
+        Args:
+            optim: The settings.
+
+        Raises:
+            ValueError: ``optim.scheduler`` is ``"plateau"``.
+        """
+        if optim.scheduler == "plateau":
+            raise ValueError(
+                "optim.scheduler='plateau' watches val_loss, which a detector in evaluation mode "
+                "does not give; use 'onecycle' or 'cosine' (e.g. "
+                "DETECTION_OPTIM.replace(lr=...) keeps the detector's defaults)"
+            )
 
     def configure_models(self) -> None:
         """Build the Mask R-CNN as ``self.model``."""
@@ -157,16 +168,24 @@ class DetectionModule(BaseTask):
                         "labels": labels})  # fmt: skip
         return out
 
-    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
-        """Training loss of a batch (sum of torchvision's head losses), with logging.
+    def shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor | None:
+        """Training loss of a batch, or the batch's detections added to the stage's mAP.
+
+        Training applies the random flips and returns the sum of torchvision's head losses
+        (logged as ``train_loss`` and ``train_<part>``). Validation and test detect the batch
+        in evaluation mode, which gives no loss, and add it to ``val_map`` / ``test_map``.
 
         Args:
-            batch: ``{"image": [...], "targets": [...]}``.
-            stage: ``"train"`` (evaluation stages go through :meth:`_evaluate`).
+            batch: ``{"image": [...], "targets": [...]}`` (see
+                :func:`~leukemia_wbc.smear.detection_collate`).
+            stage: ``"train"``, ``"val"`` or ``"test"``.
 
         Returns:
-            The loss.
+            The training loss; ``None`` for validation and test.
         """
+        if stage != "train":
+            self._evaluate(batch, self.val_map if stage == "val" else self.test_map)
+            return None
         images = [to_unit_image(im) for im in batch["image"]]
         targets = self._targets(batch["targets"])
         pairs = [_flip(im, t, self.generator) for im, t in zip(images, targets, strict=True)]
@@ -190,24 +209,6 @@ class DetectionModule(BaseTask):
             for t in self._targets(batch["targets"])
         ]
         metric.update(preds, truth)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # type: ignore[override]
-        """Detect the batch and add it to the validation mAP.
-
-        Args:
-            batch: The batch.
-            batch_idx: Index of the batch (unused).
-        """
-        self._evaluate(batch, self.val_map)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # type: ignore[override]
-        """Detect the batch and add it to the test mAP.
-
-        Args:
-            batch: The batch.
-            batch_idx: Index of the batch (unused).
-        """
-        self._evaluate(batch, self.test_map)
 
     def _log_map(self, stage: Stage, metric: MeanAveragePrecision) -> None:
         """Log the epoch's mAP; torchmetrics' -1 ("undefined": no detection at all) is 0."""

@@ -1,13 +1,14 @@
-"""LightningModules: segmentation and classification tasks, and their losses."""
+"""LightningModules: segmentation and classification tasks, their losses and optimiser settings."""
 
 from __future__ import annotations
 
 from .._deprecation import moved_names
 from .base import BaseTask, Stage
+from .branches import BranchInput, TaskBranch
 from .classification import CellClassifier, DualBranchClassifier, NucleusClassifier
 from .classifier_base import ClassificationTask, LossKind
 from .losses import FocalLoss, HybridFocalCELoss
-from .optim import OptimizerKind, SchedulerKind
+from .optim import OptimConfig, OptimizerKind, SchedulerKind
 from .segmentation import SegmentationMode, SegmentationModule
 
 #: Names that moved to other packages: still served, with a DeprecationWarning.
@@ -20,6 +21,7 @@ __getattr__ = moved_names(
 
 __all__ = [
     "BaseTask",
+    "BranchInput",
     "CellClassifier",
     "ClassificationTask",
     "DualBranchClassifier",
@@ -27,9 +29,11 @@ __all__ = [
     "HybridFocalCELoss",
     "LossKind",
     "NucleusClassifier",
+    "OptimConfig",
     "OptimizerKind",
     "SchedulerKind",
     "SegmentationMode",
     "SegmentationModule",
     "Stage",
+    "TaskBranch",
 ]

@@ -2,98 +2,129 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, Literal
+import os
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import MutableMapping
+from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
+import torch
 from torch import Tensor
 
+from .._deprecation import REMOVED_IN
 from ..transforms.pipeline import PIPELINE_KEY, DevicePipeline
 from .optim import (
-    OptimizerKind,
-    SchedulerKind,
+    OptimConfig,
     build_optimizer,
     build_scheduler,
-    check_choices,
+    legacy_optim_message,
+    resolve_optim,
 )
 
-__all__ = ["BaseTask", "Stage"]
+__all__ = ["TASK_NAME_KEY", "BaseTask", "Stage"]
 
 #: The stage a shared step runs for; also the prefix of its logged names.
 Stage = Literal["train", "val", "test"]
+#: Checkpoint key of the class name of the task that saved it (written by the classifiers).
+TASK_NAME_KEY = "leukemia_wbc_task"
 
 
-class BaseTask(pl.LightningModule):
+def _init_depth(obj: object) -> int:
+    """How many nested ``__init__`` calls of ``obj`` the caller is inside (itself included)."""
+    frame = inspect.currentframe()
+    frame = frame.f_back if frame is not None else None  # the caller
+    depth = 0
+    while frame is not None and frame.f_code.co_name == "__init__":
+        if frame.f_locals.get("self") is not obj:
+            break
+        depth += 1
+        frame = frame.f_back
+    return depth
+
+
+class BaseTask(pl.LightningModule, ABC):
     """Hyperparameters, model / loss / metric hooks, the optimiser and its schedule.
 
     A subclass sets its own typed attributes, then calls ``super().__init__(...)``, which saves
     every constructor argument of the chain as hyperparameters (so a checkpoint rebuilds the
     task) and calls, in order, :meth:`configure_models`, :meth:`configure_losses` and
     :meth:`configure_metrics`. Training, validation and test steps all go through one
-    :meth:`_shared_step`; a subclass overrides hooks, not the loop.
+    :meth:`shared_step`; a subclass overrides hooks, not the loop. :meth:`configure_models`,
+    :meth:`configure_losses` and :meth:`shared_step` are abstract: a subclass that leaves one
+    out cannot be instantiated.
 
     Logged names: ``train_loss``, ``val_loss``, ``test_loss`` and the metrics of
     :meth:`configure_metrics` with the stage as prefix (``val_accuracy``, ...).
 
-    The default optimisation is the paper's: Adam, and ReduceLROnPlateau on ``val_loss``.
-    ``optimizer="adamw", scheduler="onecycle"`` is the recipe of the CPU demo and of the slow
-    accuracy test (see :mod:`leukemia_wbc.tasks.optim`); weight decay never applies to biases
-    and normalisation weights.
+    The optimisation is ``optim`` (an :class:`~leukemia_wbc.tasks.optim.OptimConfig`; ``None``
+    for the class's :attr:`default_optim`, the paper's Adam with ReduceLROnPlateau on
+    ``val_loss``). It is saved in the hyperparameters as a plain dict.
 
     Args:
-        lr: Learning rate (the peak rate for ``scheduler="onecycle"``).
-        weight_decay: Weight decay of weight matrices and kernels.
-        lr_patience: Epochs without ``val_loss`` improvement before the rate is reduced
-            (``scheduler="plateau"``).
-        lr_factor: Factor of each reduction (``scheduler="plateau"``).
-        optimizer: ``"adam"`` or ``"adamw"``.
-        scheduler: ``"plateau"`` (per epoch), ``"onecycle"`` or ``"cosine"`` (per step, over
-            the Trainer's ``max_epochs`` / ``max_steps``).
-        warmup_fraction: Share of the run rising to ``lr`` with ``scheduler="onecycle"``.
+        optim: The optimiser and schedule; ``None`` for :attr:`default_optim`.
+        **legacy: Deprecated flat optimiser settings (``lr=``, ``weight_decay=``,
+            ``lr_patience=``, ``lr_factor=``, ``optimizer=``, ``scheduler=``,
+            ``warmup_fraction=``), also those of checkpoints saved before ``optim``: they
+            override ``optim``'s and warn (:class:`DeprecationWarning`); removed in 0.3.
 
     Raises:
-        ValueError: A non-positive learning rate, negative weight decay or patience, a
-            factor or warm-up share outside ``(0, 1)``, or an unknown optimiser or scheduler.
+        TypeError: A keyword argument the task does not know.
+        ValueError: A setting out of range or refused by the task (see
+            :class:`~leukemia_wbc.tasks.optim.OptimConfig` and :meth:`check_optim`).
     """
 
     #: Constructor arguments not saved as hyperparameters (modules, tensors).
     hparams_ignore: tuple[str, ...] = ()
     #: Metric watched by the scheduler (and by the configs' checkpoint / early stopping).
     monitor: str = "val_loss"
+    #: The optimisation of ``optim=None``.
+    default_optim: ClassVar[OptimConfig] = OptimConfig()
 
-    def __init__(
-        self,
-        *,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_patience: int = 5,
-        lr_factor: float = 0.1,
-        optimizer: OptimizerKind = "adam",
-        scheduler: SchedulerKind = "plateau",
-        warmup_fraction: float = 0.25,
-    ) -> None:
-        super().__init__()
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if weight_decay < 0 or lr_patience < 0:
-            raise ValueError(
-                f"weight_decay and lr_patience must be >= 0, got {weight_decay}, {lr_patience}"
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Serve a subclass that still overrides the old ``_shared_step`` (one release)."""
+        super().__init_subclass__(**kwargs)
+        old = cls.__dict__.get("_shared_step")
+        if old is not None and "shared_step" not in cls.__dict__:
+            warnings.warn(
+                f"{cls.__qualname__} overrides _shared_step, which is now the public "
+                f"shared_step: rename it (the old name stops working in leukemia_wbc "
+                f"{REMOVED_IN})",
+                DeprecationWarning,
+                stacklevel=3,
             )
-        if not 0 < lr_factor < 1:
-            raise ValueError(f"lr_factor must lie in (0, 1), got {lr_factor}")
-        check_choices(optimizer, scheduler)
-        if not 0 < warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction must lie in (0, 1), got {warmup_fraction}")
-        self.save_hyperparameters(ignore=list(self.hparams_ignore))
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.lr_patience = lr_patience
-        self.lr_factor = lr_factor
-        self.optimizer_kind: OptimizerKind = optimizer
-        self.scheduler_kind: SchedulerKind = scheduler
-        self.warmup_fraction = warmup_fraction
+            setattr(cls, "shared_step", old)  # noqa: B010  (mypy refuses assigning a method)
+
+    def __init__(self, *, optim: OptimConfig | None = None, **legacy: Any) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        config, flat = resolve_optim(optim, legacy, default=self.default_optim, owner=owner)
+        if flat:
+            warnings.warn(
+                legacy_optim_message(owner, flat),
+                DeprecationWarning,
+                stacklevel=_init_depth(self) + 1,  # the line that built the task
+            )
+        self.check_optim(config)
+        #: The optimiser settings.
+        self.optim: OptimConfig = config
+        self.save_hyperparameters(ignore=[*self.hparams_ignore, "optim", *flat])
+        # plain values in the checkpoint (read with weights_only=True) and for the loggers
+        self.hparams["optim"] = config.to_dict()
+        initial = getattr(self, "_hparams_initial", None)  # what Lightning gives the loggers
+        if isinstance(initial, MutableMapping):
+            initial["optim"] = config.to_dict()
         if self.ready:
             self.configure()
+
+    def check_optim(self, optim: OptimConfig) -> None:
+        """Refuse settings this task cannot train with (none in the base class).
+
+        Args:
+            optim: The settings.
+        """
 
     @property
     def ready(self) -> bool:
@@ -110,39 +141,31 @@ class BaseTask(pl.LightningModule):
         self.configure_metrics()
 
     # -- hooks ---------------------------------------------------------------------------------
+    @abstractmethod
     def configure_models(self) -> None:
-        """Build the network(s) as attributes. Subclasses must override it.
+        """Build the network(s) as attributes."""
 
-        Raises:
-            NotImplementedError: Always, in the base class.
-        """
-        raise NotImplementedError(f"{type(self).__name__} must implement configure_models")
-
+    @abstractmethod
     def configure_losses(self) -> None:
-        """Build the loss module(s) as attributes. Subclasses must override it.
-
-        Raises:
-            NotImplementedError: Always, in the base class.
-        """
-        raise NotImplementedError(f"{type(self).__name__} must implement configure_losses")
+        """Build the loss module(s) as attributes (nothing for a network that has its own)."""
 
     def configure_metrics(self) -> None:
         """Build the metrics (one collection cloned per stage). The base class has none."""
 
-    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
-        """Loss of a batch, with logging of loss and metrics under ``stage``.
+    @abstractmethod
+    def shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor | None:
+        """The step of every stage: loss and metrics of a batch, logged under ``stage``.
+
+        The override point of a task's training, validation and test steps.
 
         Args:
             batch: The batch dict after the device stage.
             stage: ``"train"``, ``"val"`` or ``"test"``.
 
         Returns:
-            The loss.
-
-        Raises:
-            NotImplementedError: Always, in the base class.
+            The loss; ``None`` for a stage without one (e.g. a detector's evaluation), which
+            ``"train"`` may not be.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement _shared_step")
 
     def log_loss(self, stage: Stage, loss: Tensor, batch_size: int) -> None:
         """Log ``<stage>_loss`` (per step too while training), averaged over devices.
@@ -198,7 +221,7 @@ class BaseTask(pl.LightningModule):
 
     # -- loop ----------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """One training step (see :meth:`_shared_step`).
+        """One training step (see :meth:`shared_step`).
 
         Args:
             batch: The batch dict after the device stage.
@@ -206,45 +229,93 @@ class BaseTask(pl.LightningModule):
 
         Returns:
             The loss to minimise.
-        """
-        return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """One validation step (see :meth:`_shared_step`).
+        Raises:
+            RuntimeError: :meth:`shared_step` gave no training loss.
+        """
+        loss = self.shared_step(batch, "train")
+        if loss is None:
+            raise RuntimeError(f"{type(self).__name__}.shared_step gave no loss for 'train'")
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        """One validation step (see :meth:`shared_step`).
 
         Args:
             batch: The batch dict after the device stage.
             batch_idx: Index of the batch (unused).
 
         Returns:
-            The loss.
+            The loss, if the task computes one.
         """
-        return self._shared_step(batch, "val")
+        return self.shared_step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """One test step (see :meth:`_shared_step`).
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        """One test step (see :meth:`shared_step`).
 
         Args:
             batch: The batch dict after the device stage.
             batch_idx: Index of the batch (unused).
 
         Returns:
-            The loss.
+            The loss, if the task computes one.
         """
-        return self._shared_step(batch, "test")
+        return self.shared_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        """The optimiser of ``optimizer`` and the schedule of ``scheduler``.
+        """The optimiser and the schedule of :attr:`optim`.
 
         Returns:
             Lightning's optimizer / scheduler dict.
         """
-        optimizer = build_optimizer(self, self.optimizer_kind, self.lr, self.weight_decay)
-        steps = self.trainer.estimated_stepping_batches if self.scheduler_kind != "plateau" else 0
+        optim = self.optim
+        optimizer = build_optimizer(self, optim.optimizer, optim.lr, optim.weight_decay)
+        steps = self.trainer.estimated_stepping_batches if optim.scheduler != "plateau" else 0
         scheduler = build_scheduler(
-            optimizer, self.scheduler_kind, lr=self.lr,
+            optimizer, optim.scheduler, lr=optim.lr,
             total_steps=int(steps) if math.isfinite(steps) else 0, monitor=self.monitor,
-            patience=self.lr_patience, factor=self.lr_factor,
-            warmup_fraction=self.warmup_fraction,
+            patience=optim.lr_patience, factor=optim.lr_factor,
+            warmup_fraction=optim.warmup_fraction,
         )  # fmt: skip
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``, with a clear error for another task's file.
+
+        A task that records its class name in its checkpoints (under :data:`TASK_NAME_KEY`, as
+        the classifiers do) is refused by name when the file holds another class.
+
+        Args:
+            checkpoint_path: The checkpoint file.
+            *args: Passed to Lightning.
+            **kwargs: Passed to Lightning (``map_location``, ``strict``, overrides).
+
+        Returns:
+            The restored task.
+
+        Raises:
+            ValueError: The checkpoint was saved by another task class (another architecture).
+        """
+        try:
+            return super().load_from_checkpoint(os.fspath(checkpoint_path), *args, **kwargs)
+        except (TypeError, RuntimeError, KeyError) as err:
+            saved = _saved_task(checkpoint_path)
+            if saved is not None and saved != cls.__name__:
+                raise ValueError(
+                    f"{checkpoint_path} holds a {saved}, not a {cls.__name__}: load it with "
+                    f"{saved}.load_from_checkpoint"
+                ) from err
+            raise
+
+
+def _saved_task(path: str | os.PathLike[str]) -> str | None:
+    """The task class name recorded in a checkpoint, or ``None``."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    name = checkpoint.get(TASK_NAME_KEY) if isinstance(checkpoint, dict) else None
+    return name if isinstance(name, str) else None

@@ -1,18 +1,18 @@
-"""Classification tasks: ``CellClassifier`` (one branch) and ``DualBranchClassifier``."""
+"""Classification tasks: ``CellClassifier``, ``NucleusClassifier`` and ``DualBranchClassifier``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from ..models.backbones import Weights
 from ..models.cell_net import CellNet
-from ..models.dual_branch import Branch, DualBranchNet
+from ..models.dual_branch import Branch, DualBranchNet, DualBranchOptions
 from ..models.heads import FusionKind
-from ..models.nucleus_crop import crop_nucleus
 from .base import Stage
+from .branches import BranchInput, TaskBranch
 from .classifier_base import ClassificationTask, LossKind
 
 __all__ = [
@@ -22,6 +22,9 @@ __all__ = [
     "LossKind",
     "NucleusClassifier",
 ]
+
+#: The defaults of :class:`DualBranchClassifier`'s network (one source: ``DualBranchOptions``).
+_DUAL = DualBranchOptions()
 
 
 class CellClassifier(ClassificationTask):
@@ -37,8 +40,12 @@ class CellClassifier(ClassificationTask):
         num_classes: Number of classes (default: the data's; see :class:`ClassificationTask`).
         head_hidden: Widths of the head's hidden layers.
         dropout: Dropout of the head.
-        **kwargs: Classes, loss, metric and optimiser arguments of :class:`ClassificationTask`.
+        **kwargs: Classes, loss, metric and optimiser (``optim``) arguments of
+            :class:`ClassificationTask`.
     """
+
+    #: What the network reads: the whole image (the nucleus crop for ``NucleusClassifier``).
+    branch_input: ClassVar[BranchInput] = "image"
 
     def __init__(
         self,
@@ -63,14 +70,25 @@ class CellClassifier(ClassificationTask):
             head_hidden=self.head_hidden, dropout=self.dropout,
         )  # fmt: skip
 
-    def forward(self, image: Tensor) -> Tensor:
-        """Class logits of a normalised image batch."""
-        logits: Tensor = self.net(image)
-        return logits
-
     def forward_batch(self, batch: dict[str, Any]) -> Tensor:
         """Class logits of ``batch["image"]``."""
         return self.forward(batch["image"])
+
+    def branches(self) -> dict[str, TaskBranch]:
+        """The network's backbone, on :attr:`branch_input`.
+
+        The backbone of the :class:`~leukemia_wbc.models.cell_net.CellNet`; the whole network
+        when a subclass's :meth:`configure_models` builds another one.
+
+        Returns:
+            ``{"cell": ...}`` (``{"nucleus": ...}`` when the network reads the nucleus crop).
+        """
+        name = "cell" if self.branch_input == "image" else "nucleus"
+        net = getattr(self, "net", None)
+        if isinstance(net, CellNet):
+            return {name: TaskBranch(net.backbone, self.branch_input, self.backbone_name)}
+        (generic,) = super().branches().values()
+        return {name: TaskBranch(generic.module, self.branch_input, generic.label)}
 
 
 class NucleusClassifier(CellClassifier):
@@ -81,7 +99,8 @@ class NucleusClassifier(CellClassifier):
     (:func:`~leukemia_wbc.models.crop_nucleus`, the dual-branch model's nucleus branch on its
     own). The model never sees the cytoplasm, the red cells or the background, so it cannot
     learn the plasma's colour or the framing of a lab. The batch must carry nucleus masks
-    (``mask``), as datasets with masks and ``SyntheticWBC`` give them.
+    (``mask``), as datasets with masks and ``SyntheticWBC`` give them, or the task a
+    ``segmenter``.
 
     Args:
         backbone: Any timm model name.
@@ -93,6 +112,7 @@ class NucleusClassifier(CellClassifier):
     """
 
     needs_nucleus = True
+    branch_input: ClassVar[BranchInput] = "nucleus"
 
     def __init__(
         self, backbone: str = "resnet50", *, nucleus_size: int = 128, **kwargs: Any
@@ -103,23 +123,26 @@ class NucleusClassifier(CellClassifier):
         super().__init__(backbone, **kwargs)
 
     def forward_batch(self, batch: dict[str, Any]) -> Tensor:
-        """Class logits of the nucleus crops of ``batch["image"]`` by ``batch["mask"]``.
+        """Class logits of the nucleus crops of ``batch["image"]`` (see :meth:`nucleus_crops`).
 
         Args:
-            batch: The batch dict after the device stage, with ``mask``.
+            batch: The batch dict after the device stage, with ``mask`` (or a segmenter).
 
         Returns:
             The logits.
 
         Raises:
-            ValueError: The batch has no ``mask``.
+            ValueError: The batch has no ``mask`` and the task no segmenter.
         """
-        mask = self.nucleus_masks(batch)
-        return self.forward(crop_nucleus(batch["image"], mask, self.nucleus_size).crops)
+        return self.forward(self.nucleus_crops(batch).crops)
 
 
 class DualBranchClassifier(ClassificationTask):
     """The paper's classifier: whole cell and nucleus branches, fused (see ``DualBranchNet``).
+
+    The network's arguments are those of :class:`~leukemia_wbc.models.dual_branch.DualBranchOptions`
+    (their defaults come from it, and :attr:`options` holds them); the task passes them to
+    :class:`~leukemia_wbc.models.DualBranchNet` as one object.
 
     The nucleus mask comes from ``batch["mask"]``; when the batch has none, from
     ``segmenter`` (a classical method name such as ``"kmeans"``, the path of a trained
@@ -139,69 +162,89 @@ class DualBranchClassifier(ClassificationTask):
         head_hidden: Widths of the head's hidden layers.
         dropout: Dropout of the fusion and the head.
         freeze: Branch to freeze at start (``"cell"``, ``"nucleus"``) or ``None``.
-        **kwargs: Classes, segmenter, loss, metric and optimiser arguments of
+        **kwargs: Classes, segmenter, loss, metric and optimiser (``optim``) arguments of
             :class:`ClassificationTask`.
+
+    Raises:
+        ValueError: A network setting refused by ``DualBranchOptions`` (the message names it).
     """
 
     needs_nucleus = True
+    net: DualBranchNet
 
     def __init__(
         self,
-        cell_backbone: str = "resnet50",
-        nucleus_backbone: str = "mobilenetv2_100",
+        cell_backbone: str = _DUAL.cell_backbone,
+        nucleus_backbone: str = _DUAL.nucleus_backbone,
         *,
-        cell_weights: Weights = None,
-        nucleus_weights: Weights = None,
+        cell_weights: Weights = _DUAL.cell_weights,
+        nucleus_weights: Weights = _DUAL.nucleus_weights,
         num_classes: int | None = None,
-        nucleus_size: int = 128,
-        fusion: FusionKind = "concat",
-        fusion_features: int = 512,
-        head_hidden: Sequence[int] = (256,),
-        dropout: float = 0.5,
+        nucleus_size: int = _DUAL.nucleus_size,
+        fusion: FusionKind = _DUAL.fusion,
+        fusion_features: int = _DUAL.fusion_features,
+        head_hidden: Sequence[int] = _DUAL.head_hidden,
+        dropout: float = _DUAL.dropout,
         freeze: Branch | None = None,
         **kwargs: Any,
     ) -> None:
-        self.names = (cell_backbone, nucleus_backbone)
-        self.branch_weights = tuple(None if w is None else str(w)
-                                    for w in (cell_weights, nucleus_weights))  # fmt: skip
-        self.nucleus_size = nucleus_size
-        self.fusion_kind: FusionKind = fusion
-        self.fusion_features = fusion_features
-        self.head_hidden = tuple(head_hidden)
-        self.dropout = dropout
+        #: The network's settings.
+        self.options = DualBranchOptions(
+            cell_backbone=cell_backbone, nucleus_backbone=nucleus_backbone,
+            cell_weights=None if cell_weights is None else str(cell_weights),
+            nucleus_weights=None if nucleus_weights is None else str(nucleus_weights),
+            nucleus_size=int(nucleus_size), fusion=fusion, fusion_features=int(fusion_features),
+            head_hidden=tuple(int(h) for h in head_hidden), dropout=float(dropout),
+        )  # fmt: skip
+        self.nucleus_size = self.options.nucleus_size
         self.freeze_at_start = freeze
         super().__init__(num_classes=num_classes, **kwargs)
         #: Samples whose nucleus mask was empty (whole image used instead), since creation.
         self.nucleus_fallbacks = 0
         self._last_fallbacks = 0
 
+    @property
+    def names(self) -> tuple[str, str]:
+        """The timm names of the cell and nucleus backbones."""
+        return (self.options.cell_backbone, self.options.nucleus_backbone)
+
     def configure_models(self) -> None:
         """Build :attr:`net`, a :class:`~leukemia_wbc.models.dual_branch.DualBranchNet`."""
-        self.net = DualBranchNet(
-            self.num_classes, cell_backbone=self.names[0], nucleus_backbone=self.names[1],
-            cell_weights=self.branch_weights[0], nucleus_weights=self.branch_weights[1],
-            nucleus_size=self.nucleus_size, fusion=self.fusion_kind,
-            fusion_features=self.fusion_features, head_hidden=self.head_hidden,
-            dropout=self.dropout,
-        )  # fmt: skip
+        self.net = DualBranchNet(self.num_classes, self.options)
         if self.freeze_at_start is not None:
             self.net.freeze(self.freeze_at_start)
 
-    def forward(self, image: Tensor, nucleus: Tensor) -> Tensor:
-        """Class logits of a normalised cell batch and its nucleus crops."""
-        logits: Tensor = self.net(image, nucleus)
-        return logits
-
     def forward_batch(self, batch: dict[str, Any]) -> Tensor:
-        """Class logits of ``batch["image"]`` and its nucleus crops."""
-        image: Tensor = batch["image"]
-        crops = self.net.crop(image, self.nucleus_masks(batch))
+        """Class logits of ``batch["image"]`` and its nucleus crops (``forward(image, crops)``)."""
+        crops = self.nucleus_crops(batch)
         self._last_fallbacks = int(crops.empty.sum())
         self.nucleus_fallbacks += self._last_fallbacks
-        return self.forward(image, crops.crops)
+        return self.forward(batch["image"], crops.crops)
 
-    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
-        loss = super()._shared_step(batch, stage)
+    def branches(self) -> dict[str, TaskBranch]:
+        """The cell backbone on the image and the nucleus backbone on the nucleus crops.
+
+        Returns:
+            ``{"cell": ..., "nucleus": ...}``, in the order :meth:`forward` takes them.
+        """
+        return {
+            "cell": TaskBranch(self.net.cell_branch, "image", self.options.cell_backbone),
+            "nucleus": TaskBranch(
+                self.net.nucleus_branch, "nucleus", self.options.nucleus_backbone
+            ),
+        }
+
+    def shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
+        """The classifiers' step, and ``<stage>_nucleus_fallback``: cells without a nucleus.
+
+        Args:
+            batch: The batch dict after the device stage.
+            stage: ``"train"``, ``"val"`` or ``"test"``.
+
+        Returns:
+            The loss.
+        """
+        loss = super().shared_step(batch, stage)
         self.log(f"{stage}_nucleus_fallback", float(self._last_fallbacks), reduce_fx="sum",
                  on_step=False, on_epoch=True, batch_size=len(batch["label"]),
                  sync_dist=True)  # fmt: skip

@@ -1,22 +1,43 @@
-"""Optimisers and learning-rate schedules of :class:`~leukemia_wbc.tasks.base.BaseTask`."""
+"""Optimiser settings (:class:`OptimConfig`), optimisers and learning-rate schedules of tasks.
+
+Every task of the library takes its optimiser settings as one ``optim`` argument: an
+:class:`OptimConfig` in Python, a mapping in YAML (``optim: {lr: 0.001, scheduler: onecycle}``)
+and dotted options on the command line (``--model.init_args.optim.lr 0.001``). In a checkpoint's
+hyperparameters it is a plain dict (:meth:`OptimConfig.to_dict`).
+
+The flat arguments of earlier releases (``lr=``, ``weight_decay=``, ``lr_patience=``,
+``lr_factor=``, ``optimizer=``, ``scheduler=``, ``warmup_fraction=``) still work for one release,
+from Python and from checkpoints saved with them: :func:`resolve_optim` turns them into an
+:class:`OptimConfig` with a :class:`DeprecationWarning`. The command line and YAML configs take
+``optim`` only.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from .._deprecation import REMOVED_IN
+
 __all__ = [
+    "LEGACY_OPTIM_KEYS",
     "OPTIMIZERS",
     "SCHEDULERS",
+    "OptimConfig",
     "OptimizerKind",
     "SchedulerKind",
     "build_optimizer",
     "build_scheduler",
     "check_choices",
+    "legacy_optim_message",
     "parameter_groups",
+    "resolve_optim",
+    "upgrade_hparams",
 ]
 
 #: ``"adam"`` (the paper's) or ``"adamw"`` (decoupled weight decay).
@@ -45,6 +66,204 @@ def check_choices(optimizer: str, scheduler: str) -> None:
     ):
         if value not in choices:
             raise ValueError(f"argument {argument!r}: expected one of {choices}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimiser and learning-rate schedule of a task.
+
+    The default is the paper's: Adam, and ReduceLROnPlateau on the task's monitored metric
+    (``val_loss``). ``OptimConfig(optimizer="adamw", scheduler="onecycle", lr=5e-3,
+    weight_decay=0.05)`` is the recipe of the CPU demo. Weight decay never applies to biases
+    and normalisation weights (see :func:`parameter_groups`).
+
+    Attributes:
+        lr: Learning rate (the peak rate for ``scheduler="onecycle"``).
+        weight_decay: Weight decay of weight matrices and kernels.
+        lr_patience: Epochs without improvement of the monitored metric before the rate is
+            reduced (``scheduler="plateau"``).
+        lr_factor: Factor of each reduction (``scheduler="plateau"``).
+        optimizer: ``"adam"`` or ``"adamw"``.
+        scheduler: ``"plateau"`` (per epoch), ``"onecycle"`` or ``"cosine"`` (per step, over
+            the Trainer's ``max_epochs`` / ``max_steps``).
+        warmup_fraction: Share of the run rising to ``lr`` with ``scheduler="onecycle"``.
+
+    Raises:
+        ValueError: A non-positive learning rate, negative weight decay or patience, a factor
+            or warm-up share outside ``(0, 1)``, or an unknown optimiser or scheduler.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_patience: int = 5
+    lr_factor: float = 0.1
+    optimizer: OptimizerKind = "adam"
+    scheduler: SchedulerKind = "plateau"
+    warmup_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.lr_patience < 0:
+            raise ValueError(
+                f"weight_decay and lr_patience must be >= 0, got {self.weight_decay}, "
+                f"{self.lr_patience}"
+            )
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"lr_factor must lie in (0, 1), got {self.lr_factor}")
+        check_choices(self.optimizer, self.scheduler)
+        if not 0 < self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must lie in (0, 1), got {self.warmup_fraction}")
+
+    def replace(self, **changes: Any) -> OptimConfig:
+        """A copy with some settings changed (validated like a new one).
+
+        Args:
+            **changes: Settings to change, e.g. ``lr=1e-4``.
+
+        Returns:
+            The new settings.
+
+        Raises:
+            TypeError: A name that is not a setting.
+            ValueError: A value out of range (see the class).
+        """
+        unknown = sorted(set(changes) - set(LEGACY_OPTIM_KEYS))
+        if unknown:
+            raise TypeError(
+                f"OptimConfig has no setting {', '.join(map(repr, unknown))}; expected some of "
+                f"{', '.join(LEGACY_OPTIM_KEYS)}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (how checkpoints and configs record them).
+
+        Returns:
+            Setting name to value.
+        """
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_mapping(
+        cls, values: Mapping[str, Any], *, base: OptimConfig | None = None, where: str = "optim"
+    ) -> OptimConfig:
+        """Settings from a mapping (a checkpoint's ``optim`` dict, a YAML mapping).
+
+        Args:
+            values: Setting name to value; settings left out keep those of ``base``.
+            base: The settings to start from (default: ``OptimConfig()``).
+            where: How the mapping is named in messages (``"optim"``,
+                ``"checkpoint hyper_parameters['optim']"``...).
+
+        Returns:
+            The settings.
+
+        Raises:
+            ValueError: A key that is not a setting, or a value out of range.
+        """
+        unknown = sorted(str(k) for k in values if k not in LEGACY_OPTIM_KEYS)
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown optimiser setting {', '.join(map(repr, unknown))}; expected "
+                f"some of {', '.join(LEGACY_OPTIM_KEYS)}"
+            )
+        try:
+            return dataclasses.replace(base or cls(), **dict(values))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+
+
+#: The settings of :class:`OptimConfig`, which earlier releases took as flat task arguments.
+LEGACY_OPTIM_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(OptimConfig))
+
+
+def legacy_optim_message(owner: str, keys: Iterable[str]) -> str:
+    """The deprecation message for flat optimiser arguments given to ``owner``.
+
+    Args:
+        owner: The task class (or file) that was given them.
+        keys: The flat arguments given.
+
+    Returns:
+        The message, naming the arguments and their replacement.
+    """
+    names = sorted(keys)
+    example = ", ".join(f"{k}=..." for k in names)
+    return (
+        f"{owner}: the flat optimiser argument{'s' if len(names) > 1 else ''} "
+        f"{', '.join(names)} {'are' if len(names) > 1 else 'is'} deprecated and will be "
+        f"removed in leukemia_wbc {REMOVED_IN}; pass optim=OptimConfig({example}) (in YAML: "
+        f"optim: {{{', '.join(f'{k}: ...' for k in names)}}}; on the command line: "
+        f"--model.init_args.optim.{names[0]} ...)"
+    )
+
+
+def resolve_optim(
+    optim: object, legacy: Mapping[str, Any], *, default: OptimConfig, owner: str
+) -> tuple[OptimConfig, list[str]]:
+    """A task's settings from its ``optim`` argument and deprecated flat arguments.
+
+    The one place where the flat arguments of earlier releases (and the hyperparameters of
+    checkpoints saved with them) become an :class:`OptimConfig`.
+
+    Args:
+        optim: The task's ``optim`` argument: an :class:`OptimConfig`, a mapping (a saved
+            checkpoint's hyperparameter, whose missing settings keep ``default``'s), or
+            ``None`` for ``default``.
+        legacy: Further keyword arguments of the task; only flat optimiser settings are
+            accepted, and they override those of ``optim``.
+        default: The task class's default settings.
+        owner: The task class name (for messages).
+
+    Returns:
+        The settings, and the flat arguments that were given (sorted; the caller warns about
+        them, see :func:`legacy_optim_message`).
+
+    Raises:
+        TypeError: A keyword argument that is neither a flat optimiser setting nor known to the
+            task, or an ``optim`` of another type.
+        ValueError: A setting out of range (the message names it).
+    """
+    unknown = sorted(k for k in legacy if k not in LEGACY_OPTIM_KEYS)
+    if unknown:
+        raise TypeError(f"{owner}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+    if optim is None:
+        config = default
+    elif isinstance(optim, OptimConfig):
+        config = optim
+    elif isinstance(optim, Mapping):
+        config = OptimConfig.from_mapping(optim, base=default, where=f"{owner} optim")
+    else:
+        raise TypeError(
+            f"{owner}: argument 'optim' must be an OptimConfig, a mapping of its settings or "
+            f"None, got {type(optim).__name__}"
+        )
+    if legacy:
+        config = OptimConfig.from_mapping(legacy, base=config, where=owner)
+    return config, sorted(legacy)
+
+
+def upgrade_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Saved hyperparameters with flat optimiser settings gathered into ``optim``.
+
+    For records written before :class:`OptimConfig` (a checkpoint's ``hyper_parameters``, a
+    cross-validation's ``config.json``), so that they compare equal to those of today's tasks.
+    Settings the record leaves out are not filled in.
+
+    Args:
+        hparams: Saved hyperparameters.
+
+    Returns:
+        A new dict: ``optim`` holds the flat settings (over an ``optim`` already there), which
+        are removed from the top level. Without flat settings, a plain copy.
+    """
+    out = dict(hparams)
+    flat = {k: out.pop(k) for k in LEGACY_OPTIM_KEYS if k in out}
+    if flat:
+        saved = out.get("optim")
+        out["optim"] = {**(dict(saved) if isinstance(saved, Mapping) else {}), **flat}
+    return out
 
 
 def parameter_groups(

@@ -13,12 +13,12 @@ from torchmetrics.segmentation import DiceScore, MeanIoU
 
 from ..models.segmentation import (
     KeepMode,
-    _check_postprocess_args,
+    check_postprocess_args,
     create_segmentation_net,
     postprocess_masks,
 )
 from .base import BaseTask, Stage
-from .optim import OptimizerKind, SchedulerKind
+from .optim import OptimConfig
 
 __all__ = ["SegmentationMode", "SegmentationModule"]
 
@@ -99,18 +99,15 @@ class SegmentationModule(BaseTask):
             segmentation_WBC with ``examples/segmentation_quality.py`` (U-Net trained on one
             dataset, tested on the other, four settings): ``"all"`` scored 0.04-0.07 Dice
             higher than ``"largest"`` in every setting.
-        lr: Learning rate (the peak of ``"onecycle"``).
-        weight_decay: Weight decay (not on biases and norms).
-        lr_patience: Epochs without ``val_loss`` improvement before the rate is reduced.
-        lr_factor: Factor of each reduction.
-        optimizer: ``"adam"`` (default) or ``"adamw"``; see
-            :class:`~leukemia_wbc.tasks.base.BaseTask`.
-        scheduler: ``"plateau"`` (default), ``"onecycle"`` or ``"cosine"``.
-        warmup_fraction: Warm-up share of ``scheduler="onecycle"``.
+        optim: Optimiser and schedule (default: Adam, ReduceLROnPlateau on ``val_loss``; see
+            :class:`~leukemia_wbc.tasks.optim.OptimConfig`).
+        **legacy: Deprecated flat optimiser settings (see
+            :class:`~leukemia_wbc.tasks.base.BaseTask`).
 
     Raises:
+        TypeError: An unknown keyword argument.
         ValueError: An unknown mode, architecture or encoder, a negative ``dice_weight``, a
-            ``threshold`` outside ``(0, 1)``, or bad optimiser arguments.
+            ``threshold`` outside ``(0, 1)``, or optimiser settings out of range.
     """
 
     def __init__(
@@ -126,13 +123,8 @@ class SegmentationModule(BaseTask):
         threshold: float = 0.5,
         centre_radius: float = 0.2,
         keep: KeepMode = "all",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_patience: int = 5,
-        lr_factor: float = 0.1,
-        optimizer: OptimizerKind = "adam",
-        scheduler: SchedulerKind = "plateau",
-        warmup_fraction: float = 0.25,
+        optim: OptimConfig | None = None,
+        **legacy: Any,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"argument 'mode': expected one of {_MODES}, got {mode!r}")
@@ -140,7 +132,7 @@ class SegmentationModule(BaseTask):
             raise ValueError(f"argument 'dice_weight': expected a value >= 0, got {dice_weight}")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"argument 'threshold': expected a value in (0, 1), got {threshold}")
-        _check_postprocess_args(centre_radius, keep)
+        check_postprocess_args(centre_radius, keep)
         self.arch = arch
         self.encoder = encoder
         self.mode: SegmentationMode = mode
@@ -153,10 +145,7 @@ class SegmentationModule(BaseTask):
         self.keep: KeepMode = keep
         #: Output channels of the network: 1 (binary) or 3 (background, cytoplasm, nucleus).
         self.num_classes = 1 if mode == "binary" else 3
-        super().__init__(
-            lr=lr, weight_decay=weight_decay, lr_patience=lr_patience, lr_factor=lr_factor,
-            optimizer=optimizer, scheduler=scheduler, warmup_fraction=warmup_fraction,
-        )  # fmt: skip
+        super().__init__(optim=optim, **legacy)
 
     # -- hooks ---------------------------------------------------------------------------------
     def configure_models(self) -> None:
@@ -268,7 +257,16 @@ class SegmentationModule(BaseTask):
             return (logits[:, 0] > 0).long()
         return logits.argmax(dim=1)
 
-    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
+    def shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
+        """Cross-entropy and Dice loss of a batch, and ``dice`` / ``iou``, logged under ``stage``.
+
+        Args:
+            batch: The batch dict after the device stage, with its masks (see :meth:`targets`).
+            stage: ``"train"``, ``"val"`` or ``"test"``.
+
+        Returns:
+            The loss.
+        """
         target = self.targets(batch)
         logits = self(batch["image"])
         loss: Tensor = self.ce_loss(logits, target) + self.dice_weight * self.dice_loss(

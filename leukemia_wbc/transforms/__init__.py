@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .augment import MaskedAugmentation, StainAugment, paper_augmentation
 from .enhance import CLAHE, BackgroundRemoval, Cue, Grayscale, HistogramEqualization
+from .macenko import StainEstimate, estimate_stains
 from .pipeline import DevicePipeline, EqualizeMode, make_equalizer
 from .registry import register_pipeline_module, registered_pipeline_modules
-from .stain import MacenkoNormalizer, StainEstimate, estimate_stains
+from .stain import MacenkoNormalizer
 
 __all__ = [
     "CLAHE",

@@ -10,7 +10,7 @@ import torch
 from kornia.augmentation import random_generator as rg
 from torch import Tensor, nn
 
-from .stain import compose, estimate_stains
+from .macenko import compose, estimate_stains
 
 __all__ = ["MASK_KEYS", "MaskedAugmentation", "StainAugment", "paper_augmentation"]
 
@@ -75,7 +75,7 @@ class StainAugment(K.IntensityAugmentationBase2D):
 
     In the manner of staintools' ``StainAugmentor``: each image's Macenko stain vectors and
     concentrations are estimated (batched, see
-    :func:`~leukemia_wbc.transforms.stain.estimate_stains`), every stain's concentration ``C``
+    :func:`~leukemia_wbc.transforms.macenko.estimate_stains`), every stain's concentration ``C``
     becomes ``C * a + b`` with ``a`` uniform in ``[1 - sigma_alpha, 1 + sigma_alpha]`` and
     ``b`` uniform in ``[-sigma_beta, sigma_beta]`` (drawn per image and stain), and the image
     is recomposed with its own stain vectors. Background pixels and images without enough

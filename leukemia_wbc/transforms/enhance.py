@@ -17,8 +17,8 @@ import kornia.morphology as KM
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_batch, to_unit_float
-from ._masks import _central_component, _fill_holes, _hysteresis, _otsu3, _square
+from .checks import check_batch, to_unit_float
+from .masks import central_component, fill_holes, hysteresis, otsu3, square_morphology
 
 __all__ = ["CLAHE", "BackgroundRemoval", "Cue", "Grayscale", "HistogramEqualization"]
 
@@ -231,8 +231,8 @@ class BackgroundRemoval(nn.Module):
                 k = 2 * math.ceil(3 * self.sigma) + 1
                 # Replicate, not reflect, borders: reflection needs images larger than the kernel.
                 cue = KF.gaussian_blur2d(cue, (k, k), (self.sigma, self.sigma), "replicate")
-            low, high = _otsu3(cue)
-            masks.append(_hysteresis(cue > low, cue > high))
+            low, high = otsu3(cue)
+            masks.append(hysteresis(cue > low, cue > high))
         return masks
 
     def mask(self, x: Tensor) -> Tensor:
@@ -253,13 +253,14 @@ class BackgroundRemoval(nn.Module):
         m = masks[0]
         for other in masks[1:]:
             m = m & other
-        m = _square("erosion", _square("dilation", m, self.closing_size), self.closing_size)
-        m = _fill_holes(m)
-        m = _square("dilation", _square("erosion", m, self.opening_size), self.opening_size)
-        if self.keep_centre:
-            m = _central_component(m)
-        else:
-            m = m | ~m.flatten(1).any(1).view(-1, 1, 1, 1)
+        m = square_morphology(
+            "erosion", square_morphology("dilation", m, self.closing_size), self.closing_size
+        )
+        m = fill_holes(m)
+        m = square_morphology(
+            "dilation", square_morphology("erosion", m, self.opening_size), self.opening_size
+        )
+        m = central_component(m) if self.keep_centre else m | ~m.flatten(1).any(1).view(-1, 1, 1, 1)
         if self.margin > 0:
             r = torch.arange(-self.margin, self.margin + 1, device=m.device, dtype=torch.float32)
             disk = ((r[:, None] ** 2 + r[None, :] ** 2) <= self.margin**2 + 0.5).float()

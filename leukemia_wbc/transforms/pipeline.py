@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_batch
+from .checks import check_batch
 from .registry import build_module, check_plain, module_config
 from .stain import MacenkoNormalizer
 
@@ -61,7 +61,7 @@ def colour_input(x: Tensor, mode: ColourMode) -> Tensor:
         gray: Tensor = Grayscale(keep_channels=True)(x)
         return gray
     if mode == "hematoxylin":
-        from .stain import estimate_stains
+        from .macenko import estimate_stains
 
         conc = estimate_stains(x.clamp(0, 1)).concentrations[:, 0].to(x.dtype)  # (B, H * W)
         top = torch.quantile(conc, 0.99, dim=1, keepdim=True).clamp_min(1e-6)

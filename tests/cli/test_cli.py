@@ -46,6 +46,9 @@ def test_packaged_configs_are_all_there() -> None:
         "all_idb2",
         "segmentation_wbc",
         "demo",
+        "demo_resnet",
+        "demo_vgg",
+        "demo_svm",
         "recipe_stain_normalization",
         "recipe_stain_augmentation",
         "recipe_grayscale",
@@ -383,8 +386,10 @@ def test_demo_paper_settings_are_the_packaged_configs(tmp_path: Path) -> None:
     dual = setups["dual_branch"]
     assert isinstance(dual.model, DualBranchClassifier)
     init = paper["model"]["init_args"]
-    for key in ("lr", "dropout", "lr_patience", "cell_backbone", "nucleus_backbone", "loss"):
+    for key in ("dropout", "cell_backbone", "nucleus_backbone", "loss"):
         assert dual.model.hparams[key] == init[key], key
+    assert dual.model.optim.lr == init["optim"]["lr"]
+    assert dual.model.optim.lr_patience == init["optim"]["lr_patience"]
     assert dual.model.mask_source == "segmenter"
     steps = dual.data.pipeline.config()
     assert paper["data"]["equalize"] == "clahe" and paper["data"]["background_removal"] is True

@@ -428,7 +428,7 @@ def _run_two_stage_cv(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
 
 @runs(
     "fit --model CellClassifier --model.init_args.backbone resnet50 --model.init_args.weights "
-    "resnet50_imagenet.pth --model.init_args.scheduler onecycle --data WBCDataModule "
+    "resnet50_imagenet.pth --model.init_args.optim.scheduler onecycle --data WBCDataModule "
     "--data.dataset SyntheticWBC --trainer.max_epochs 20"
 )
 def _run_fit_with_local_weights(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
@@ -452,6 +452,30 @@ def _run_fit_with_local_weights(cmd: DocCommand, tmp: Path, shared: Shared) -> N
     fresh = timm.create_model("resnet10t", num_classes=0).state_dict()[name]
     moved = (trained - weights[name]).abs().mean()
     assert moved < 0.2 * (fresh - weights[name]).abs().mean()
+
+
+@runs(
+    "fit --model DetectionModule --data SmearDataModule --data.dataset.n 200 "
+    "--trainer.max_epochs 12"
+)
+def _run_fit_detector(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
+    """Six 96 px fields of six patients, a narrow network, one epoch (a few seconds)."""
+    import torch
+
+    from leukemia_wbc.smear import DETECTION_OPTIM, DetectionModule
+
+    args = [
+        *cmd.argv, "--model.init_args.box_head_size", "32", "--model.init_args.mask_head_layers",
+        "[16]", "--data.dataset.n", "6", "--data.dataset.size", "96", "--data.dataset.n_patients",
+        "6", "--data.dataset.cells_per_field", "[1, 2]", "--data.val_fraction", "0.34",
+        "--trainer.default_root_dir", str(tmp), *QUIET_FIT,
+    ]  # fmt: skip
+    cli(args).ok()
+    (checkpoint,) = tmp.rglob("*.ckpt")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert saved["hyper_parameters"]["optim"] == DETECTION_OPTIM.to_dict()
+    module = DetectionModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert module.box_head_size == 32 and module.detector().score_threshold == 0.5
 
 
 @runs(CV_ONE_FOLD)

@@ -17,6 +17,7 @@ import csv
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,8 +174,11 @@ def test_model_config_cross_validates_on_layout(
 
 def test_every_packaged_config_is_run() -> None:
     """A packaged config added later must be added to the matrix above (or to the U-Net test)."""
+    from leukemia_wbc.demo import DEMO_CONFIGS
+
     data_configs = {a for args in _layout_args() for a in args if a in config_names()}
-    run = set(MODEL_OVERRIDES) | set(RECIPES) | {"segmentation_unet"} | data_configs
+    overlays = {name for names in DEMO_CONFIGS.values() for name in names[1:]}  # test below
+    run = set(MODEL_OVERRIDES) | set(RECIPES) | {"segmentation_unet"} | data_configs | overlays
     missing = sorted(set(config_names()) - run)
     assert not missing, f"packaged configs that no test runs: {missing}"
     for model in MODEL_OVERRIDES:
@@ -260,3 +264,88 @@ def test_unet_checkpoint_is_the_segmenter_of_the_paper_config(
     assert config["model"]["hparams"]["segmenter"] == str(unet)
     unet.unlink()  # the U-Net's weights travel in the classifier's checkpoint
     _classify_like_the_fold(out / "fold_0", CLASSES["all_idb2"], tmp_path, capsys, same_masks=True)
+
+
+#: Optimiser settings a task took as flat arguments before ``optim`` (no config may use them).
+_FLAT_OPTIM = {"lr", "weight_decay", "lr_patience", "lr_factor", "optimizer", "scheduler",
+               "warmup_fraction"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", config_names())
+def test_optimiser_settings_are_one_optim_mapping(name: str) -> None:
+    """Each config's optimiser settings sit under ``optim`` and make a valid ``OptimConfig``."""
+    import yaml
+
+    from leukemia_wbc.configs import resolve_config
+    from leukemia_wbc.tasks import OptimConfig
+
+    config = yaml.safe_load(Path(resolve_config(name)).read_text(encoding="utf-8"))
+    init = (config.get("model") or {}).get("init_args") or {}
+    assert not _FLAT_OPTIM & set(init), f"{name}: flat optimiser keys {_FLAT_OPTIM & set(init)}"
+    if "optim" in init:
+        assert set(init["optim"]) <= _FLAT_OPTIM
+        OptimConfig(**init["optim"])  # raises for a value out of range
+
+
+def test_config_optim_reaches_the_task(tmp_path: Path) -> None:
+    """``cv --config demo`` builds the dual branch with the config's AdamW one-cycle settings."""
+    import yaml
+
+    from leukemia_wbc._commands.cv import load_cv_config
+    from leukemia_wbc.configs import resolve_config
+    from leukemia_wbc.tasks import OptimConfig
+
+    demo = yaml.safe_load(Path(resolve_config("demo")).read_text(encoding="utf-8"))
+    setup = load_cv_config(["--config", "demo", "--data.dataset.init_args.n", "24",
+                            "--model.init_args.optim.lr", "0.01",
+                            "--cv.output_dir", str(tmp_path)])  # fmt: skip
+    expected = OptimConfig(**{**demo["model"]["init_args"]["optim"], "lr": 0.01})
+    assert setup.model.optim == expected and expected.scheduler == "onecycle"
+    assert setup.model.hparams["optim"] == expected.to_dict()
+
+
+def test_the_demo_reads_its_settings_and_models_from_the_packaged_configs(tmp_path: Path) -> None:
+    """``leukemia-wbc demo`` (CPU) runs ``demo`` and the three model overlays laid over it."""
+    import dataclasses
+
+    import yaml
+
+    from leukemia_wbc.configs import resolve_config
+    from leukemia_wbc.demo import DEMO_CONFIGS, DemoSettings, demo_configs
+    from leukemia_wbc.models import HandcraftedSVM
+    from leukemia_wbc.tasks import CellClassifier, DualBranchClassifier
+
+    def read(name: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = yaml.safe_load(Path(resolve_config(name)).read_text())
+        return loaded
+
+    demo = read("demo")
+    cells = demo["data"]["dataset"]["init_args"]
+    settings = DemoSettings.cpu()
+    assert (settings.n, settings.patients, settings.size, settings.batch_size) == (
+        cells["n"],
+        cells["n_patients"],
+        demo["data"]["size"],
+        demo["data"]["batch_size"],
+    )
+    assert (settings.folds, settings.epochs) == (demo["cv"]["n_splits"], demo["cv"]["max_epochs"])
+    setups = demo_configs(dataclasses.replace(settings, n=40), tmp_path, segmenter="kmeans")
+    assert list(setups) == list(DEMO_CONFIGS)
+    kinds = {"dual_branch": DualBranchClassifier, "resnet": CellClassifier, "vgg": CellClassifier,
+             "svm": HandcraftedSVM}  # fmt: skip
+    for key, setup in setups.items():
+        assert isinstance(setup.model, kinds[key]), key
+        assert setup.options["output_dir"] == str(tmp_path / key)
+        assert (setup.options["n_splits"], setup.options["max_epochs"]) == (
+            settings.folds,
+            settings.epochs,
+        )
+        assert len(setup.data.dataset) == 40 and setup.data.batch_size == settings.batch_size
+        overlay = read(DEMO_CONFIGS[key][-1])["model"]["init_args"]
+        if key in ("resnet", "vgg"):
+            assert setup.model.hparams["backbone"] == overlay["backbone"]
+            assert setup.model.optim.lr == overlay["optim"]["lr"]
+    assert setups["vgg"].model.optim.lr < setups["resnet"].model.optim.lr  # the VGG's own rate
+    assert setups["svm"].model.mask_source == "segmenter"
+    assert setups["dual_branch"].model.mask_source == "segmenter"
+    assert setups["resnet"].model.segmenter is None

@@ -157,3 +157,16 @@ def test_labels_without_decoding(tmp_path, monkeypatch):
     monkeypatch.setattr("leukemia_wbc.data.base.read_rgb", boom)
     assert ds.labels.tolist() == [0, 1] and ds.groups == ["g0", "g1"]
     assert ds.class_counts() == {"a": 1, "b": 1}
+
+
+def test_with_size_is_a_view_that_leaves_the_dataset_alone(tmp_path):
+    path, _ = _rgb(tmp_path)
+    ds = _ds([path, path], labels=[0, 1], size=16)
+    view = ds.with_size((8, 12))
+    assert type(view) is WBCDataset and view is not ds
+    assert ds.size == (16, 16) and view.size == (8, 12)
+    assert view.records is ds.records and view.classes == ds.classes
+    assert view[0]["image"].shape == (3, 8, 12) and ds[0]["image"].shape == (3, 16, 16)
+    assert ds.with_size(None)[1]["image"].shape == (3, 20, 30)
+    with pytest.raises(ValueError, match="size must be positive"):
+        ds.with_size(0)

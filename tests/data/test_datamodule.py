@@ -162,21 +162,30 @@ def test_stain_normalization_choices(synthetic):
     assert "\n" not in message and "'torch', 'staintools'" in message and "'opencv'" in message
 
 
-def test_stain_normalization_is_parsed_from_a_config(tmp_path):
+#: The ``dataset`` of a data config: eight SyntheticWBC cells.
+DATASET = "{class_path: leukemia_wbc.data.synthetic.SyntheticWBC, init_args: {n: 8, size: 32}}"
+
+
+def _data_parser():
+    """jsonargparse (skipped when absent) and a parser of a config's ``data`` section."""
     jsonargparse = pytest.importorskip("jsonargparse")
     parser = jsonargparse.ArgumentParser(exit_on_error=False)
     parser.add_argument("--config", action=jsonargparse.ActionConfigFile)
     parser.add_class_arguments(WBCDataModule, "data")
-    dataset = "{class_path: leukemia_wbc.data.synthetic.SyntheticWBC, init_args: {n: 8, size: 32}}"
+    return jsonargparse, parser
+
+
+def test_stain_normalization_is_parsed_from_a_config(tmp_path):
+    jsonargparse, parser = _data_parser()
     for choice in ("staintools", "torch"):
         config = tmp_path / f"{choice}.yaml"
-        config.write_text(f"data:\n  dataset: {dataset}\n  stain_normalization: {choice}\n")
+        config.write_text(f"data:\n  dataset: {DATASET}\n  stain_normalization: {choice}\n")
         cfg = parser.parse_args(["--config", str(config)])
         assert cfg.data.stain_normalization == choice
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     dm = instantiate(cfg).data
     assert isinstance(dm.pipeline.stain, MacenkoNormalizer) and dm.pipeline.stain.backend == "torch"
-    config.write_text(f"data:\n  dataset: {dataset}\n  stain_normalization: opencv\n")
+    config.write_text(f"data:\n  dataset: {DATASET}\n  stain_normalization: opencv\n")
     with pytest.raises(jsonargparse.ArgumentError, match="stain_normalization"):
         parser.parse_args(["--config", str(config)])
 
@@ -233,3 +242,117 @@ def test_collate_keeps_a_cell_mask_only_when_every_sample_has_one(tmp_path):
     del samples[1]["mask"]  # a sample without the nucleus mask is still an error
     with pytest.raises(ValueError, match="samples with different keys in one batch"):
         collate_samples(samples)
+
+
+# -- options in groups, the dataset left as it is ------------------------------------------------
+def test_the_dataset_given_keeps_its_size(synthetic):
+    assert synthetic.size == (32, 32)
+    dm = WBCDataModule(synthetic, size=16, batch_size=4, n_splits=4, augment=False)
+    assert synthetic.size == (32, 32) and dm.dataset is not synthetic
+    assert dm.dataset.size == (16, 16) and dm.dataset.records is synthetic.records
+    assert synthetic[0]["image"].shape == (3, 32, 32)
+    dm.setup()
+    assert next(iter(dm.val_dataloader()))["image"].shape == (4, 3, 16, 16)
+    assert WBCDataModule(synthetic, size=None).dataset is synthetic  # nothing to change
+
+
+def test_grouped_and_flat_options_are_the_same_settings(synthetic):
+    from leukemia_wbc.data import LoaderOptions, PipelineOptions, SplitOptions
+
+    grouped = WBCDataModule(
+        synthetic,
+        size=32,
+        split=SplitOptions(kind="holdout", val_fraction=0.25, test_fraction=0.25, seed=3),
+        pipeline=PipelineOptions(equalize="clahe", augment=False, mean=(0, 0, 0)),
+        loader=LoaderOptions(balanced_sampler=True),
+    )
+    flat = WBCDataModule(
+        synthetic, size=32, split="holdout", val_fraction=0.25, test_fraction=0.25, seed=3,
+        equalize="clahe", augment=False, mean=(0, 0, 0), balanced_sampler=True,
+    )  # fmt: skip
+    assert grouped.split_options == flat.split_options
+    assert grouped.pipeline_options == flat.pipeline_options
+    assert grouped.loader_options == flat.loader_options
+    assert dict(grouped.hparams) == dict(flat.hparams)
+    grouped.setup()
+    flat.setup()
+    assert grouped.split is not None and flat.split is not None
+    assert np.array_equal(grouped.split.test, flat.split.test)
+    assert np.array_equal(grouped.split.val, flat.split.val)
+
+
+def test_a_flat_keyword_replaces_its_group_field(synthetic, caplog):
+    from leukemia_wbc.data import SplitOptions
+
+    with caplog.at_level("WARNING", logger="leukemia_wbc.data.options"):
+        dm = WBCDataModule(synthetic, size=32, split=SplitOptions(fold=1, n_splits=4), fold=2)
+    assert dm.split_options == SplitOptions(fold=2, n_splits=4)
+    assert "fold=2 replaces split.fold=1" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="leukemia_wbc.data.options"):
+        WBCDataModule(synthetic, size=32, split=SplitOptions(n_splits=4), fold=2)
+    assert caplog.text == ""  # the group left fold at its default: nothing is overridden
+
+
+def test_unknown_keyword_and_bad_option_values(synthetic):
+    from leukemia_wbc.data import LoaderOptions, PipelineOptions
+
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['n_fold'\]"):
+        WBCDataModule(synthetic, n_fold=3)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="stain_fit_samples must be at least 1, got 0"):
+        PipelineOptions(stain_fit_samples=0)
+    with pytest.raises(ValueError, match=r"stain_augmentation must lie in \[0, 1\), got 1.5"):
+        WBCDataModule(synthetic, stain_augmentation=1.5)
+    with pytest.raises(ValueError, match="num_workers must be 0 or more, got -1"):
+        LoaderOptions(num_workers=-1)
+
+
+def test_flat_keywords_are_exactly_the_group_fields():
+    import dataclasses
+    import typing
+
+    from leukemia_wbc.data import FlatOptions, LoaderOptions, PipelineOptions, SplitOptions
+
+    groups = (SplitOptions, PipelineOptions, LoaderOptions)
+    fields = {
+        name: hint
+        for group in groups
+        for name, hint in typing.get_type_hints(group).items()
+        if name != "kind"  # the split argument itself
+    }
+    assert typing.get_type_hints(FlatOptions) == fields
+    assert len(fields) == sum(len(dataclasses.fields(g)) for g in groups) - 1
+
+
+def test_hyperparameters_keep_the_checkpoint_keys(synthetic):
+    dm = WBCDataModule(synthetic, size=32, stain_normalization=True, background_removal=True,
+                       equalize="hist", colour="grayscale")  # fmt: skip
+    assert set(dm.hparams) == {
+        "size", "batch_size", "num_workers", "fold", "n_splits", "val_fraction",
+        "test_fraction", "seed", "stain_fit_samples", "equalize", "colour",
+        "stain_augmentation", "mean", "std", "balanced_sampler", "pin_memory",
+        "stain_normalization", "background_removal",
+    }  # fmt: skip
+    assert dm.hparams["stain_normalization"] is True and dm.hparams["background_removal"] is True
+    assert dm.hparams["equalize"] == "hist" and dm.hparams["colour"] == "grayscale"
+    assert dm.hparams["mean"] == IMAGENET_MEAN and dm.hparams["size"] == 32
+
+
+def test_grouped_and_flat_keys_parse_from_a_config(tmp_path):
+    _, parser = _data_parser()
+    config = tmp_path / "grouped.yaml"
+    config.write_text(
+        f"data:\n  dataset: {DATASET}\n  size: 16\n"
+        "  split: {kind: holdout, val_fraction: 0.25}\n"
+        "  pipeline: {equalize: clahe, augment: false}\n  loader: {num_workers: 0}\n"
+    )
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    dm = instantiate(parser.parse_args(["--config", str(config)])).data
+    assert dm.split_options.kind == "holdout" and dm.split_options.val_fraction == 0.25
+    assert dm.pipeline_options.equalize == "clahe" and dm.pipeline.augment is None
+    assert dm.dataset.size == (16, 16)
+    args = ["--config", str(config), "--data.split.val_fraction", "0.5", "--data.seed", "4",
+            "--data.colour", "grayscale", "--data.num_workers", "0"]  # fmt: skip
+    dm = instantiate(parser.parse_args(args)).data
+    assert dm.split_options.val_fraction == 0.5 and dm.split_options.seed == 4
+    assert dm.pipeline.colour == "grayscale" and dm.pipeline_options.equalize == "clahe"

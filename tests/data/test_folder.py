@@ -167,6 +167,36 @@ def test_class_folder_without_images_is_an_error(tmp_path: Path) -> None:
     assert len(ds) == 8 and set(ds.classes) <= set(SYNTHETIC_CLASSES)
 
 
+# -- the class-folder base ----------------------------------------------------------------------
+def test_class_folder_datasets_share_one_base() -> None:
+    from leukemia_wbc.data import PBC, AMLCytomorphology, ClassFolderWBC
+
+    assert all(issubclass(c, ClassFolderWBC) for c in (ImageFolderWBC, PBC, AMLCytomorphology))
+
+
+def test_class_folder_base_nested_fixed_classes_and_groups(tmp_path: Path) -> None:
+    from leukemia_wbc.data import ClassFolderWBC
+
+    class Patients(ClassFolderWBC):
+        def group_of(self, path: Path) -> str:
+            return path.stem.split("_")[0]
+
+    level = tmp_path / "archive" / "cells"
+    for name, files in (("Blast", ["p1_a.png", "p2_b.png"]), ("normal", ["p1_c.png"])):
+        (level / name).mkdir(parents=True)
+        for f in files:
+            (level / name / f).write_bytes(b"")
+    ds = Patients(tmp_path, classes=("normal", "blast"), nested=True, case_insensitive=True)
+    assert ds.classes == ("normal", "blast") and ds.labels.tolist() == [0, 1, 1]
+    assert ds.groups == ["p1", "p1", "p2"] and ds.root == tmp_path
+    with pytest.raises(ValueError, match="nested=True needs the class names"):
+        ClassFolderWBC(tmp_path, nested=True)
+    with pytest.raises(FileNotFoundError, match=r"ClassFolderWBC: no class folder under .*<mine>"):
+        ClassFolderWBC(tmp_path, classes=("x",), nested=True, layout="<mine>")
+    with pytest.raises(FileNotFoundError, match=r"ClassFolderWBC: folder .*absent not found"):
+        ClassFolderWBC(tmp_path / "absent")
+
+
 # -- ManifestWBC ------------------------------------------------------------------------------
 def test_manifest_reads_fixture(folder_root: Path, no_decoding: None) -> None:
     ds = ManifestWBC(folder_root / "manifest.csv")

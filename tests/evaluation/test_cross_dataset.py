@@ -16,7 +16,7 @@ from leukemia_wbc.evaluation.cross_dataset import class_mapping, cross_dataset_t
 from leukemia_wbc.evaluation.robustness import cv_robustness
 from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.models import ColourShortcutBaseline
-from leukemia_wbc.tasks import CellClassifier
+from leukemia_wbc.tasks import CellClassifier, OptimConfig
 
 
 def test_class_mapping_rules() -> None:
@@ -38,7 +38,9 @@ def cnn_cv(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, SyntheticW
     """A tiny CNN cross-validated for 2 epochs on 3 folds of SyntheticWBC."""
     data = SyntheticWBC(64, size=32, seed=0)
     dm = WBCDataModule(data, size=32, batch_size=16, augment=False)
-    task = CellClassifier("resnet10t", num_classes=4, head_hidden=(16,), dropout=0.0, lr=3e-3)
+    task = CellClassifier(
+        "resnet10t", num_classes=4, head_hidden=(16,), dropout=0.0, optim=OptimConfig(lr=3e-3)
+    )
     out = tmp_path_factory.mktemp("cnn_cv")
     result = CrossValidator(task, dm, out, n_splits=3, max_epochs=2, accelerator="cpu",
                             early_stopping_patience=None,

@@ -18,7 +18,7 @@ from leukemia_wbc.evaluation import (
 )
 from leukemia_wbc.models.backbones import create_backbone
 from leukemia_wbc.models.nucleus_crop import mask_boxes
-from leukemia_wbc.tasks import CellClassifier, DualBranchClassifier
+from leukemia_wbc.tasks import CellClassifier, DualBranchClassifier, OptimConfig
 
 SIZE = 48
 
@@ -110,9 +110,50 @@ def test_unknown_network_and_method_are_refused() -> None:
     task = CellClassifier("resnet18", num_classes=4)
     with pytest.raises(ValueError, match="method must be"):
         Explainer(task, "saliency")  # type: ignore[arg-type]
-    task.net = nn.Linear(2, 2)
-    with pytest.raises(ValueError, match="neither 'backbone' nor 'cell_branch'"):
+    task.net = nn.Linear(2, 2)  # a network without a convolution: nothing for Grad-CAM
+    with pytest.raises(ValueError, match="Linear has no feature_info and no Conv2d"):
         Explainer(task)
+
+
+class _TinyCNN(CellClassifier):
+    """A user's subclass with its own network and no backbone attribute."""
+
+    def configure_models(self) -> None:
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, self.num_classes),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
+def test_any_network_of_a_subclass_is_explained(batch: dict[str, Any], method: Any) -> None:
+    torch.manual_seed(0)
+    task = _TinyCNN(num_classes=4)
+    explainer = Explainer(task, method, n_steps=4)
+    assert explainer.layers["cell"] is task.net[2]  # its last convolution, found without a name
+    attr = explainer.explain(batch)
+    assert list(attr.maps) == ["cell"]
+    m = attr.maps["cell"]
+    assert m.shape == (6, 1, SIZE, SIZE) and torch.isfinite(m).all() and m.sum() > 0
+
+
+def test_nucleus_classifier_is_explained_on_its_crops(batch: dict[str, Any]) -> None:
+    """Its one branch reads the nucleus crop: the map lies inside each nucleus's box."""
+    from leukemia_wbc.tasks import NucleusClassifier
+
+    torch.manual_seed(0)
+    task = NucleusClassifier("resnet18", num_classes=4, nucleus_size=32, head_hidden=(16,))
+    attr = Explainer(task).explain(batch)
+    assert list(attr.maps) == ["nucleus"]
+    boxes, _ = mask_boxes(batch["mask"])
+    for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
+        outside = attr.maps["nucleus"][i, 0].clone()
+        outside[y0 : y1 + 1, x0 : x1 + 1] = 0
+        assert outside.abs().sum() == 0
+    # the probabilities are those of the task's own prediction on the crops
+    with torch.no_grad():
+        expected = task.eval().forward_batch(batch).softmax(dim=1)
+    torch.testing.assert_close(attr.probs, expected)
 
 
 @pytest.mark.slow
@@ -133,8 +174,8 @@ def test_trained_classifier_attribution_concentrates_on_the_nucleus() -> None:
     ds = SyntheticWBC(1600, size=128, seed=3, n_patients=16, difficulty=0.1)
     dm = WBCDataModule(ds, size=128, batch_size=32, split="holdout", augment=True,
                        test_fraction=0.2, num_workers=1)  # fmt: skip
-    task = CellClassifier("resnet18", num_classes=4, head_hidden=(64,), dropout=0.2, lr=1e-3,
-                          lr_patience=2)  # fmt: skip
+    task = CellClassifier("resnet18", num_classes=4, head_hidden=(64,), dropout=0.2,
+                          optim=OptimConfig(lr=1e-3, lr_patience=2))  # fmt: skip
     fit = pl.Trainer(accelerator="cpu", max_epochs=15, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     fit.fit(task, datamodule=dm)

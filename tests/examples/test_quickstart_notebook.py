@@ -39,6 +39,7 @@ def test_notebook_is_valid_nbformat_v4_without_outputs() -> None:
     assert "LEUKEMIA_WBC_FAST" in "".join(first_code["source"])
 
 
+@pytest.mark.slow  # about 25 s on 2 cores; its steps (data, training, explain) are tested alone
 def test_notebook_runs_in_fast_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEUKEMIA_WBC_FAST", "1")
     monkeypatch.setenv("LEUKEMIA_WBC_THREADS", "1")

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # about 30 s on 2 cores (its steps are tested in tests/models): -m slow
 @pytest.mark.realdata
 def test_segmentation_quality_fast_mode(tmp_path: Path, shared_data: Path) -> None:
     out = tmp_path / "out"

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # 30-40 s on 2 cores (its steps are tested in tests/evaluation): -m slow
 @pytest.mark.realdata
 def test_stain_shift_fast_mode(tmp_path: Path, shared_data: Path) -> None:
     out = tmp_path / "shift"

@@ -15,7 +15,7 @@ from leukemia_wbc.data import SyntheticWBC, WBCDataModule
 from leukemia_wbc.evaluation import compare
 from leukemia_wbc.experiments import CrossValidator, CVResult
 from leukemia_wbc.models.handcrafted import HandcraftedSVM
-from leukemia_wbc.tasks import CellClassifier
+from leukemia_wbc.tasks import CellClassifier, OptimConfig
 
 QUIET: dict[str, Any] = {
     "enable_progress_bar": False,
@@ -35,7 +35,9 @@ def datamodule(ds: SyntheticWBC) -> WBCDataModule:
 
 
 def tiny_cell() -> CellClassifier:
-    return CellClassifier("resnet18", num_classes=4, head_hidden=(16,), dropout=0.0, lr=3e-3)
+    return CellClassifier(
+        "resnet18", num_classes=4, head_hidden=(16,), dropout=0.0, optim=OptimConfig(lr=3e-3)
+    )
 
 
 def validator(ds: SyntheticWBC, out: Path, task: Any = None, **kwargs: Any) -> CrossValidator:

@@ -12,6 +12,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from leukemia_wbc.data import SyntheticWBC, WBCDataModule
+from leukemia_wbc.models.dual_branch import DualBranchNet, DualBranchOptions
+from leukemia_wbc.tasks import OptimConfig
 from leukemia_wbc.tasks.classification import CellClassifier, DualBranchClassifier
 
 SIZE = 48
@@ -27,7 +29,7 @@ def tiny_dual(**kwargs: Any) -> DualBranchClassifier:
         "fusion_features": 64,
         "head_hidden": (64,),
         "dropout": 0.1,
-        "lr": 2e-3,
+        "optim": OptimConfig(lr=2e-3),
     }
     return DualBranchClassifier(**{**defaults, **kwargs})
 
@@ -89,7 +91,9 @@ def test_dual_branch_learns_in_a_few_steps(synthetic: SyntheticWBC) -> None:
 
 def test_cell_classifier_overfits_a_batch(synthetic: SyntheticWBC) -> None:
     torch.manual_seed(0)
-    model = CellClassifier("resnet18", num_classes=4, head_hidden=(64,), dropout=0.0, lr=3e-3)
+    model = CellClassifier(
+        "resnet18", num_classes=4, head_hidden=(64,), dropout=0.0, optim=OptimConfig(lr=3e-3)
+    )
     batch = fixed_batch(synthetic)
     optim = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses, accuracy = [], 0.0
@@ -224,7 +228,7 @@ def test_checkpoint_round_trip_and_wrong_task(tmp_path: Path, synthetic: Synthet
     path = tmp_path / "dual.ckpt"
     fit.save_checkpoint(path)
     loaded = DualBranchClassifier.load_from_checkpoint(path)
-    assert loaded.fusion_kind == "gated"
+    assert loaded.options.fusion == "gated" and loaded.optim == OptimConfig(lr=2e-3)
     batch = fixed_batch(synthetic, 4)
     model.eval()
     loaded.eval()
@@ -266,8 +270,8 @@ def test_dual_branch_learns_synthetic_morphology() -> None:
                        val_fraction=0.15, test_fraction=0.2, num_workers=1)  # fmt: skip
     small = "mobilenetv3_small_050"
     model = tiny_dual(
-        cell_backbone=small, nucleus_backbone=small, nucleus_size=64, dropout=0.2, lr=5e-3,
-        weight_decay=0.05, optimizer="adamw", scheduler="onecycle",
+        cell_backbone=small, nucleus_backbone=small, nucleus_size=64, dropout=0.2,
+        optim=OptimConfig(lr=5e-3, weight_decay=0.05, optimizer="adamw", scheduler="onecycle"),
     )  # fmt: skip
     fit = trainer(40)
     fit.fit(model, datamodule=dm)
@@ -296,3 +300,59 @@ def test_nucleus_classifier_sees_only_the_nucleus() -> None:
         ValueError, match="no nucleus 'mask' and NucleusClassifier has no segmenter"
     ):
         model.forward_batch({"image": image})
+
+
+def test_dual_branch_arguments_have_one_source() -> None:
+    """The classifier's network arguments are DualBranchOptions' fields, defaults and checks."""
+    import dataclasses
+    import inspect
+
+    params = inspect.signature(DualBranchClassifier).parameters
+    defaults = DualBranchOptions()
+    for field in dataclasses.fields(DualBranchOptions):
+        assert params[field.name].default == getattr(defaults, field.name), field.name
+    model = tiny_dual(fusion="attention")
+    assert isinstance(model.net, DualBranchNet) and model.net.options is model.options
+    assert model.options == DualBranchOptions(
+        "resnet18", "mobilenetv2_050", nucleus_size=32, fusion="attention", fusion_features=64,
+        head_hidden=(64,), dropout=0.1,
+    )  # fmt: skip
+    assert model.names == ("resnet18", "mobilenetv2_050")
+    assert model.hparams["nucleus_size"] == 32 and model.hparams["fusion"] == "attention"
+    # checked when the task is built, before any network
+    with pytest.raises(ValueError, match="nucleus_size must be positive, got 0"):
+        DualBranchClassifier(nucleus_size=0)
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        DualBranchClassifier(fusion="sum")  # type: ignore[arg-type]
+    # the network alone, with its defaults: the paper's backbones
+    assert DualBranchNet(4, DualBranchOptions("resnet10t", "mobilenetv3_small_050")).names == {
+        "cell": "resnet10t",
+        "nucleus": "mobilenetv3_small_050",
+    }
+
+
+def test_branches_name_what_attributions_explain() -> None:
+    from leukemia_wbc.tasks import NucleusClassifier, TaskBranch
+
+    dual = tiny_dual()
+    branches = dual.branches()
+    assert list(branches) == ["cell", "nucleus"]
+    assert branches["cell"] == TaskBranch(dual.net.cell_branch, "image", "resnet18")
+    assert branches["nucleus"] == TaskBranch(dual.net.nucleus_branch, "nucleus", "mobilenetv2_050")
+    cell = CellClassifier("resnet10t", num_classes=3, head_hidden=(8,))
+    assert cell.branches() == {"cell": TaskBranch(cell.net.backbone, "image", "resnet10t")}
+    nucleus = NucleusClassifier("resnet10t", num_classes=3, head_hidden=(8,))
+    assert nucleus.branches() == {
+        "nucleus": TaskBranch(nucleus.net.backbone, "nucleus", "resnet10t")
+    }
+
+    class Tiny(CellClassifier):
+        def configure_models(self) -> None:
+            self.net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(4, self.num_classes))  # fmt: skip
+
+    tiny = Tiny(num_classes=3)
+    assert tiny.branches() == {"cell": TaskBranch(tiny.net, "image", "Sequential")}
+    unbuilt = CellClassifier("resnet10t")  # no classes yet: no network
+    with pytest.raises(ValueError, match="has no 'net' module; override branches"):
+        unbuilt.branches()

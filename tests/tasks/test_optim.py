@@ -1,4 +1,4 @@
-"""Optimisers and schedules of BaseTask: parameter groups, rate trajectories, bad arguments."""
+"""OptimConfig and the schedules of BaseTask: groups, rate trajectories, bad settings, configs."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from leukemia_wbc.tasks import CellClassifier, SegmentationModule
-from leukemia_wbc.tasks.optim import build_optimizer, build_scheduler, parameter_groups
+from leukemia_wbc.tasks import CellClassifier, OptimConfig, SegmentationModule
+from leukemia_wbc.tasks.optim import (
+    build_optimizer,
+    build_scheduler,
+    parameter_groups,
+    upgrade_hparams,
+)
 
 
 class _RateRecorder(pl.Callback):
@@ -39,7 +44,8 @@ def _loader(n: int = 32) -> DataLoader[Any]:
 
 
 def _rates(scheduler: str, epochs: int = 2, **kwargs: Any) -> list[float]:
-    model = CellClassifier("resnet10t", num_classes=2, lr=1e-2, scheduler=scheduler, **kwargs)
+    optim = OptimConfig(lr=1e-2, scheduler=scheduler, **kwargs)  # type: ignore[arg-type]
+    model = CellClassifier("resnet10t", num_classes=2, optim=optim)
     recorder = _RateRecorder()
     pl.Trainer(
         accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
@@ -96,20 +102,99 @@ def test_per_step_schedule_needs_a_run_length() -> None:
         ({"optimizer": "sgd"}, "argument 'optimizer': expected one of"),
         ({"scheduler": "step"}, "argument 'scheduler': expected one of"),
         ({"warmup_fraction": 1.0}, r"warmup_fraction must lie in \(0, 1\)"),
+        ({"lr": 0.0}, "lr must be positive, got 0.0"),
+        ({"lr_factor": 1.0}, r"lr_factor must lie in \(0, 1\)"),
+        ({"weight_decay": -1.0}, "weight_decay and lr_patience must be >= 0"),
     ],
 )
-def test_bad_optimisation_arguments(kwargs: dict[str, Any], message: str) -> None:
+def test_bad_optimisation_settings(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        CellClassifier("resnet10t", num_classes=2, **kwargs)
+        OptimConfig(**kwargs)
     with pytest.raises(ValueError, match=message):
-        SegmentationModule(encoder="resnet18", **kwargs)
+        OptimConfig().replace(**kwargs)
+    with pytest.raises(ValueError, match=message):  # a saved mapping, checked the same way
+        CellClassifier("resnet10t", num_classes=2, optim={**OptimConfig().to_dict(), **kwargs})  # type: ignore[arg-type]
 
 
-def test_schedule_is_saved_with_the_checkpoint_hyperparameters() -> None:
-    model = CellClassifier("resnet10t", num_classes=2, optimizer="adamw", scheduler="onecycle")
-    assert model.hparams["optimizer"] == "adamw" and model.hparams["scheduler"] == "onecycle"
-    seg = SegmentationModule(encoder="resnet18", scheduler="cosine")
-    assert seg.scheduler_kind == "cosine" and seg.optimizer_kind == "adam"
+def test_settings_are_saved_as_a_plain_dict() -> None:
+    optim = OptimConfig(optimizer="adamw", scheduler="onecycle", lr=3e-3)
+    model = CellClassifier("resnet10t", num_classes=2, optim=optim)
+    assert model.optim is optim
+    assert model.hparams["optim"] == optim.to_dict() == {
+        "lr": 3e-3, "weight_decay": 0.0, "lr_patience": 5, "lr_factor": 0.1,
+        "optimizer": "adamw", "scheduler": "onecycle", "warmup_fraction": 0.25,
+    }  # fmt: skip
+    assert model.hparams_initial["optim"] == optim.to_dict()  # what the loggers get
+    assert not {"lr", "optimizer", "scheduler"} & set(model.hparams)
+    seg = SegmentationModule(encoder="resnet18", optim=OptimConfig(scheduler="cosine"))
+    assert seg.optim.scheduler == "cosine" and seg.optim.optimizer == "adam"
+    assert SegmentationModule(encoder="resnet18").optim == OptimConfig()  # None: the default
+    with pytest.raises(TypeError, match="OptimConfig has no setting 'momentum'"):
+        optim.replace(momentum=0.9)
+
+
+def test_flat_arguments_warn_and_still_work() -> None:
+    """The flat arguments of 0.1 are read for one release, with a warning at the caller."""
+    with pytest.warns(DeprecationWarning, match=r"flat optimiser arguments lr, scheduler") as got:
+        model = CellClassifier("resnet10t", num_classes=2, lr=3e-3, scheduler="cosine")
+    assert got[0].filename == __file__  # the warning points at the line that built the task
+    assert model.optim == OptimConfig(lr=3e-3, scheduler="cosine")
+    assert model.hparams["optim"]["lr"] == 3e-3 and "lr" not in model.hparams
+    with pytest.warns(DeprecationWarning, match="optim=OptimConfig"):
+        seg = SegmentationModule(encoder="resnet18", lr=1e-2)
+    assert seg.optim.lr == 1e-2
+    with pytest.raises(ValueError, match="CellClassifier: lr must be positive"):
+        CellClassifier("resnet10t", num_classes=2, lr=-1.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'learning_rate'"):
+        CellClassifier("resnet10t", num_classes=2, learning_rate=1e-3)
+    with pytest.raises(TypeError, match="argument 'optim' must be an OptimConfig"):
+        CellClassifier("resnet10t", num_classes=2, optim=0.1)  # type: ignore[arg-type]
+
+
+def test_upgrade_hparams_gathers_flat_settings() -> None:
+    old = {"backbone": "resnet50", "lr": 1e-4, "lr_patience": 5, "scheduler": "plateau"}
+    assert upgrade_hparams(old) == {
+        "backbone": "resnet50",
+        "optim": {"lr": 1e-4, "lr_patience": 5, "scheduler": "plateau"},
+    }
+    new = {"backbone": "resnet50", "optim": OptimConfig().to_dict()}
+    assert upgrade_hparams(new) == new and upgrade_hparams(new) is not new
+
+
+def test_command_line_and_yaml_read_optim() -> None:
+    """jsonargparse (LightningCLI's parser) reads ``optim`` as dotted options and as a mapping."""
+    from jsonargparse import ArgumentParser
+
+    from leukemia_wbc.smear import DETECTION_OPTIM
+    from leukemia_wbc.tasks import BaseTask
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(BaseTask, "model")
+
+    def optim(*argv: str) -> OptimConfig:
+        config = parser.parse_args(list(argv))
+        settings = parser.instantiate(config).model.optim
+        assert isinstance(settings, OptimConfig)
+        return settings
+
+    common = ["--model", "CellClassifier", "--model.init_args.backbone", "resnet10t",
+              "--model.init_args.num_classes", "2"]  # fmt: skip
+    assert optim(*common) == OptimConfig()
+    assert optim(*common, "--model.init_args.optim.lr", "0.01") == OptimConfig(lr=0.01)
+    yaml = "{class_path: CellClassifier, init_args: {backbone: resnet10t, num_classes: 2, " \
+        "optim: {lr: 0.005, optimizer: adamw, scheduler: onecycle}}}"  # fmt: skip
+    assert optim("--model", yaml) == OptimConfig(lr=0.005, optimizer="adamw", scheduler="onecycle")
+    with pytest.raises(Exception, match="lr must be positive"):
+        optim(*common, "--model.init_args.optim.lr", "-1")
+    with pytest.raises(Exception, match="lr"):  # the flat option is gone from the command line
+        optim(*common, "--model.init_args.lr", "0.01")
+    # the detector's own defaults stay under a partial override
+    detector = ["--model", "DetectionModule", "--model.init_args.box_head_size", "32",
+                "--model.init_args.mask_head_layers", "[16]"]  # fmt: skip
+    assert optim(*detector) == DETECTION_OPTIM
+    assert optim(*detector, "--model.init_args.optim.lr", "0.01") == DETECTION_OPTIM.replace(
+        lr=0.01
+    )
 
 
 @pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 8, 20, 40])

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from leukemia_wbc.data import SyntheticWBC, WBCDataModule
-from leukemia_wbc.tasks import SegmentationModule
+from leukemia_wbc.tasks import OptimConfig, SegmentationModule
 
 #: A small U-Net (0.5 M parameters, output stride 8) that trains in seconds at 64 px.
 TINY: dict[str, Any] = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
@@ -42,7 +42,9 @@ def _trainer(
 
 
 def _tiny(**kwargs: Any) -> SegmentationModule:
-    return SegmentationModule("unet", "tu-mobilenetv2_050", net_kwargs=TINY, lr=3e-3, **kwargs)
+    return SegmentationModule(
+        "unet", "tu-mobilenetv2_050", net_kwargs=TINY, optim=OptimConfig(lr=3e-3), **kwargs
+    )
 
 
 class _Losses(pl.Callback):
@@ -138,7 +140,7 @@ def test_configure_models_hook_swaps_the_network() -> None:
                 nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, self.num_classes, 1)
             )
 
-    model = ConvSegmenter(lr=1e-2)
+    model = ConvSegmenter(optim=OptimConfig(lr=1e-2))
     batch = {"image": torch.randn(2, 3, 20, 20), "mask": torch.ones(2, 1, 20, 20)}
     loss = model.training_step(batch, 0)
     loss.backward()
@@ -178,7 +180,7 @@ def test_synthetic_training_reaches_dice_090() -> None:
     """The issue's bar: a short CPU training reaches Dice >= 0.90 on held-out images."""
     pl.seed_everything(0)
     dm = _datamodule(480)
-    model = SegmentationModule("unet", "resnet18", lr=1e-3)
+    model = SegmentationModule("unet", "resnet18", optim=OptimConfig(lr=1e-3))
     start = time.perf_counter()
     trainer = _trainer(5)
     trainer.fit(model, dm)

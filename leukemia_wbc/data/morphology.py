@@ -1,8 +1,11 @@
-"""Cell morphology and patient stain models of SyntheticWBC (private).
+"""Cell morphology and patient stain models: building blocks of the synthetic renderers.
 
-Each class draws its cells from textbook descriptions (lymphoblast, myeloblast, CLL lymphocyte,
-normal lymphocyte and segmented neutrophil) with spread; ``difficulty`` blends every cell
-towards another class so that the classes overlap.
+:class:`~leukemia_wbc.data.SyntheticWBC` (single cells) and
+:class:`~leukemia_wbc.smear.SyntheticSmear` (whole smear fields) draw every patient's stain with
+:func:`draw_patient` and every white cell's morphology with :func:`draw_recipe`, then paint it
+with :mod:`leukemia_wbc.data.render`. Each class draws its cells from textbook descriptions
+(lymphoblast, myeloblast, CLL lymphocyte, normal lymphocyte and segmented neutrophil) with
+spread; ``difficulty`` blends every cell towards another class so that the classes overlap.
 """
 
 from __future__ import annotations

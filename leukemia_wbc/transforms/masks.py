@@ -1,4 +1,4 @@
-"""Batched binary-mask helpers shared by the transforms and the segmenters (private).
+"""Batched binary-mask morphology shared by the transforms and the segmenters.
 
 Every helper works on ``bool`` ``(B, 1, H, W)`` masks (or ``(B, 1, H, W)`` float cues) and
 processes the images of a batch independently with no Python loop over images: connected
@@ -16,17 +16,15 @@ from kornia.contrib import connected_components_union_find
 from torch import Tensor
 
 __all__ = [
-    "_central_component",
-    "_disk",
-    "_fill_holes",
-    "_histogram",
-    "_hysteresis",
-    "_keep_central",
-    "_otsu2",
-    "_otsu3",
-    "_remove_small",
-    "_select",
-    "_square",
+    "central_component",
+    "disk_morphology",
+    "fill_holes",
+    "hysteresis",
+    "keep_central",
+    "otsu2",
+    "otsu3",
+    "remove_small",
+    "square_morphology",
 ]
 
 _OTSU_BINS = 128
@@ -50,8 +48,15 @@ def _histogram(cue: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return p, lo, span / (_OTSU_BINS - 1)
 
 
-def _otsu2(cue: Tensor) -> Tensor:
-    """Threshold of a two-class Otsu split, per image, as a ``(B, 1, 1, 1)`` tensor."""
+def otsu2(cue: Tensor) -> Tensor:
+    """Threshold of a two-class Otsu split, per image.
+
+    Args:
+        cue: ``(B, 1, H, W)`` float cue.
+
+    Returns:
+        ``(B, 1, 1, 1)`` thresholds.
+    """
     b = cue.shape[0]
     p, lo, scale = _histogram(cue)
     w = p.cumsum(1)  # weight of the lower class when the threshold is above bin k
@@ -63,8 +68,15 @@ def _otsu2(cue: Tensor) -> Tensor:
     return (lo + (best + 0.5) * scale).view(b, 1, 1, 1)
 
 
-def _otsu3(cue: Tensor) -> tuple[Tensor, Tensor]:
-    """Two thresholds of a three-class Otsu split, per image, as ``(B, 1, 1, 1)`` tensors."""
+def otsu3(cue: Tensor) -> tuple[Tensor, Tensor]:
+    """Two thresholds of a three-class Otsu split, per image.
+
+    Args:
+        cue: ``(B, 1, H, W)`` float cue.
+
+    Returns:
+        The low and the high ``(B, 1, 1, 1)`` thresholds.
+    """
     b = cue.shape[0]
     p, lo, scale = _histogram(cue)
     w = p.cumsum(1)  # class weight up to and including bin k
@@ -93,14 +105,29 @@ def _select(labels: Tensor, chosen: Tensor) -> Tensor:
     return table[labels]
 
 
-def _hysteresis(low: Tensor, high: Tensor) -> Tensor:
-    """Components of ``low`` that hold at least one ``high`` pixel."""
+def hysteresis(low: Tensor, high: Tensor) -> Tensor:
+    """Components of ``low`` that hold at least one ``high`` pixel.
+
+    Args:
+        low: ``bool`` ``(B, 1, H, W)`` permissive mask.
+        high: ``bool`` ``(B, 1, H, W)`` strict mask.
+
+    Returns:
+        ``bool`` ``(B, 1, H, W)``.
+    """
     labels = connected_components_union_find(low)
     return _select(labels, labels[high & low])
 
 
-def _fill_holes(mask: Tensor) -> Tensor:
-    """Fill background regions that do not touch the image border."""
+def fill_holes(mask: Tensor) -> Tensor:
+    """Fill background regions that do not touch the image border.
+
+    Args:
+        mask: ``bool`` ``(B, 1, H, W)``.
+
+    Returns:
+        ``bool`` ``(B, 1, H, W)``.
+    """
     labels = connected_components_union_find(~mask)
     border = torch.cat(
         [labels[..., 0, :], labels[..., -1, :], labels[..., :, 0], labels[..., :, -1]], dim=-1
@@ -108,8 +135,15 @@ def _fill_holes(mask: Tensor) -> Tensor:
     return mask | ((~mask) & ~_select(labels, border))
 
 
-def _central_component(mask: Tensor) -> Tensor:
-    """The component nearest the image centre; an empty mask becomes all foreground."""
+def central_component(mask: Tensor) -> Tensor:
+    """The component nearest the image centre; an empty mask becomes all foreground.
+
+    Args:
+        mask: ``bool`` ``(B, 1, H, W)``.
+
+    Returns:
+        ``bool`` ``(B, 1, H, W)``.
+    """
     b, _, h, w = mask.shape
     labels = connected_components_union_find(mask)
     yy = torch.arange(h, device=mask.device, dtype=torch.float32) - (h - 1) / 2
@@ -121,8 +155,17 @@ def _central_component(mask: Tensor) -> Tensor:
     return kept | empty
 
 
-def _square(op: str, mask: Tensor, size: int) -> Tensor:
-    """Binary erosion or dilation by a ``size`` square, as a horizontal then a vertical line."""
+def square_morphology(op: str, mask: Tensor, size: int) -> Tensor:
+    """Binary erosion or dilation by a ``size`` square, as a horizontal then a vertical line.
+
+    Args:
+        op: ``"erosion"`` or ``"dilation"``.
+        mask: ``bool`` ``(B, 1, H, W)``.
+        size: Side of the square in pixels (``<= 1``: unchanged).
+
+    Returns:
+        ``bool`` ``(B, 1, H, W)``.
+    """
     if size <= 1:
         return mask
     fn = KM.erosion if op == "erosion" else KM.dilation
@@ -132,8 +175,17 @@ def _square(op: str, mask: Tensor, size: int) -> Tensor:
     return out > 0.5
 
 
-def _disk(mask: Tensor, op: str, radius: int) -> Tensor:
-    """Binary erosion, dilation, opening or closing by a disk of ``radius`` pixels."""
+def disk_morphology(mask: Tensor, op: str, radius: int) -> Tensor:
+    """Binary erosion, dilation, opening or closing by a disk of ``radius`` pixels.
+
+    Args:
+        mask: ``bool`` ``(B, 1, H, W)``.
+        op: ``"erosion"``, ``"dilation"``, ``"opening"`` or ``"closing"``.
+        radius: Disk radius in pixels (``<= 0``: unchanged).
+
+    Returns:
+        ``bool`` ``(B, 1, H, W)``.
+    """
     if radius <= 0:
         return mask
     r = torch.arange(-radius, radius + 1, device=mask.device, dtype=torch.float32)
@@ -150,8 +202,16 @@ def _disk(mask: Tensor, op: str, radius: int) -> Tensor:
     return out > 0.5
 
 
-def _remove_small(mask: Tensor, min_area: int) -> Tensor:
-    """Drop the components of fewer than ``min_area`` pixels."""
+def remove_small(mask: Tensor, min_area: int) -> Tensor:
+    """Drop the components of fewer than ``min_area`` pixels.
+
+    Args:
+        mask: ``bool`` ``(B, 1, H, W)``.
+        min_area: Smallest kept component, in pixels.
+
+    Returns:
+        ``bool`` ``(B, 1, H, W)``.
+    """
     if min_area <= 1:
         return mask
     labels = connected_components_union_find(mask)
@@ -159,7 +219,7 @@ def _remove_small(mask: Tensor, min_area: int) -> Tensor:
     return mask & (area[labels] >= min_area)
 
 
-def _keep_central(
+def keep_central(
     mask: Tensor, radius: float, *, keep_all: bool = False, labels: Tensor | None = None
 ) -> Tensor:
     """The largest component touching a central disk, or the one nearest the centre.
@@ -169,6 +229,15 @@ def _keep_central(
     such component keeps the component nearest the centre, and an empty mask stays empty.
     ``labels`` (distinct across the batch, ``0`` off the mask) replaces the 8-connected
     components, e.g. to select among the pieces of a watershed split.
+
+    Args:
+        mask: ``bool`` ``(B, 1, H, W)``.
+        radius: Radius of the central disk, in pixels.
+        keep_all: Keep every component touching the disk, not only the largest.
+        labels: Component labels replacing the 8-connected components.
+
+    Returns:
+        ``bool`` ``(B, 1, H, W)``.
     """
     b, _, h, w = mask.shape
     if labels is None:

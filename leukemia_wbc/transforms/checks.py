@@ -1,4 +1,4 @@
-"""Input validation shared by the batched transforms (private)."""
+"""Input validation shared by the batched transforms and the segmenters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Procedural rendering of single white-blood-cell smear images (private to SyntheticWBC).
+"""Procedural rendering of white-blood-cell smear images: building blocks of the synthetic data.
+
+:class:`~leukemia_wbc.data.SyntheticWBC` renders one cell per image with :func:`render_cell`;
+:class:`~leukemia_wbc.smear.SyntheticSmear` composes whole fields from the same parts
+(:func:`grid`, :func:`plasma`, :func:`add_red_cell`, :func:`white_cell`, :func:`beer_lambert`).
 
 A cell is drawn as two stain-concentration maps, hematoxylin (``H``: nuclei, basophilic
 cytoplasm) and eosin (``E``: red cells, granules, plasma), which Beer-Lambert's law turns into
@@ -19,7 +23,7 @@ import itertools
 
 import numpy as np
 
-from ._morphology import CellRecipe, PatientStain
+from .morphology import CellRecipe, PatientStain
 
 __all__ = ["add_red_cell", "beer_lambert", "grid", "plasma", "render_cell", "white_cell"]
 

@@ -1,0 +1,178 @@
+"""FoldModel: both adapters fit a fold, predict, save and load; the lookup refuses strangers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from leukemia_wbc.data import Split, SyntheticWBC, WBCDataModule, collate_samples
+from leukemia_wbc.experiments import (
+    FoldModel,
+    LightningFoldModel,
+    SklearnFoldModel,
+    as_fold_model,
+    load_fold_model,
+)
+from leukemia_wbc.experiments.fold_model import FoldSettings, describe_recorded
+from leukemia_wbc.models import ColourShortcutBaseline, HandcraftedSVM
+from leukemia_wbc.tasks import CellClassifier
+
+QUIET: dict[str, Any] = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "max_epochs": 2,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "deterministic": True,
+    "log_every_n_steps": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def data() -> SyntheticWBC:
+    return SyntheticWBC(48, size=32, seed=5, n_patients=6, difficulty=0.1)
+
+
+@pytest.fixture(scope="module")
+def split(data: SyntheticWBC) -> Split:
+    idx = np.arange(len(data))
+    return Split(train=idx[idx % 4 >= 2], val=idx[idx % 4 == 1], test=idx[idx % 4 == 0])
+
+
+def _datamodule(data: SyntheticWBC) -> WBCDataModule:
+    return WBCDataModule(data, size=32, batch_size=16, augment=False)
+
+
+def _fit(model: FoldModel, data: SyntheticWBC, split: Split, out: Path) -> dict[str, Any]:
+    """Fit fold 0 into ``out/fold_0`` with ``out/config.json`` written as a run writes it."""
+    dm = _datamodule(data)
+    model.check(dm)
+    config = {"name": model.info.name, "model": model.info.config,
+              "data": {"classes": list(data.classes)}}  # fmt: skip
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(config))
+    result = model.fit_fold(dm, split, 0, out / "fold_0", FoldSettings(seed=0, trainer_args=QUIET))
+    assert result is not None and result.n_test == len(split.test)
+    assert (out / "fold_0" / "fold.json").is_file()
+    assert result.checkpoint is not None and (out / result.checkpoint).is_file()
+    return config
+
+
+def _held_out(data: SyntheticWBC, split: Split) -> list[dict[str, Any]]:
+    test = split.test.tolist()
+    return [
+        collate_samples([data[i] for i in test[:6]]),
+        collate_samples([data[i] for i in test[6:]]),
+    ]
+
+
+def test_sklearn_adapter_fits_predicts_and_round_trips(
+    data: SyntheticWBC, split: Split, tmp_path: Path
+) -> None:
+    svm = HandcraftedSVM(progress=False)
+    model = as_fold_model(svm)
+    assert isinstance(model, SklearnFoldModel) and model.model is svm  # wrapped, not copied
+    info = model.info
+    assert (info.name, info.explainable, info.checkpoint, info.shortcut) == (
+        "HandcraftedSVM", False, "joblib", None,
+    )  # fmt: skip
+    assert info.config["class"] == "leukemia_wbc.models.handcrafted.HandcraftedSVM"
+    assert info.config["hparams"]["C"] == 1.0
+    _fit(model, data, split, tmp_path / "run")
+    assert svm.pipeline_ is None  # the template stays unfitted: each fold fits a copy
+
+    loaded = load_fold_model(tmp_path / "run" / "fold_0")
+    assert isinstance(loaded, SklearnFoldModel)
+    batches = _held_out(data, split)
+    probs = loaded.predict_loader(batches)
+    labels = data.labels[split.test]
+    assert probs.shape == (len(split.test), 4)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert (probs.argmax(axis=1) == labels).mean() > 0.5  # chance is 0.25
+    saved = np.loadtxt(tmp_path / "run" / "fold_0" / "predictions.csv", delimiter=",",
+                       skiprows=1, usecols=(5, 6, 7, 8))  # fmt: skip
+    assert np.allclose(probs, saved, atol=1e-6)  # the batch path scores as the fold did
+
+    copy = loaded.save(tmp_path / "copy" / "fold_0")
+    config = {"model": info.config, "data": {"classes": list(data.classes)}}
+    again = SklearnFoldModel.load(copy, config=config)
+    assert np.array_equal(again.predict_loader(batches), probs)
+    with pytest.raises(ValueError, match="a feature baseline has no trained network"):
+        again.trained_model()
+
+
+def test_colour_baseline_describes_itself_as_a_shortcut() -> None:
+    info = as_fold_model(ColourShortcutBaseline(progress=False)).info
+    assert info.shortcut == "colour" and not info.explainable
+    recorded = describe_recorded({"name": "colour", "model": info.config})
+    assert recorded.shortcut == "colour" and recorded.name == "colour"
+
+
+def test_lightning_adapter_fits_predicts_and_round_trips(
+    data: SyntheticWBC, split: Split, tmp_path: Path
+) -> None:
+    task = CellClassifier("resnet10t", head_hidden=(8,), dropout=0.0)
+    model = as_fold_model(task)
+    assert isinstance(model, LightningFoldModel)
+    _fit(model, data, split, tmp_path / "run")
+    info = model.info
+    assert (info.name, info.explainable, info.checkpoint) == (
+        "CellClassifier(resnet10t)", True, "lightning",
+    )  # fmt: skip
+    assert info.config["hparams"]["classes"] == list(data.classes)  # bound to the data
+    with pytest.raises(RuntimeError, match="is a template"):
+        model.predict_proba(_held_out(data, split)[0])
+
+    loaded = load_fold_model(tmp_path / "run" / "fold_0")
+    assert isinstance(loaded, LightningFoldModel)
+    batches = _held_out(data, split)
+    probs = loaded.predict_loader(batches)
+    assert probs.shape == (len(split.test), 4)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    saved = np.loadtxt(tmp_path / "run" / "fold_0" / "predictions.csv", delimiter=",",
+                       skiprows=1, usecols=(5, 6, 7, 8))  # fmt: skip
+    assert np.allclose(probs, saved, atol=1e-5)  # the trained model scores as the fold did
+    assert loaded.trained_model().classes == data.classes
+
+    copy = loaded.save(tmp_path / "copy" / "fold_0")
+    assert copy == tmp_path / "copy" / "fold_0" / "checkpoints" / "best.ckpt"
+    again = LightningFoldModel.load(copy)
+    assert np.array_equal(again.predict_loader(batches), probs)
+
+
+def test_an_unknown_recorded_class_is_refused_and_nothing_is_imported(tmp_path: Path) -> None:
+    fold = tmp_path / "fold_0"
+    fold.mkdir()
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model": {"class": "evil_payload_mod.Payload", "hparams": {}}})
+    )
+    (fold / "fold.json").write_text(json.dumps({"checkpoint": "fold_0/model.joblib"}))
+    (fold / "model.joblib").write_bytes(b"not read")
+    with pytest.raises(ValueError, match=r"'evil_payload_mod\.Payload' is not a fold model of"):
+        load_fold_model(fold)
+    assert "evil_payload_mod" not in sys.modules
+    # a description reads nothing: it falls back on the fold's file kind
+    assert not describe_recorded({"model": {"class": "evil_payload_mod.Payload"}},
+                                 "fold_0/model.joblib").explainable  # fmt: skip
+
+
+def test_runs_that_record_no_class_are_told_apart_by_their_files() -> None:
+    assert not describe_recorded({}, "fold_0/model.joblib").explainable
+    assert describe_recorded({}, "fold_0/checkpoints/best.ckpt").explainable
+    recorded = {"model": {"class": "leukemia_wbc.tasks.classification.CellClassifier"}}
+    assert describe_recorded(recorded).checkpoint == "lightning"
+
+
+def test_as_fold_model_refuses_other_objects_in_one_line() -> None:
+    with pytest.raises(ValueError, match="got int") as err:
+        as_fold_model(42)  # type: ignore[arg-type]
+    assert "\n" not in str(err.value) and "LightningModule" in str(err.value)
+    with pytest.raises(ValueError, match="returned a str, expected a LightningModule"):
+        as_fold_model(lambda: "not a model")  # type: ignore[arg-type,return-value]
+    model = as_fold_model(HandcraftedSVM(progress=False))
+    assert as_fold_model(model) is model
