@@ -21,8 +21,18 @@ from PIL import Image
 __all__ = ["atomic_write_bytes", "atomic_write_text", "json_safe", "markdown_row", "write_png"]
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it (``0666`` less the
+    umask), so results can be shared as any other file.
 
     Args:
         path: Destination file (its folder is created if needed).
@@ -32,6 +42,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
+        # mkstemp creates the file private (0600); give it the permissions open() would
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
