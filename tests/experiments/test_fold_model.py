@@ -176,3 +176,22 @@ def test_as_fold_model_refuses_other_objects_in_one_line() -> None:
         as_fold_model(lambda: "not a model")  # type: ignore[arg-type,return-value]
     model = as_fold_model(HandcraftedSVM(progress=False))
     assert as_fold_model(model) is model
+
+
+def test_a_folder_written_before_optim_config_resumes(tmp_path: Path) -> None:
+    """Run folders record flat optimiser settings before OptimConfig: the same run resumes."""
+    from leukemia_wbc.experiments._output import prepare_output
+    from leukemia_wbc.tasks import OptimConfig
+
+    optim = OptimConfig(lr=5e-3, optimizer="adamw", scheduler="onecycle").to_dict()
+    now = {"model": {"class": "leukemia_wbc.tasks.classification.CellClassifier",
+                     "hparams": {"dropout": 0.2, "optim": optim}}, "n_splits": 3}  # fmt: skip
+    before = json.loads(json.dumps(now))
+    del before["model"]["hparams"]["optim"]
+    before["model"]["hparams"].update(optim)  # the flat keys of the old records
+    (tmp_path / "config.json").write_text(json.dumps(before))
+    prepare_output(tmp_path, now, None, None)  # type: ignore[arg-type]  # resumes: no error
+    other = json.loads(json.dumps(now))
+    other["model"]["hparams"]["optim"]["lr"] = 1e-3
+    with pytest.raises(ValueError, match=r"another configuration \(model\.hparams\.optim\.lr"):
+        prepare_output(tmp_path, other, None, None)  # type: ignore[arg-type]
