@@ -22,7 +22,17 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "json_safe", "markdown_row
 
 
 def _umask() -> int:
-    """The process's file-creation mask (read by setting it and putting it back at once)."""
+    """The process's file-creation mask.
+
+    Read from ``/proc/self/status`` where there is one (it leaves the mask untouched, also for
+    other threads); elsewhere by setting it and putting it back at once.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
