@@ -13,19 +13,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
-
-from .models.segmenter import SEGMENTER_KEY, segmenter_from_state
+from ._safe_load import load_torch_file
 from .tasks.base import TASK_NAME_KEY
 from .tasks.classifier_base import ClassificationTask
-from .transforms.registry import check_plain
+from .tasks.loading import rebuild_task, task_classes
 
 __all__ = ["TASK_KEY", "build_task", "legacy_pipeline", "read_checkpoint", "registered_tasks"]
 
 #: Checkpoint key of the task's class name (written by the tasks themselves).
 TASK_KEY = TASK_NAME_KEY
-#: Constructor arguments naming weight files: the checkpoint holds the weights instead.
-_WEIGHT_ARGS = ("weights", "cell_weights", "nucleus_weights", "encoder_weights")
+#: What a classifier checkpoint is, for messages.
+_EXPECTED = (
+    "a leukemia_wbc classifier checkpoint (a .ckpt saved while training CellClassifier, "
+    "NucleusClassifier or DualBranchClassifier)"
+)
 
 
 def registered_tasks() -> dict[str, type[ClassificationTask]]:
@@ -39,13 +40,7 @@ def registered_tasks() -> dict[str, type[ClassificationTask]]:
     """
     from . import tasks  # noqa: F401  (defines the library's tasks)
 
-    found: dict[str, type[ClassificationTask]] = {}
-    todo = list(ClassificationTask.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        found.setdefault(cls.__name__, cls)
-        todo += cls.__subclasses__()
-    return found
+    return task_classes(ClassificationTask)  # type: ignore[type-abstract]
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -61,17 +56,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         FileNotFoundError: No such file.
         ValueError: Not a readable checkpoint, or not one of a classifier of this library.
     """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint {path} not found") from None
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err})") from None
-    if not isinstance(ckpt, dict) or TASK_KEY not in ckpt:
-        raise ValueError(
-            f"{path} is not a leukemia_wbc classifier checkpoint (no task recorded; expected a "
-            "file saved while training CellClassifier, NucleusClassifier or DualBranchClassifier)"
-        )
+    ckpt = load_torch_file(path, what=_EXPECTED)
+    if not isinstance(ckpt, dict) or ckpt.get(TASK_KEY) not in registered_tasks():
+        held = ckpt.get(TASK_KEY) if isinstance(ckpt, dict) else None
+        what = f"a {held}" if isinstance(held, str) else "no classifier"
+        raise ValueError(f"{path} is not {_EXPECTED} (it holds {what})")
     return ckpt
 
 
@@ -89,39 +78,7 @@ def build_task(ckpt: dict[str, Any], *, where: str = "checkpoint") -> Classifica
         ValueError: An unknown task name, hyperparameters that are not plain values (e.g. a
             ``class_path`` to import), or weights that do not fit.
     """
-    name = ckpt.get(TASK_KEY)
-    known = registered_tasks()
-    cls = known.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ValueError(
-            f"{where} holds a {name!r}, which is not a classification task of this program "
-            f"(known: {', '.join(sorted(known))}); import the module that defines it first"
-        )
-    saved = ckpt.get("hyper_parameters") or {}
-    if not isinstance(saved, dict):
-        raise ValueError(f"{where}: hyper_parameters is not a mapping")
-    hparams = {
-        k: check_plain(v, f"{where} hyper_parameters[{k!r}]")
-        for k, v in saved.items()
-        if not k.startswith("_")  # Lightning's _instantiator / _class_path: never followed
-    }
-    for key in _WEIGHT_ARGS:
-        if key in hparams:
-            hparams[key] = None  # the weights are in the state dict, the file may not exist here
-    hparams.pop("segmenter", None)
-    try:
-        task = cls(**hparams)
-    except TypeError as err:
-        raise ValueError(f"{where}: {name} does not take the saved arguments ({err})") from None
-    state = ckpt.get("state_dict")
-    if not isinstance(state, dict):
-        raise ValueError(f"{where} has no state_dict")
-    try:
-        task.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{where}: the weights do not fit {name} ({err})") from None
-    task.segmenter = segmenter_from_state(ckpt.get(SEGMENTER_KEY), where=where)
-    return task.eval()
+    return rebuild_task(ckpt, ClassificationTask, where=where)  # type: ignore[type-abstract]
 
 
 def legacy_pipeline(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -217,7 +217,9 @@ def test_crafted_checkpoints_are_refused_and_run_nothing(
     ckpt["hyper_parameters"]["head_hidden"] = [8]
     ckpt["leukemia_wbc_task"] = "Popen"
     torch.save(ckpt, bad)
-    with pytest.raises(ValueError, match="'Popen', which is not a classification task"):
+    with pytest.raises(
+        ValueError, match=r"not a leukemia_wbc classifier checkpoint .*it holds a Popen"
+    ):
         TrainedModel.from_checkpoint(bad, device="cpu")
     ckpt["leukemia_wbc_task"] = "CellClassifier"
     ckpt["leukemia_wbc_pipeline"]["config"]["background"] = {"type": "Popen", "init": {}}
@@ -316,3 +318,33 @@ def test_training_segments_each_cell_once(cells: SyntheticWBC) -> None:
     model.transform(batch)
     model.transform(batch)
     assert sum(x.shape[0] for x in task.segmenter.seen) == 8  # type: ignore[union-attr]
+
+
+def test_stain_pass_through_and_unreadable_files_are_reported(
+    cells: SyntheticWBC, tmp_path: Path
+) -> None:
+    """``stain_normalised`` marks images the Macenko step left as they were; ``batches`` skips."""
+    from PIL import Image
+
+    from leukemia_wbc.data import ImageReadError
+    from leukemia_wbc.transforms import DevicePipeline, MacenkoNormalizer
+
+    task = CellClassifier("resnet10t", head_hidden=(8,), classes=SYNTHETIC_CLASSES)
+    stain = MacenkoNormalizer().fit(torch.stack([cells[i]["image"] for i in range(8)]))
+    model = TrainedModel(task, DevicePipeline(stain=stain), size=SIZE)
+    assert model.stain_normalised is None
+    files = [tmp_path / "cell.png", tmp_path / "bad.png", tmp_path / "blank.png"]
+    Image.fromarray(cells[0]["image"].permute(1, 2, 0).numpy()).save(files[0])
+    files[1].write_bytes(b"not an image")
+    Image.fromarray(torch.full((SIZE, SIZE, 3), 250, dtype=torch.uint8).numpy()).save(files[2])
+    paths = [str(f) for f in files]
+    with pytest.raises(ImageReadError, match=r"bad\.png"):
+        list(model.batches(paths, batch_size=2))
+    batches = list(model.batches(paths, batch_size=2, on_error="skip"))
+    assert [names for names, _ in batches] == [[paths[0]], [paths[2]]]
+    assert [p for p, _ in batches[0][1]["errors"]] == [paths[1]]
+    model.predict_batch(batches[0][1])
+    assert model.stain_normalised is not None and model.stain_normalised.tolist() == [True]
+    model.predict_batch(batches[1][1])
+    assert model.stain_normalised.tolist() == [False]
+    assert TrainedModel(task, DevicePipeline(), size=SIZE).stain_normalised is None

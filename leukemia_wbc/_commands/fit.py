@@ -22,6 +22,7 @@ The subclass differs from ``LightningCLI`` in four ways, all about bad input:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.seed import seed_everything
@@ -112,6 +113,43 @@ class WBCLightningCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
+def _check_configs(argv: list[str]) -> None:
+    """Refuse a cross-validation config given to ``fit`` with one line saying what to run.
+
+    The packaged model configs (``demo``, ``paper_dual_branch``, ...) describe a
+    cross-validation: a ``cv:`` section and ``WBCDataModule``'s arguments under ``data:``.
+    ``LightningCLI`` would answer ``data: expected null``.
+
+    Args:
+        argv: The arguments, ``--config`` values already resolved to files.
+
+    Raises:
+        ValueError: A config with a ``cv:`` section.
+    """
+    import yaml
+
+    for i, arg in enumerate(argv):
+        if i > 0 and argv[i - 1] in ("--config", "-c"):
+            file = arg
+        elif arg.startswith("--config="):
+            file = arg.partition("=")[2]
+        else:
+            continue
+        try:
+            with open(file, encoding="utf-8") as handle:
+                config = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError):
+            continue  # LightningCLI names the file and its error
+        if isinstance(config, dict) and "cv" in config:
+            name = Path(file).stem
+            raise ValueError(
+                f"--config {name}: a cross-validation config (it has a cv: section), which "
+                f"`{argv[0]}` does not read; run `leukemia-wbc cv --config {name}`, or give "
+                "`fit` a config whose model: and data: name their class_path (e.g. "
+                "segmentation_unet) or --model ... --data WBCDataModule"
+            )
+
+
 def run_lightning(argv: list[str]) -> int:
     """Run ``fit``, ``validate``, ``test`` or ``predict``.
 
@@ -131,6 +169,7 @@ def run_lightning(argv: list[str]) -> int:
     from ..smear.task import DetectionModule  # noqa: F401
     from ..tasks.base import BaseTask
 
+    _check_configs(argv)
     WBCLightningCLI(
         BaseTask,
         LightningDataModule,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import pickle
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -17,6 +16,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .._safe_load import unreadable_reason
 
 __all__ = ["load_local_weights", "read_state_dict"]
 
@@ -49,18 +50,12 @@ def _load_file(path: Path) -> object:
             raise ValueError(f"cannot read the safetensors file {path}: {err}") from err
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # never PyTorch's advice to retry with weights_only=False
         raise ValueError(
-            f"cannot load {path} with torch.load(weights_only=True): it is not a torch.save "
-            "file, or it holds objects other than tensors and plain containers (expected a "
-            "state dict or checkpoint; re-save only the tensors, e.g. "
-            f"torch.save(model.state_dict(), path)). Cause: {err}"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(
-            f"cannot read {path} as a PyTorch weights file (expected a file written by "
-            f"torch.save or a .safetensors file): {err}"
-        ) from err
+            f"cannot read {path} as a PyTorch weights file ({unreadable_reason(path, err)}); "
+            "expected a state dict or checkpoint written by torch.save (re-save only the "
+            "tensors, e.g. torch.save(model.state_dict(), path)) or a .safetensors file"
+        ) from None
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -17,7 +17,6 @@ kinds: nothing in a file is imported or called.
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._safe_load import load_torch_file
 from ..transforms.checks import check_batch, to_unit_float
 from ..transforms.pipeline import PIPELINE_KEY
 from ..transforms.registry import check_plain
@@ -174,19 +174,7 @@ class NetworkSegmenter(nn.Module):
 
 
 def _checkpoint(path: Path, where: str) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{where}: {path} not found; expected {_EXPECTED}") from None
-    except Exception as err:  # torch.load's errors on other files are many and cryptic
-        if zipfile.is_zipfile(path):
-            first = (str(err).strip().splitlines() or [""])[0][:120]
-            why = f"torch.load: {type(err).__name__}: {first}"
-        else:
-            why = "not the zip archive torch.save writes"
-        raise ValueError(
-            f"{where}: {path} is not a PyTorch checkpoint ({why}); expected {_EXPECTED}"
-        ) from None
+    ckpt = load_torch_file(path, what=_EXPECTED, where=where)
     if not isinstance(ckpt, dict):
         raise ValueError(
             f"{where}: {path} holds a {type(ckpt).__name__}, not a checkpoint; expected {_EXPECTED}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -81,6 +81,8 @@ class DetectionModule(BaseTask):
     """
 
     monitor = "val_map"
+    #: Weight files the detector started from: a checkpoint holds the trained weights instead.
+    weight_arguments: ClassVar[tuple[str, ...]] = ("weights", "backbone_weights")
     default_optim = DETECTION_OPTIM
 
     def __init__(

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import MutableMapping
 from typing import Any, ClassVar, Literal
 
-import lightning.pytorch as pl
-import torch
 from torch import Tensor
 
 from .._deprecation import REMOVED_IN
 from ..transforms.pipeline import PIPELINE_KEY, DevicePipeline
+from .loading import TASK_NAME_KEY, CheckpointLoading
 from .optim import (
     OptimConfig,
     build_optimizer,
@@ -28,8 +26,6 @@ __all__ = ["TASK_NAME_KEY", "BaseTask", "Stage"]
 
 #: The stage a shared step runs for; also the prefix of its logged names.
 Stage = Literal["train", "val", "test"]
-#: Checkpoint key of the class name of the task that saved it (written by the classifiers).
-TASK_NAME_KEY = "leukemia_wbc_task"
 
 
 def _init_depth(obj: object) -> int:
@@ -45,7 +41,7 @@ def _init_depth(obj: object) -> int:
     return depth
 
 
-class BaseTask(pl.LightningModule, ABC):
+class BaseTask(CheckpointLoading, ABC):
     """Hyperparameters, model / loss / metric hooks, the optimiser and its schedule.
 
     A subclass sets its own typed attributes, then calls ``super().__init__(...)``, which saves
@@ -200,9 +196,11 @@ class BaseTask(pl.LightningModule, ABC):
             found[0].config()  # raises for a module a checkpoint could not rebuild
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Save the evaluation pipeline beside the weights, under a key of the library's own.
+        """Record the task's class name and its evaluation pipeline beside the weights.
 
-        The record (``checkpoint["leukemia_wbc_pipeline"]``: the pipeline's plain
+        The class name (``checkpoint["leukemia_wbc_task"]``) is how a checkpoint is rebuilt
+        (:mod:`leukemia_wbc.tasks.loading`). The pipeline record
+        (``checkpoint["leukemia_wbc_pipeline"]``: the pipeline's plain
         :meth:`~leukemia_wbc.transforms.DevicePipeline.config`, its ``state_dict`` with e.g.
         the fitted Macenko target, and the image size) does not depend on the DataModule's
         class name, so a subclass of ``WBCDataModule`` keeps it too.
@@ -210,6 +208,7 @@ class BaseTask(pl.LightningModule, ABC):
         Args:
             checkpoint: Lightning's checkpoint dict.
         """
+        checkpoint[TASK_NAME_KEY] = type(self).__name__
         found = self._datamodule_pipeline()
         if found is not None:
             pipeline, size = found
@@ -278,44 +277,3 @@ class BaseTask(pl.LightningModule, ABC):
             warmup_fraction=optim.warmup_fraction,
         )  # fmt: skip
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str | os.PathLike[str], *args: Any, **kwargs: Any
-    ) -> Any:
-        """Lightning's ``load_from_checkpoint``, with a clear error for another task's file.
-
-        A task that records its class name in its checkpoints (under :data:`TASK_NAME_KEY`, as
-        the classifiers do) is refused by name when the file holds another class.
-
-        Args:
-            checkpoint_path: The checkpoint file.
-            *args: Passed to Lightning.
-            **kwargs: Passed to Lightning (``map_location``, ``strict``, overrides).
-
-        Returns:
-            The restored task.
-
-        Raises:
-            ValueError: The checkpoint was saved by another task class (another architecture).
-        """
-        try:
-            return super().load_from_checkpoint(os.fspath(checkpoint_path), *args, **kwargs)
-        except (TypeError, RuntimeError, KeyError) as err:
-            saved = _saved_task(checkpoint_path)
-            if saved is not None and saved != cls.__name__:
-                raise ValueError(
-                    f"{checkpoint_path} holds a {saved}, not a {cls.__name__}: load it with "
-                    f"{saved}.load_from_checkpoint"
-                ) from err
-            raise
-
-
-def _saved_task(path: str | os.PathLike[str]) -> str | None:
-    """The task class name recorded in a checkpoint, or ``None``."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError):
-        return None
-    name = checkpoint.get(TASK_NAME_KEY) if isinstance(checkpoint, dict) else None
-    return name if isinstance(name, str) else None

@@ -5,14 +5,20 @@ from __future__ import annotations
 import os
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from ..models.segmenter import SEGMENTER_KEY, SegmenterSpec, resolve_segmenter, segmenter_state
-from .base import TASK_NAME_KEY, BaseTask, Stage
+from ..models.segmenter import (
+    SEGMENTER_KEY,
+    SegmenterSpec,
+    resolve_segmenter,
+    segmenter_from_state,
+    segmenter_state,
+)
+from .base import BaseTask, Stage
 from .branches import BranchInput, TaskBranch, module_label
 from .classification_metrics import per_class_metrics, stage_metrics
 from .losses import HybridFocalCELoss
@@ -82,6 +88,8 @@ class ClassificationTask(BaseTask, NucleusMaskMixin):
 
     #: Constructor arguments not saved as hyperparameters (a segmenter module; its spec is).
     hparams_ignore: tuple[str, ...] = ("segmenter",)
+    #: Weight files of the backbones: a checkpoint holds the trained weights instead.
+    weight_arguments: ClassVar[tuple[str, ...]] = ("weights", "cell_weights", "nucleus_weights")
     #: The network, built by :meth:`configure_models`.
     net: nn.Module
 
@@ -368,5 +376,30 @@ class ClassificationTask(BaseTask, NucleusMaskMixin):
             checkpoint: Lightning's checkpoint dict.
         """
         super().on_save_checkpoint(checkpoint)
-        checkpoint[TASK_NAME_KEY] = type(self).__name__
         checkpoint[SEGMENTER_KEY] = segmenter_state(self.segmenter)
+
+    @classmethod
+    def arguments_from_checkpoint(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """The saved arguments without weight files and without the segmenter's spec.
+
+        The segmenter is rebuilt from its own record (:meth:`restore_from_checkpoint`), not
+        from the path or name it was first given.
+
+        Args:
+            hparams: The saved hyperparameters, plain data only.
+
+        Returns:
+            The arguments to build the task with.
+        """
+        out = super().arguments_from_checkpoint(hparams)
+        out.pop("segmenter", None)
+        return out
+
+    def restore_from_checkpoint(self, checkpoint: dict[str, Any], *, where: str) -> None:
+        """Rebuild the segmenter the classifier was trained with (a closed set of kinds).
+
+        Args:
+            checkpoint: The checkpoint dict.
+            where: The file (for messages).
+        """
+        self.segmenter = segmenter_from_state(checkpoint.get(SEGMENTER_KEY), where=where)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import segmentation_models_pytorch as smp
 import torch
@@ -20,7 +20,11 @@ from ..models.segmentation import (
 from .base import BaseTask, Stage
 from .optim import OptimConfig
 
-__all__ = ["SegmentationMode", "SegmentationModule"]
+__all__ = ["NetArgument", "SegmentationMode", "SegmentationModule"]
+
+#: A value of a further network argument: plain data only, so that neither a config nor a
+#: checkpoint can name a class to build there (``class_path`` dicts are not accepted).
+NetArgument = bool | int | float | str | None | list[bool | int | float | str | None]
 
 #: ``"binary"``: nucleus vs the rest; ``"three_class"``: background, cytoplasm, nucleus.
 SegmentationMode = Literal["binary", "three_class"]
@@ -110,6 +114,9 @@ class SegmentationModule(BaseTask):
             ``threshold`` outside ``(0, 1)``, or optimiser settings out of range.
     """
 
+    #: The encoder's pretrained-weights file: a checkpoint holds the trained weights instead.
+    weight_arguments: ClassVar[tuple[str, ...]] = ("encoder_weights",)
+
     def __init__(
         self,
         arch: str = "unet",
@@ -118,7 +125,7 @@ class SegmentationModule(BaseTask):
         mode: SegmentationMode = "binary",
         encoder_weights: str | os.PathLike[str] | None = None,
         in_chans: int = 3,
-        net_kwargs: dict[str, Any] | None = None,
+        net_kwargs: dict[str, NetArgument] | None = None,
         dice_weight: float = 1.0,
         threshold: float = 0.5,
         centre_radius: float = 0.2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,13 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 
 def test_legacy_checkpoint_loads_with_lightning(legacy_checkpoint: tuple[Path, Any]) -> None:
+    """An old file (flat settings, LightningCLI's entries) loads, upgraded without a warning.
+
+    The user cannot change a file colleagues sent: its flat settings are read into ``optim``.
+    """
     path, trained = legacy_checkpoint
-    with pytest.warns(DeprecationWarning, match="flat optimiser arguments lr, .*scheduler"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
         task = CellClassifier.load_from_checkpoint(path, map_location="cpu")
     assert task.optim == OptimConfig(lr=2e-3, scheduler="cosine")
     assert task.classes == trained.classes and _same_weights(task.net, trained.net)
@@ -132,7 +138,8 @@ def test_legacy_checkpoint_loads_as_trained_model(legacy_checkpoint: tuple[Path,
     from leukemia_wbc.inference import TrainedModel
 
     path, trained = legacy_checkpoint
-    with pytest.warns(DeprecationWarning, match="flat optimiser arguments"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
         model = TrainedModel.from_checkpoint(path, device="cpu")
     assert isinstance(model.task, CellClassifier)
     assert model.task.optim.scheduler == "cosine" and model.classes == trained.classes
