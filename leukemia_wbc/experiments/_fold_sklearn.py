@@ -29,10 +29,13 @@ from .fold_result import FoldResult
 
 __all__ = ["SklearnFoldModel"]
 
-#: The suffix of the file a fitted baseline is saved in (a joblib pickle, for now).
-_SUFFIX = ".joblib"
+#: The suffix of the file a fitted baseline is saved in (``HandcraftedSVM.save``'s format:
+#: plain data, tensors and a skops estimator in a ``torch.save`` file; no pickle).
+_SUFFIX = ".svm.pt"
 #: The file a fold's fitted baseline is saved in, inside the fold's folder.
 _FILE = "model" + _SUFFIX
+#: The suffix of the joblib pickle older versions saved a fold's baseline in: never unpickled.
+_LEGACY_SUFFIX = ".joblib"
 #: The settings a baseline's record holds (its other arguments do not change the result).
 _PARAMS = ("C", "kernel", "gamma", "calibration_folds", "seed", "on_empty")
 
@@ -43,7 +46,8 @@ class SklearnFoldModel:
     Each fold fits a copy of the template on the features of the fold's training part (the
     validation part is not used: the SVM selects nothing on it, so it trains on exactly the
     samples the deep models train on), predicts the held-out part and saves the fitted copy
-    into the fold's folder (a joblib pickle: load only files you trust).
+    into the fold's folder (``model.svm.pt``: plain data and a skops estimator, read without
+    unpickling; a ``model.joblib`` pickle of an older version is refused).
 
     Args:
         model: The template of every fold (copied before fitting), or a fitted model.
@@ -75,7 +79,7 @@ class SklearnFoldModel:
             name=model_name(svm),
             config=model_record(type(svm), params),
             explainable=False,
-            checkpoint="joblib",
+            checkpoint="sklearn",
             shortcut=svm.shortcut,
         )
 
@@ -110,7 +114,7 @@ class SklearnFoldModel:
             name=str(config.get("name") or name),
             config=dict(model) if isinstance(model, Mapping) else {},
             explainable=False,
-            checkpoint="joblib",
+            checkpoint="sklearn",
             shortcut=getattr(kind, "shortcut", None),
         )
 
@@ -122,9 +126,11 @@ class SklearnFoldModel:
             checkpoint: The file a fold recorded, if any.
 
         Returns:
-            ``True`` for a file :meth:`save` writes.
+            ``True`` for a file :meth:`save` writes, or the pickle an older version wrote
+            (described as a baseline; :meth:`load` refuses it).
         """
-        return checkpoint is not None and os.fspath(checkpoint).endswith(_SUFFIX)
+        name = "" if checkpoint is None else os.fspath(checkpoint)
+        return name.endswith((_SUFFIX, _LEGACY_SUFFIX))
 
     # -- training ------------------------------------------------------------------------------
     def check(
@@ -202,7 +208,7 @@ class SklearnFoldModel:
         return predict_batches(self.predict_proba, loader)
 
     def save(self, folder: Path) -> Path:
-        """See :meth:`FoldModel.save`: the fitted baseline, pickled with joblib."""
+        """See :meth:`FoldModel.save`: the fitted baseline in ``HandcraftedSVM.save``'s format."""
         if self._model.pipeline_ is None:
             raise RuntimeError(f"{self.info.name} is not fitted: nothing to save in {folder}")
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -222,8 +228,20 @@ class SklearnFoldModel:
         """See :meth:`FoldModel.load`: the class the run recorded, looked up by name only.
 
         ``device`` is not used (the baseline runs on the CPU); a ``segmenter`` replaces the one
-        saved with the model.
+        saved with the model. A fold's ``model.joblib`` (the pickle an older version wrote) is
+        refused, never unpickled: the fold's results stay, its model must be refitted.
         """
+        file = Path(path)
+        if file.name.endswith(_LEGACY_SUFFIX):
+            fold = file.parent.name
+            k = fold.rpartition("_")[2]
+            raise ValueError(
+                f"{file} is a pickle (joblib) an older version of leukemia_wbc saved this fold's "
+                "baseline in; unpickling can run any code the file holds, so it is not read. "
+                f"The fold's results stay valid; to get a model to load, refit the fold: delete "
+                f"the folder {file.parent} and run the cross-validation again (leukemia-wbc cv "
+                f"... --restart-fold {k if k.isdigit() else 'K'})"
+            )
         recorded = recorded_class(config or {}) or HandcraftedSVM.__name__
         known = _baselines()
         kind = known.get(recorded.rpartition(".")[2])
@@ -232,10 +250,10 @@ class SklearnFoldModel:
                 f"{path}: the recorded model {recorded!r} is not a feature baseline of this "
                 f"program (known: {', '.join(sorted(known))})"
             )
-        model = kind.load(path)
-        if segmenter is not None:
-            model.segmenter = resolve_segmenter(segmenter, where="segmenter")
-            model.segmenter_spec = segmenter if isinstance(segmenter, str) else None
+        replacement = resolve_segmenter(segmenter, where="segmenter")
+        model = kind.load(file, segmenter=replacement)
+        if isinstance(segmenter, str):
+            model.segmenter_spec = segmenter
         classes = ((config or {}).get("data") or {}).get("classes")
         return cls(model, num_classes=len(classes) if classes else None)
 

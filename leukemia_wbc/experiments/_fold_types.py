@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: The kind of file a fold model saves into its fold's folder.
-CheckpointKind = Literal["lightning", "joblib"]
+CheckpointKind = Literal["lightning", "sklearn"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class FoldModelInfo:
         explainable: Whether the model is a network with gradients: attribution maps, Grad-CAM
             and a :class:`~leukemia_wbc.inference.TrainedModel` apply to it.
         checkpoint: The kind of file it saves into a fold's folder: ``"lightning"`` (a Lightning
-            checkpoint, loaded with ``weights_only=True``) or ``"joblib"`` (a pickled
-            estimator: trusted files only).
+            checkpoint, loaded with ``weights_only=True``) or ``"sklearn"`` (a fitted feature
+            baseline in ``HandcraftedSVM.save``'s format, read without unpickling).
         shortcut: The shortcut cue the model alone sees (``"colour"``: whole-image colour
             statistics), or ``None`` for a model of the cell. A report presents a shortcut
             model's score as how far a dataset is separable without looking at a cell.

@@ -19,8 +19,9 @@ everything else asks :attr:`FoldModel.info`.
 
 Loading is safe in the library's sense: the recorded class is looked up by name among the
 classes defined in the running program (the library's tasks and baselines, and subclasses a
-user's code defines), never imported from the name a file holds. The baseline's file is still
-a joblib pickle: load only folders you trust.
+user's code defines), never imported from the name a file holds. No file is unpickled: the
+baseline's file holds plain data and a scikit-learn estimator read by skops with an explicit
+list of trusted types.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import joblib  # type: ignore[import-untyped]
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import StratifiedKFold
@@ -25,6 +24,7 @@ from sklearn.svm import SVC
 
 from ._feature_extraction import HandcraftedFeatures
 from ._handcrafted_features import FEATURE_NAMES, Segmenter, nucleus_features
+from ._svm_file import read_baseline, write_baseline
 
 if TYPE_CHECKING:
     from ..data.base import WBCDataset
@@ -283,34 +283,55 @@ class HandcraftedSVM(HandcraftedFeatures):
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the model, its segmenter included, with joblib (a pickle).
+        """Write the model, its segmenter included, in the library's safe format (no pickle).
+
+        The file (written atomically) holds the class name, the constructor arguments and the
+        fitted classes as plain values, the segmenter as plain values and tensors (a classical
+        method or a U-Net; another callable is not stored and is given again to :meth:`load`),
+        and the fitted scikit-learn pipeline in skops' format.
 
         Args:
-            path: Output file.
+            path: Output file (``.svm.pt`` by convention).
+
+        Raises:
+            ValueError: A constructor argument of a subclass that is not kept as an attribute
+                of the same name, or is not plain data.
         """
-        joblib.dump(self, path)
+        write_baseline(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> HandcraftedSVM:
-        """Read a model written by :meth:`save`.
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        segmenter: str | Segmenter | None = None,
+        trust_pickle: bool = False,
+    ) -> HandcraftedSVM:
+        """Read a model written by :meth:`save`, without unpickling anything.
 
-        Loading unpickles, which can run arbitrary code: load only files you trust.
+        The class the file names is looked up among ``HandcraftedSVM`` and the subclasses the
+        running program defines (never imported), the file is read with
+        ``torch.load(..., weights_only=True)`` and the estimator with skops, trusting an
+        explicit list of scikit-learn types. A joblib pickle written by an older version is
+        refused unless ``trust_pickle``.
 
         Args:
             path: File written by :meth:`save`.
+            segmenter: Replaces the saved segmenter (as the constructor's ``segmenter``); needed
+                when the model's segmenter was a callable the file cannot store.
+            trust_pickle: Unpickle a ``.joblib`` file an older version wrote (with a warning).
+                Unpickling runs any code the file holds: only for files you wrote yourself;
+                save the model again to convert it.
 
         Returns:
-            The model.
+            The model (of the class the file names: ``cls`` or a subclass).
 
         Raises:
             FileNotFoundError: If ``path`` does not exist.
-            ValueError: If the file holds something other than a :class:`HandcraftedSVM`.
+            ValueError: If the file is not one :meth:`save` writes, a pickle without
+                ``trust_pickle``, of a class this program does not define or that is not a
+                ``cls``, of a newer format, or holds estimator types the library does not load.
         """
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"model file {path} not found (expected a HandcraftedSVM.save file)"
-            )
-        model = joblib.load(path)
-        if not isinstance(model, cls):
-            raise ValueError(f"{path} holds a {type(model).__name__}, expected a {cls.__name__}")
-        return model
+        return read_baseline(
+            path, cls, root=HandcraftedSVM, segmenter=segmenter, trust_pickle=trust_pickle
+        )

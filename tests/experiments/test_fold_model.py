@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pytest
 
 from leukemia_wbc.data import Split, SyntheticWBC, WBCDataModule, collate_samples
 from leukemia_wbc.experiments import (
+    CrossValidator,
     FoldModel,
     LightningFoldModel,
     SklearnFoldModel,
@@ -79,7 +82,7 @@ def test_sklearn_adapter_fits_predicts_and_round_trips(
     assert isinstance(model, SklearnFoldModel) and model.model is svm  # wrapped, not copied
     info = model.info
     assert (info.name, info.explainable, info.checkpoint, info.shortcut) == (
-        "HandcraftedSVM", False, "joblib", None,
+        "HandcraftedSVM", False, "sklearn", None,
     )  # fmt: skip
     assert info.config["class"] == "leukemia_wbc.models.handcrafted.HandcraftedSVM"
     assert info.config["hparams"]["C"] == 1.0
@@ -99,6 +102,7 @@ def test_sklearn_adapter_fits_predicts_and_round_trips(
     assert np.allclose(probs, saved, atol=1e-6)  # the batch path scores as the fold did
 
     copy = loaded.save(tmp_path / "copy" / "fold_0")
+    assert copy.name == "model.svm.pt" and zipfile.is_zipfile(copy)  # no pickle
     config = {"model": info.config, "data": {"classes": list(data.classes)}}
     again = SklearnFoldModel.load(copy, config=config)
     assert np.array_equal(again.predict_loader(batches), probs)
@@ -163,9 +167,60 @@ def test_an_unknown_recorded_class_is_refused_and_nothing_is_imported(tmp_path: 
 
 def test_runs_that_record_no_class_are_told_apart_by_their_files() -> None:
     assert not describe_recorded({}, "fold_0/model.joblib").explainable
+    assert describe_recorded({}, "fold_0/model.svm.pt").checkpoint == "sklearn"
     assert describe_recorded({}, "fold_0/checkpoints/best.ckpt").explainable
     recorded = {"model": {"class": "leukemia_wbc.tasks.classification.CellClassifier"}}
     assert describe_recorded(recorded).checkpoint == "lightning"
+
+
+class _Payload:
+    """Unpickling this runs ``Path(marker).touch()``: what a crafted pickle can do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_fold_saved_as_a_pickle_by_an_older_version_is_kept_but_never_unpickled(
+    data: SyntheticWBC, split: Split, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cv: dict[str, Any] = {"n_splits": 3, "group": False, "accelerator": "cpu"}
+    first = CrossValidator(HandcraftedSVM(progress=False), _datamodule(data), out, **cv)
+    before = first.run(folds=[0])
+    # fold 0 as an older version left it: a joblib pickle (here a crafted one) as its model
+    fold = out / "fold_0"
+    (fold / "model.svm.pt").unlink()
+    marker = tmp_path / "pwned"
+    joblib.dump(_Payload(marker), fold / "model.joblib")
+    record = json.loads((fold / "fold.json").read_text())
+    record["checkpoint"] = "fold_0/model.joblib"
+    (fold / "fold.json").write_text(json.dumps(record))
+
+    # resuming keeps the finished fold's results (nothing read from its model), runs the others
+    again = CrossValidator(HandcraftedSVM(progress=False), _datamodule(data), out, **cv).run()
+    assert [f.fold for f in again.folds] == [0, 1, 2]
+    assert again.folds[0].metrics == before.folds[0].metrics
+    assert (fold / "model.joblib").is_file() and not marker.exists()
+    assert again.folds[1].checkpoint == "fold_1/model.svm.pt"
+    assert again.fold_model(1).predict_loader(_held_out(data, split)).shape == (12, 4)
+
+    # loading the old fold's model is refused with what to do, and runs nothing
+    for load in (lambda: again.fold_model(0), lambda: load_fold_model(fold)):
+        with pytest.raises(ValueError) as err:
+            load()
+        message = str(err.value)
+        assert "\n" not in message and str(fold / "model.joblib") in message
+        for part in ("is a pickle", "older version", "can run any code", "delete the folder",
+                     "--restart-fold 0"):  # fmt: skip
+            assert part in message, part
+    assert not marker.exists()
+    (fold / "model.joblib").rename(fold / "model.svm.pt")
+    with pytest.raises(ValueError, match="is a pickle"):  # a renamed pickle too
+        SklearnFoldModel.load(fold / "model.svm.pt", config=again.config)
+    assert not marker.exists()
 
 
 def test_as_fold_model_refuses_other_objects_in_one_line() -> None:

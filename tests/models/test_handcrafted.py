@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -12,7 +16,12 @@ import torch
 from skimage.draw import disk, ellipse
 
 from leukemia_wbc.data import SyntheticWBC
-from leukemia_wbc.models import FEATURE_NAMES, HandcraftedSVM, nucleus_features
+from leukemia_wbc.models import (
+    FEATURE_NAMES,
+    ColourShortcutBaseline,
+    HandcraftedSVM,
+    nucleus_features,
+)
 
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -182,16 +191,185 @@ def test_missing_classes_get_zero_columns(synthetic: tuple[SyntheticWBC, Synthet
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
 
 
-def test_save_load_roundtrip(tmp_path: Path, synthetic: tuple[SyntheticWBC, SyntheticWBC]) -> None:
+def _models() -> list[HandcraftedSVM]:
+    return [
+        HandcraftedSVM(progress=False, C=2.0, gamma=0.05, calibration_folds=3, seed=4),
+        HandcraftedSVM(progress=False, segmenter="kmeans", mask_source="segmenter"),
+        ColourShortcutBaseline(progress=False, kernel="linear"),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["svm", "svm-kmeans", "colour"])
+def test_save_load_roundtrip(
+    index: int, tmp_path: Path, synthetic: tuple[SyntheticWBC, SyntheticWBC]
+) -> None:
     train, test = synthetic
-    svm = HandcraftedSVM(progress=False).fit_dataset(train, range(80))
-    svm.save(tmp_path / "svm.joblib")
-    loaded = HandcraftedSVM.load(tmp_path / "svm.joblib")
+    svm = _models()[index].fit_dataset(train, range(0, 160, 4))
+    path = tmp_path / "model.svm.pt"
+    svm.save(path)
+    assert zipfile.is_zipfile(path)  # a torch.save archive, not a pickle
+    loaded = HandcraftedSVM.load(path)  # the file's class, looked up among the subclasses
+    assert type(loaded) is type(svm)
     np.testing.assert_array_equal(
-        loaded.predict_proba_dataset(test, range(10)), svm.predict_proba_dataset(test, range(10))
+        loaded.predict_proba_dataset(test, range(12)), svm.predict_proba_dataset(test, range(12))
     )
-    with pytest.raises(FileNotFoundError, match=r"missing\.joblib"):
-        HandcraftedSVM.load(tmp_path / "missing.joblib")
+    np.testing.assert_array_equal(loaded.classes_, svm.classes_)
+    for name in ("C", "kernel", "gamma", "calibration_folds", "seed", "on_empty", "mask_source",
+                 "segmenter_spec", "n_jobs", "progress"):  # fmt: skip
+        assert getattr(loaded, name) == getattr(svm, name), name
+    assert repr(loaded.segmenter) == repr(svm.segmenter)
+    assert type(svm).load(path).C == svm.C
+    with pytest.raises(FileNotFoundError, match=r"missing\.svm\.pt"):
+        HandcraftedSVM.load(tmp_path / "missing.svm.pt")
+
+
+def test_an_unfitted_model_round_trips_and_a_subclass_is_checked(tmp_path: Path) -> None:
+    HandcraftedSVM(progress=False, C=3.0).save(tmp_path / "blank.svm.pt")
+    blank = HandcraftedSVM.load(tmp_path / "blank.svm.pt")
+    assert blank.C == 3.0 and blank.pipeline_ is None and blank.classes_ is None
+    with pytest.raises(ValueError, match=r"holds a HandcraftedSVM, expected a ColourShortcut"):
+        ColourShortcutBaseline.load(tmp_path / "blank.svm.pt")
+
+
+def test_a_segmenter_the_file_cannot_hold_is_given_again(
+    tmp_path: Path, synthetic: tuple[SyntheticWBC, SyntheticWBC]
+) -> None:
+    def darkest(batch: torch.Tensor) -> torch.Tensor:
+        grey = batch.float().mean(dim=1, keepdim=True)
+        return (grey <= grey.quantile(0.15)).to(torch.uint8)
+
+    train, _ = synthetic
+    samples = [train[i] for i in range(40)]
+    images = [s["image"] for s in samples]
+    svm = HandcraftedSVM(progress=False, segmenter=darkest).fit(images, None, train.labels[:40])
+    svm.save(tmp_path / "own.svm.pt")
+    with pytest.raises(ValueError, match=r"segmenter \(a function\) could not be stored.*again"):
+        HandcraftedSVM.load(tmp_path / "own.svm.pt")
+    loaded = HandcraftedSVM.load(tmp_path / "own.svm.pt", segmenter=darkest)
+    np.testing.assert_array_equal(loaded.predict_proba(images[:5], None),
+                                  svm.predict_proba(images[:5], None))  # fmt: skip
+
+
+class _Payload:
+    """Unpickling this runs ``Path(marker).touch()``: what a crafted pickle can do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "model.joblib"
+    joblib.dump(_Payload(marker), crafted)
+    with pytest.raises(ValueError) as err:
+        HandcraftedSVM.load(crafted)
+    message = str(err.value)
+    assert "\n" not in message and str(crafted) in message
+    for part in ("is a pickle", "older version", "can run any code", "Retrain",
+                 "trust_pickle=True"):  # fmt: skip
+        assert part in message, part
+    assert not marker.exists()
+    joblib.load(crafted)  # the payload is real: unpickling it does run it
+    assert marker.exists()
+
+
+def test_an_older_versions_pickle_loads_when_trusted(
+    tmp_path: Path, synthetic: tuple[SyntheticWBC, SyntheticWBC]
+) -> None:
+    train, test = synthetic
+    svm = HandcraftedSVM(progress=False).fit_dataset(train, range(0, 160, 4))
+    joblib.dump(svm, tmp_path / "old.joblib")  # what save() wrote before
+    with pytest.raises(ValueError, match="is a pickle"):
+        HandcraftedSVM.load(tmp_path / "old.joblib")
+    with pytest.warns(UserWarning, match=r"old\.joblib: unpickling a joblib file"):
+        old = HandcraftedSVM.load(tmp_path / "old.joblib", trust_pickle=True)
+    np.testing.assert_array_equal(
+        old.predict_proba_dataset(test, range(5)), svm.predict_proba_dataset(test, range(5))
+    )
+    old.save(tmp_path / "new.svm.pt")  # converted
+    assert HandcraftedSVM.load(tmp_path / "new.svm.pt").C == svm.C
+
+
+def _tampered(tmp_path: Path, **changes: Any) -> Path:
+    """A saved (fitted) model file with some entries replaced."""
+    x = np.random.default_rng(0).normal(size=(12, len(FEATURE_NAMES)))
+    svm = HandcraftedSVM(progress=False, calibration_folds=2).fit_features(x, [0, 1] * 6)
+    path = tmp_path / "model.svm.pt"
+    svm.save(path)
+    record = torch.load(path, weights_only=True)
+    record.update(changes)
+    torch.save(record, path)
+    return path
+
+
+def test_untrusted_estimator_types_are_refused_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    evil = Pipeline([("scale", FunctionTransformer(func=os.system, kw_args={"command": "true"}))])
+    payload = torch.frombuffer(bytearray(sio.dumps(evil)), dtype=torch.uint8)
+    path = _tampered(tmp_path, estimator=payload)
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("skops.io.loads must not be reached")
+
+    monkeypatch.setattr(sio, "loads", never)
+    with pytest.raises(ValueError, match=r"holds types this library does not load \(.*system"):
+        HandcraftedSVM.load(path)
+
+
+def test_a_trusted_estimator_of_another_shape_is_refused(tmp_path: Path) -> None:
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    other = LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])
+    payload = torch.frombuffer(bytearray(sio.dumps(other)), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="is not the baseline's scaler and calibrated SVM"):
+        HandcraftedSVM.load(_tampered(tmp_path, estimator=payload))
+
+
+@pytest.mark.parametrize("name", ["subprocess.Popen", "evil_payload_mod.Payload", 7])
+def test_an_unknown_class_is_refused_and_nothing_is_imported(tmp_path: Path, name: Any) -> None:
+    with pytest.raises(ValueError, match=r"names the class .* not a HandcraftedSVM class of"):
+        HandcraftedSVM.load(_tampered(tmp_path, **{"class": name}))
+    assert "evil_payload_mod" not in sys.modules
+
+
+def test_other_entries_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"format version 2, this leukemia_wbc reads up to 1"):
+        HandcraftedSVM.load(_tampered(tmp_path, version=2))
+    with pytest.raises(ValueError, match=r"init\['C'\] names a class to import"):
+        HandcraftedSVM.load(_tampered(tmp_path, init={"C": {"class_path": "os.system"}}))
+    with pytest.raises(ValueError, match=r"saved arguments \['command'\] are not HandcraftedSVM"):
+        HandcraftedSVM.load(_tampered(tmp_path, init={"command": "true"}))
+    with pytest.raises(ValueError, match=r"saved settings do not fit HandcraftedSVM"):
+        HandcraftedSVM.load(_tampered(tmp_path, init={"calibration_folds": 1}))
+    with pytest.raises(ValueError, match=r"saved segmenter is not one this library writes"):
+        HandcraftedSVM.load(_tampered(tmp_path, segmenter={"kind": "os.system"}))
+    with pytest.raises(ValueError, match=r"is not a HandcraftedSVM file of this library"):
+        HandcraftedSVM.load(_tampered(tmp_path, format="something.else"))
+
+
+def test_other_files_get_one_line(tmp_path: Path) -> None:
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(np.random.default_rng(0).bytes(2048))
+    archive = tmp_path / "objects.pt"
+    torch.save({"model": _Payload(tmp_path / "pwned")}, archive)  # a zip naming a class
+    text = tmp_path / "notes.svm.pt"
+    text.write_text("hello")
+    for path in (noise, archive, text):
+        with pytest.raises(ValueError) as err:
+            HandcraftedSVM.load(path, trust_pickle=True)
+        message = str(err.value)
+        assert message.startswith(f"{path} is not a HandcraftedSVM file of this library")
+        assert "\n" not in message and "weights_only" not in message
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_missing_mask_needs_segmenter(synthetic: tuple[SyntheticWBC, SyntheticWBC]) -> None:
