@@ -7,6 +7,8 @@ import inspect
 import re
 from collections import Counter
 
+from tqdm.auto import tqdm
+
 from ..data import (
     ALLIDB1,
     ALLIDB2,
@@ -14,12 +16,17 @@ from ..data import (
     PBC,
     AMLCytomorphology,
     ImageFolderWBC,
+    ImageReadError,
     RaabinWBC,
     SegmentationWBC2018,
     WBCDataset,
 )
 
-__all__ = ["DATASETS", "describe", "run_datasets"]
+__all__ = ["DATASETS", "DECODE_LIMIT", "decode_all", "describe", "run_datasets"]
+
+#: ``datasets verify`` decodes every file by default up to this many images (``--decode`` or
+#: ``--no-decode`` choose for any size).
+DECODE_LIMIT = 5000
 
 #: Command-line name of every dataset loader.
 DATASETS: dict[str, type[WBCDataset]] = {
@@ -52,7 +59,38 @@ def _list() -> int:
     return 0
 
 
-def _verify(name: str, root: str) -> int:
+def decode_all(
+    ds: WBCDataset, *, progress: bool | None = None
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Decode every image and mask of a dataset, as training would, at the files' own size.
+
+    Args:
+        ds: The dataset.
+        progress: Show a progress bar (``None``: only on a terminal).
+
+    Returns:
+        ``(failures, empty)``: ``(file, reason)`` of each sample that cannot be decoded, and
+        the images whose nucleus mask is empty (all background; kept in training).
+    """
+    view = ds.with_size(None)
+    failures: list[tuple[str, str]] = []
+    empty: list[str] = []
+    disable = None if progress is None else not progress
+    for i in tqdm(range(len(view)), desc="decode", unit="image", disable=disable):
+        path = view.records[i].path
+        try:
+            sample = view.load_sample(i)
+        except (ImageReadError, ValueError, OSError) as err:
+            reason = str(err).removeprefix(f"{path}: ")
+            failures.append((path, reason or type(err).__name__))
+            continue
+        mask = sample.get("mask")
+        if mask is not None and not bool(mask.any()):
+            empty.append(path)
+    return failures, empty
+
+
+def _verify(name: str, root: str, decode: bool | None) -> int:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     cls = DATASETS[name]
@@ -64,17 +102,36 @@ def _verify(name: str, root: str) -> int:
         print(f"  {cls_name:24s} {labels.get(i, 0)}")
     if labels.get(-1):
         print(f"  {'(unlabelled)':24s} {labels[-1]}")
-    return 0
+    if decode is None:
+        decode = len(ds) <= DECODE_LIMIT
+        if not decode:
+            print(f"not decoded: {len(ds)} images are more than {DECODE_LIMIT}; pass --decode "
+                  "to decode every file (unreadable ones are found only then)")  # fmt: skip
+    if not decode:
+        return 0
+    failures, empty = decode_all(ds)
+    note = f"; {len(empty)} with an empty nucleus mask (kept)" if empty else ""
+    if not failures:
+        print(f"decoded: all {len(ds)} images readable{note}")
+        return 0
+    print(f"decoded: {len(failures)} of {len(ds)} images cannot be read{note}:")
+    for path, reason in failures:
+        print(f"  {path}: {reason}")
+    return 1
 
 
 def run_datasets(argv: list[str]) -> int:
     """``datasets`` lists the loaders; ``datasets verify NAME ROOT`` checks a folder.
 
+    ``verify`` prints the counts and, with ``--decode`` (the default up to
+    :data:`DECODE_LIMIT` images), decodes every image and mask and lists the files that
+    fail, with the reason.
+
     Args:
         argv: Arguments after ``datasets``.
 
     Returns:
-        The exit status.
+        The exit status: 1 when a decoded file failed, else 0.
 
     Raises:
         ValueError: An unknown dataset name.
@@ -85,7 +142,14 @@ def run_datasets(argv: list[str]) -> int:
     verify = sub.add_parser("verify", help="check a dataset folder and print its counts")
     verify.add_argument("name", help=f"one of: {', '.join(DATASETS)}")
     verify.add_argument("root", help="the dataset's root folder")
+    verify.add_argument(
+        "--decode",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"decode every image and mask and list those that fail (exit status 1); default: "
+        f"on up to {DECODE_LIMIT} images",
+    )
     args = parser.parse_args(argv)
     if args.action == "verify":
-        return _verify(args.name, args.root)
+        return _verify(args.name, args.root, args.decode)
     return _list()

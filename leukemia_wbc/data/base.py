@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from .images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
+    MaskCodeError,
     decode_mask,
     image_tensor,
     read_rgb,
@@ -37,6 +38,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "UNLABELLED",
     "ImageReadError",
+    "MaskCodeError",
     "Record",
     "Sample",
     "WBCDataset",

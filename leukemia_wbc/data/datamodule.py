@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .base import UNLABELLED, WBCDataset
-from .loading import collate_samples, make_loader, worker_init
+from .loading import collate_samples, empty_mask_paths, make_loader, worker_init
 from .options import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -129,6 +129,9 @@ class WBCDataModule(pl.LightningDataModule):
         self.split: Split | None = None
         #: Unreadable samples skipped so far (see ``on_error="skip"``).
         self.skipped_count = 0
+        #: Samples whose nucleus ``mask`` had no nucleus pixel (an all-zero mask file), by
+        #: path: they are kept, and a nucleus crop falls back to the whole cell image.
+        self.empty_mask_paths: set[str] = set()
         # Plain values only (the evaluation pipeline of old checkpoints is rebuilt from them).
         record: dict[str, Any] = {"size": size, "batch_size": batch_size}
         for group in (self.split_options, self.pipeline_options, self.loader_options):
@@ -365,6 +368,15 @@ class WBCDataModule(pl.LightningDataModule):
         if isinstance(skipped, Tensor) and int(skipped) > 0:
             self.skipped_count += int(skipped)
             _log.warning("%d unreadable samples skipped so far", self.skipped_count)
+        new = [p for p in empty_mask_paths(batch) if p not in self.empty_mask_paths]
+        if new:
+            self.empty_mask_paths.update(new)
+            _log.warning(
+                "%d samples with an empty nucleus mask so far (e.g. %s): kept, their "
+                "nucleus crop is the whole image",
+                len(self.empty_mask_paths),
+                new[0],
+            )
         if "image" not in batch:
             return batch
         training = self.trainer is not None and self.trainer.training

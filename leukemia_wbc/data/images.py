@@ -8,6 +8,7 @@ decodes its samples with these functions.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -16,7 +17,12 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MASK_LEVELS",
+    "MASK_TOLERANCE",
+    "MAX_OFF_CODE_SHARE",
+    "WARN_OFF_CODE_SHARE",
     "ImageReadError",
+    "MaskCodeError",
     "decode_mask",
     "image_tensor",
     "read_rgb",
@@ -29,6 +35,8 @@ __all__ = [
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".webp"}
 )
+
+_log = logging.getLogger(__name__)
 
 
 class ImageReadError(RuntimeError):
@@ -182,6 +190,26 @@ def resize_rgb(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img)
 
 
+#: Grey levels of the three-level mask code (Zheng et al. 2018): background, cytoplasm, nucleus.
+MASK_LEVELS: tuple[int, int, int] = (0, 128, 255)
+#: A mask pixel within this many grey levels of a code counts as that code (JPEG-like noise).
+MASK_TOLERANCE = 10
+#: Largest share of a mask's pixels that may lie farther than :data:`MASK_TOLERANCE` from every
+#: code; they are read as the nearest code. A mask with more is refused (:class:`MaskCodeError`).
+MAX_OFF_CODE_SHARE = 0.01
+#: Above this share of off-code pixels a decoded mask is reported with a logged warning (any
+#: pixel that is not exactly a code is reported at debug level).
+WARN_OFF_CODE_SHARE = 0.001
+
+
+class MaskCodeError(ImageReadError, ValueError):
+    """A mask file whose values are no documented mask code (noise, a soft probability map).
+
+    A :class:`ImageReadError` (so ``on_error="skip"`` and ``datasets verify`` treat it like any
+    unreadable file) and a :class:`ValueError`. The message names the file.
+    """
+
+
 def decode_mask(
     path: str | os.PathLike[str], size: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -189,11 +217,18 @@ def decode_mask(
 
     Three encodings are understood:
 
-    * grey levels with three values (0 background, about 128 cytoplasm, about 255 nucleus, as
-      in Zheng et al. 2018): nucleus is ``value > 191``, cell is ``value > 63``;
-    * a binary mask (0 / 1 or 0 / 255): nucleus is ``value > 0``, no cell mask;
-    * RGB colour code of ALL-IDB2 masks: nucleus cyan ``(0, 255, 255)``, cytoplasm blue
+    * grey levels 0 (background), 128 (cytoplasm), 255 (nucleus), as in Zheng et al. 2018:
+      nucleus is ``value > 191``, cell is ``value > 63`` (the nearest code); a mask is read in
+      this code when more than :data:`MAX_OFF_CODE_SHARE` of its pixels are at 128;
+    * a binary mask, 0 / 255 (nucleus is ``value > 191``) or 0 / 1: no cell mask;
+    * the RGB colour code of ALL-IDB2 masks: nucleus cyan ``(0, 255, 255)``, cytoplasm blue
       ``(0, 0, 255)``, background white.
+
+    Grey values within :data:`MASK_TOLERANCE` of a code count as that code (JPEG-like noise);
+    up to :data:`MAX_OFF_CODE_SHARE` of the pixels may lie farther from every code (read as the
+    nearest one, and logged); a mask with more, such as random noise or a soft probability
+    map, is refused. An empty mask (all background: all 0, or an all-white colour mask) has an
+    empty nucleus and an empty cell mask, whatever its encoding.
 
     Args:
         path: Mask file.
@@ -204,8 +239,8 @@ def decode_mask(
         ``None`` when the mask encodes the nucleus only.
 
     Raises:
-        ImageReadError: The file is missing or unreadable, or its values fit none of the
-            encodings above.
+        ImageReadError: The file is missing or unreadable.
+        MaskCodeError: Its values fit none of the encodings above (also a ``ValueError``).
     """
     p = os.fspath(path)
     img = _open(p, "a mask image")
@@ -216,12 +251,13 @@ def decode_mask(
                 rgb = np.asarray(img.convert("RGB")).astype(np.int16)
                 if np.ptp(rgb, axis=2).max(initial=0) > 0:
                     nucleus, cell = _decode_colour_mask(rgb, p)
+                elif rgb.min(initial=255) >= 255 - MASK_TOLERANCE:  # ALL-IDB background only
+                    nucleus = np.zeros(rgb.shape[:2], np.uint8)
+                    cell = nucleus.copy()
                 else:
                     nucleus, cell = _decode_grey_mask(rgb[:, :, 0], p)
             else:
-                nucleus, cell = _decode_grey_mask(
-                    _to_uint8_rgb(img, p)[:, :, 0].astype(np.int16), p
-                )
+                nucleus, cell = _decode_grey_mask(_grey_levels(img, p), p)
     except ImageReadError:
         raise
     except (OSError, ValueError, SyntaxError) as err:
@@ -232,19 +268,54 @@ def decode_mask(
     return nucleus, cell
 
 
+def _grey_levels(img: Image.Image, path: str) -> np.ndarray:
+    """A grey mask's values as ``int16``: 0-255, or 0 / 1 as stored (also at 16 or 32 bit)."""
+    if img.mode not in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
+        return _to_uint8_rgb(img, path)[:, :, 0].astype(np.int16)
+    arr = np.asarray(img).astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise MaskCodeError(f"{path}: the mask holds NaN or infinite values; expected mask codes")
+    hi = float(arr.max(initial=0.0))
+    if hi <= 1.0 and not np.isin(arr, (0.0, 1.0)).all():
+        arr = arr * 255.0  # a soft map in [0, 1]: refused below unless it is nearly binary
+    elif hi > 255.0:
+        arr = arr / 257.0  # 16-bit levels (65535 is 255)
+    return np.clip(np.rint(arr), 0, 255).astype(np.int16)
+
+
 def _decode_grey_mask(grey: np.ndarray, path: str) -> tuple[np.ndarray, np.ndarray | None]:
-    values = np.unique(grey)
-    if values.size <= 2 and values.max(initial=0) > 0:
-        return (grey > 0).astype(np.uint8), None
-    if values.size <= 2:
-        return np.zeros(grey.shape, np.uint8), None
-    mid = (grey > 63) & (grey <= 191)
-    if not mid.any():
-        raise ImageReadError(
-            f"{path}: mask has grey levels {values[:8].tolist()}...; expected a binary mask or "
-            "the three levels 0 (background), 128 (cytoplasm), 255 (nucleus)"
+    """Nucleus and cell of a grey mask in one of the codes of :func:`decode_mask`."""
+    if grey.max(initial=0) <= 1:  # 0 / 1, or empty
+        nucleus = (grey == 1).astype(np.uint8)
+        return nucleus, (None if nucleus.any() else nucleus.copy())
+    size = grey.size
+    near_cytoplasm = int((np.abs(grey - MASK_LEVELS[1]) <= MASK_TOLERANCE).sum())
+    three_level = near_cytoplasm > MAX_OFF_CODE_SHARE * size
+    dist = np.minimum(grey, MASK_LEVELS[2] - grey)
+    if three_level:
+        dist = np.minimum(dist, np.abs(grey - MASK_LEVELS[1]))
+    off = int(np.count_nonzero(dist))
+    far = int(np.count_nonzero(dist > MASK_TOLERANCE))
+    if far > MAX_OFF_CODE_SHARE * size:
+        values, counts = np.unique(grey, return_counts=True)
+        common = values[np.argsort(-counts)][:8].tolist()
+        raise MaskCodeError(
+            f"{path}: {far / size:.1%} of the mask's pixels lie more than {MASK_TOLERANCE} grey "
+            f"levels from every code (its most common values: {common}); expected 0 "
+            "(background), 128 (cytoplasm), 255 (nucleus), or a binary 0/255 or 0/1 mask, with "
+            f"at most {MAX_OFF_CODE_SHARE:.0%} of the pixels off-code (not noise or a soft map)"
         )
-    return (grey > 191).astype(np.uint8), (grey > 63).astype(np.uint8)
+    if off:
+        level = logging.WARNING if far > WARN_OFF_CODE_SHARE * size else logging.DEBUG
+        _log.log(
+            level, "%s: %d mask pixels (%.3f%%) are not exactly a code, %d (%.3f%%) of them "
+            "more than %d grey levels off; read as the nearest code", path, off,
+            100 * off / size, far, 100 * far / size, MASK_TOLERANCE,
+        )  # fmt: skip
+    nucleus = (grey > 191).astype(np.uint8)
+    if three_level:
+        return nucleus, (grey > 63).astype(np.uint8)
+    return nucleus, (None if nucleus.any() else nucleus.copy())
 
 
 def _decode_colour_mask(rgb: np.ndarray, path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -254,7 +325,7 @@ def _decode_colour_mask(rgb: np.ndarray, path: str) -> tuple[np.ndarray, np.ndar
     background = (r >= 128) & (g >= 128) & (b >= 128)
     unknown = ~(nucleus | cytoplasm | background)
     if unknown.mean() > 0.05:
-        raise ImageReadError(
+        raise MaskCodeError(
             f"{path}: {unknown.mean():.0%} of the mask's pixels are neither nucleus cyan "
             "(0,255,255), cytoplasm blue (0,0,255) nor background white; expected the ALL-IDB "
             "colour code or a grey-level mask"

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler,
 from .base import Sample
 from .options import LoaderOptions
 
-__all__ = ["collate_samples", "make_loader", "worker_init"]
+__all__ = ["collate_samples", "empty_mask_paths", "make_loader", "worker_init"]
 
 _STRING_KEYS = ("group", "path")
 #: Keys that only some samples of one dataset may carry: a whole-cell mask comes from mask files
@@ -68,6 +68,26 @@ def collate_samples(samples: Sequence[Sample | None]) -> dict[str, Any]:
             batch[key] = default_collate(values)
     batch["skipped"] = torch.tensor(skipped)
     return batch
+
+
+def empty_mask_paths(batch: dict[str, Any]) -> list[str]:
+    """Paths of a batch's samples whose nucleus ``mask`` has no nucleus pixel.
+
+    Such a sample (an all-zero mask file) is kept like any other; where a model crops the
+    nucleus, its crop falls back to the whole cell image
+    (:func:`~leukemia_wbc.models.crop_nucleus`).
+
+    Args:
+        batch: A collated batch dict (``mask`` ``(B, 1, H, W)`` and ``path``, list of str).
+
+    Returns:
+        The paths, in batch order (empty when the batch has no mask or no paths).
+    """
+    mask, paths = batch.get("mask"), batch.get("path")
+    if not isinstance(mask, Tensor) or mask.ndim != 4 or not isinstance(paths, list):
+        return []
+    empty = mask.flatten(1).ne(0).any(dim=1).logical_not().tolist()  # uint8 .any() is uint8
+    return [str(p) for p, e in zip(paths, empty, strict=False) if e]
 
 
 def worker_init(worker_id: int) -> None:

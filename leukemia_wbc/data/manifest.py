@@ -7,6 +7,7 @@ folder can be moved.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Literal
 from .base import UNLABELLED, Record, WBCDataset
 
 __all__ = ["MANIFEST_COLUMNS", "ManifestWBC", "write_manifest"]
+
+_log = logging.getLogger(__name__)
 
 #: Columns of a manifest CSV, in the order :func:`write_manifest` writes them; ``path`` and
 #: ``label`` are required, ``group`` and ``mask`` optional.
@@ -34,7 +37,10 @@ class ManifestWBC(WBCDataset):
 
     ``path`` and ``mask`` are relative to the CSV's folder or absolute; ``label`` is a class
     name (empty: unlabelled); an empty or absent ``group`` is the file stem; an empty or absent
-    ``mask`` means no mask.
+    ``mask`` means no mask. Each image file is listed once (paths are compared resolved): a
+    row that repeats another exactly (same label, group and mask) is dropped with a logged
+    warning; one that gives the same file another label, group or mask is an error, since the
+    image could then sit in training and test at once.
 
     Args:
         csv_path: The manifest file.
@@ -45,7 +51,8 @@ class ManifestWBC(WBCDataset):
     Raises:
         FileNotFoundError: The manifest, or an image or mask it names, does not exist.
         ValueError: A required column is missing, a path is empty, a label is not one of
-            ``classes``, or the manifest has no rows.
+            ``classes``, an image is listed twice with different labels, groups or masks
+            (the message names both lines), or the manifest has no rows.
     """
 
     def __init__(
@@ -92,7 +99,11 @@ def _manifest_file(csv_path: Path, line: int, column: str, value: str | None) ->
 
 
 def _read_manifest(csv_path: Path) -> list[tuple[int, Path, str, str, str | None]]:
-    """Rows ``(line, image path, label, group, mask path)`` of a manifest, checked."""
+    """Rows ``(line, image path, label, group, mask path)`` of a manifest, checked.
+
+    A file listed twice with the same label, group and mask is kept once (a logged warning); a
+    file listed twice with anything different is an error (see :func:`_merge_duplicates`).
+    """
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: manifest not found; expected a CSV file")
     rows: list[tuple[int, Path, str, str, str | None]] = []
@@ -117,7 +128,41 @@ def _read_manifest(csv_path: Path) -> list[tuple[int, Path, str, str, str | None
             rows.append((line, path, label, group, None if mask is None else str(mask)))
     if not rows:
         raise ValueError(f"{csv_path}: the manifest has a header but no rows")
-    return rows
+    return _merge_duplicates(csv_path, rows)
+
+
+def _merge_duplicates(
+    csv_path: Path, rows: list[tuple[int, Path, str, str, str | None]]
+) -> list[tuple[int, Path, str, str, str | None]]:
+    """The rows with each image file once (paths compared resolved: links, ``..``, ``./``).
+
+    Raises:
+        ValueError: One file on two rows that differ in label, group or mask (the same image
+            could land in training and test, or under two labels).
+    """
+    seen: dict[Path, tuple[int, Path, str, str, str | None]] = {}
+    kept: list[tuple[int, Path, str, str, str | None]] = []
+    for row in rows:
+        line, path, label, group, mask = row
+        key = path.resolve()
+        first = seen.setdefault(key, row)
+        if first is row:
+            kept.append(row)
+            continue
+        mask_key = None if mask is None else Path(mask).resolve()
+        first_mask = None if first[4] is None else Path(first[4]).resolve()
+        if (first[2], first[3], first_mask) != (label, group, mask_key):
+            raise ValueError(
+                f"{csv_path}: the image {key} is listed on line {first[0]} (label "
+                f"{first[2]!r}, group {first[3]!r}, mask {first[4]}) and again on line {line} "
+                f"(label {label!r}, group {group!r}, mask {mask}); expected each image once, "
+                "so that it has one label and lands in one part of a split"
+            )
+        _log.warning(
+            "%s: line %d repeats line %d (%s, same label, group and mask); the image is kept "
+            "once", csv_path, line, first[0], key,
+        )  # fmt: skip
+    return kept
 
 
 def write_manifest(

@@ -5,11 +5,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_batch", "to_unit_float"]
+__all__ = ["UNIT_RANGE_TOLERANCE", "check_batch", "to_unit_float"]
+
+#: How far float images may stray outside ``[0, 1]`` (interpolation overshoot) before
+#: :func:`check_batch` refuses them as being in another range.
+UNIT_RANGE_TOLERANCE = 0.01
 
 
 def check_batch(x: object, name: str, *, channels: int | None = 3) -> Tensor:
-    """Validate an image batch: a ``(B, C, H, W)`` tensor, uint8 or finite floating point.
+    """Validate an image batch: ``(B, C, H, W)``, uint8 in 0-255 or finite float in 0-1.
+
+    Floating-point images must lie in ``[0, 1]`` (up to :data:`UNIT_RANGE_TOLERANCE`): a float
+    batch in 0-255, or one already normalised with a mean and std, is refused rather than
+    silently clipped to white or black by the transforms that take it.
 
     Args:
         x: The value to check.
@@ -21,7 +29,8 @@ def check_batch(x: object, name: str, *, channels: int | None = 3) -> Tensor:
 
     Raises:
         TypeError: ``x`` is not a tensor, or has an integer dtype other than uint8.
-        ValueError: Wrong rank, channel count, an empty batch or non-finite values.
+        ValueError: Wrong rank, channel count, an empty batch, non-finite values, or float
+            values outside ``[0, 1]``.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor (B, C, H, W), got {type(x).__name__}")
@@ -39,6 +48,13 @@ def check_batch(x: object, name: str, *, channels: int | None = 3) -> Tensor:
         raise TypeError(f"{name}: expected uint8 or floating-point images, got {x.dtype}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: the batch holds NaN or infinite values")
+    low, high = (float(v) for v in torch.aminmax(x.detach()))
+    if low < -UNIT_RANGE_TOLERANCE or high > 1.0 + UNIT_RANGE_TOLERANCE:
+        hint = "divide by 255" if high > 1.0 and low >= 0.0 else "undo the mean/std normalisation"
+        raise ValueError(
+            f"{name}: float images with values in [{low:.4g}, {high:.4g}]; expected uint8 "
+            f"images in 0-255 or float images in 0-1 ({hint})"
+        )
     return x
 
 

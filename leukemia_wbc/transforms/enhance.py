@@ -2,7 +2,9 @@
 
 Every transform takes a ``(B, 3, H, W)`` batch, ``uint8`` or float in ``[0, 1]``, on any device,
 and returns ``float32`` in ``[0, 1]`` on that device. Each image is processed on its own: no
-statistic is shared between the images of a batch.
+statistic is shared between the images of a batch. Float input outside ``[0, 1]`` (float
+images in 0-255, or normalised ones) is refused with a ``ValueError`` by
+:func:`~leukemia_wbc.transforms.checks.check_batch`, never clipped to white.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class _LuminanceTransform(nn.Module):
 
         Raises:
             TypeError: ``x`` is not a tensor or has an integer dtype other than uint8.
-            ValueError: Wrong shape, an empty batch or non-finite values.
+            ValueError: Wrong shape, an empty batch, non-finite values, or float values
+                outside ``[0, 1]`` (e.g. float images in 0-255).
         """
         rgb = to_unit_float(check_batch(x, f"{type(self).__name__} input")).clamp(0.0, 1.0)
         gray = ((rgb[:, 0] == rgb[:, 1]) & (rgb[:, 1] == rgb[:, 2])).flatten(1).all(1)
@@ -140,7 +143,8 @@ class Grayscale(nn.Module):
 
         Raises:
             TypeError: ``x`` is not a tensor or has an integer dtype other than uint8.
-            ValueError: Wrong shape, an empty batch or non-finite values.
+            ValueError: Wrong shape, an empty batch, non-finite values, or float values
+                outside ``[0, 1]`` (e.g. float images in 0-255).
         """
         rgb = to_unit_float(check_batch(x, "Grayscale input")).clamp(0.0, 1.0)
         luma = KC.rgb_to_grayscale(rgb).clamp(0.0, 1.0)
@@ -246,7 +250,8 @@ class BackgroundRemoval(nn.Module):
 
         Raises:
             TypeError: ``x`` is not a tensor or has an integer dtype other than uint8.
-            ValueError: Wrong shape, an empty batch or non-finite values.
+            ValueError: Wrong shape, an empty batch, non-finite values, or float values
+                outside ``[0, 1]`` (e.g. float images in 0-255).
         """
         rgb = to_unit_float(check_batch(x, "BackgroundRemoval input")).clamp(0.0, 1.0)
         masks = self._cue_masks(rgb)
@@ -279,7 +284,8 @@ class BackgroundRemoval(nn.Module):
 
         Raises:
             TypeError: ``x`` is not a tensor or has an integer dtype other than uint8.
-            ValueError: Wrong shape, an empty batch or non-finite values.
+            ValueError: Wrong shape, an empty batch, non-finite values, or float values
+                outside ``[0, 1]`` (e.g. float images in 0-255).
         """
         rgb = to_unit_float(check_batch(x, "BackgroundRemoval input")).clamp(0.0, 1.0)
         return torch.where(self.mask(rgb), rgb, torch.full_like(rgb, self.fill))

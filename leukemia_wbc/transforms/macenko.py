@@ -120,7 +120,8 @@ def estimate_stains(
 
     Raises:
         TypeError: See :func:`~leukemia_wbc.transforms.checks.check_batch`.
-        ValueError: See :func:`~leukemia_wbc.transforms.checks.check_batch`.
+        ValueError: See :func:`~leukemia_wbc.transforms.checks.check_batch` (float images
+            outside ``[0, 1]``, such as float images in 0-255, are refused).
     """
     check_batch(batch, "estimate_stains input")
     intensity = _intensity(batch)  # (B, 3, N)

@@ -153,7 +153,8 @@ class MacenkoNormalizer(nn.Module):
             ``self``.
 
         Raises:
-            ValueError: No reference image has enough tissue for an estimate.
+            ValueError: No reference image has enough tissue for an estimate, or float
+                images outside ``[0, 1]``.
         """
         batch = reference.unsqueeze(0) if reference.ndim == 3 else reference
         est = self.estimate(batch)
@@ -184,6 +185,11 @@ class MacenkoNormalizer(nn.Module):
             ``(images, passthrough)``: images of the input's dtype and range, and a ``(B,)``
             bool tensor marking images left unchanged (too little tissue or a degenerate
             estimate).
+
+        Raises:
+            TypeError: ``batch`` is not a tensor, or has an integer dtype other than uint8.
+            ValueError: Wrong shape, non-finite values, or float values outside ``[0, 1]``
+                (float images in 0-255 are refused, not passed through unchanged).
         """
         check_batch(batch, "MacenkoNormalizer input")
         if self.backend == "staintools":
@@ -217,6 +223,10 @@ class MacenkoNormalizer(nn.Module):
 
         Returns:
             The normalised batch, same dtype and range as the input.
+
+        Raises:
+            TypeError: See :meth:`normalize`.
+            ValueError: See :meth:`normalize` (e.g. float images in 0-255).
         """
         out, passthrough = self.normalize(batch)
         self.last_passthrough = passthrough
