@@ -36,7 +36,7 @@ def unreadable_reason(path: Path, err: BaseException) -> str:
     except OSError:
         is_zip = False
     if not is_zip:
-        return "not the zip archive torch.save writes (truncated, damaged or another kind of file)"
+        return "not the zip archive torch.save writes: truncated, damaged or another kind of file"
     if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err):
         return (
             "it holds Python objects other than tensors and plain data, and loading them "
@@ -63,8 +63,8 @@ def load_torch_file(path: str | os.PathLike[str], *, what: str, where: str = "")
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: The file is not readable as ``weights_only`` data: the message names it,
-            says why and what was expected.
+        ValueError: The file is not readable as ``weights_only`` data: ``"<where>: <file>
+            cannot be loaded (<why>); expected <what>"``.
     """
     file = Path(path)
     prefix = f"{where}: " if where else ""
@@ -74,4 +74,4 @@ def load_torch_file(path: str | os.PathLike[str], *, what: str, where: str = "")
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load's errors on foreign files are many and cryptic
         reason = unreadable_reason(file, err)
-        raise ValueError(f"{prefix}{file} is not {what} ({reason})") from None
+        raise ValueError(f"{prefix}{file} cannot be loaded ({reason}); expected {what}") from None

@@ -20,16 +20,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._deprecation import moved_names
 from .checkpoint import build_task, legacy_pipeline, read_checkpoint
-from .data.base import UNLABELLED, Record, WBCDataset
+from .data.base import UNLABELLED, ImageReadError, Record, Sample, WBCDataset
 from .data.datamodule import collate_samples, worker_init
 from .explain import Attribution, AttributionMethod, Explainer
 from .models.segmenter import SegmenterSpec, resolve_segmenter
@@ -71,6 +71,11 @@ class TrainedModel:
         pipeline: The pipeline.
         size: ``(H, W)``.
         classes: Class names, in the order of the probability columns.
+        stain_normalised: Per image of the last batch through :meth:`transform` (and so
+            :meth:`predict_batch`, :meth:`explain`), ``(B,)`` bool on the CPU: whether the
+            pipeline's Macenko normaliser changed it (``False``: too little tissue or a
+            degenerate stain estimate, the image went on as it was). ``None`` when the pipeline
+            has no stain normalisation or before the first batch.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class TrainedModel:
         self.classes: tuple[str, ...] = tuple(task.classes)
         self.task.mean = pipeline.mean.detach().clone().view(1, -1, 1, 1)
         self.task.std = pipeline.std.detach().clone().view(1, -1, 1, 1)
+        self.stain_normalised: Tensor | None = None
         self.to(device)
 
     # -- building ------------------------------------------------------------------------------
@@ -97,6 +103,7 @@ class TrainedModel:
         *,
         device: str | torch.device = "auto",
         segmenter: SegmenterSpec = None,
+        segmenter_where: str = "segmenter",
     ) -> TrainedModel:
         """Load a classifier checkpoint with its pipeline and segmenter.
 
@@ -106,6 +113,8 @@ class TrainedModel:
             device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
             segmenter: Replace the saved segmenter (a method name, a ``SegmentationModule``
                 checkpoint or a module); by default the one it was trained with.
+            segmenter_where: The argument that gave ``segmenter``, named in its errors (a
+                command passes ``"--segmenter"``).
 
         Returns:
             The trained model.
@@ -119,7 +128,7 @@ class TrainedModel:
         ckpt = read_checkpoint(checkpoint)
         task = build_task(ckpt, where=where)
         if segmenter is not None:
-            task.segmenter = resolve_segmenter(segmenter, where="segmenter")
+            task.segmenter = resolve_segmenter(segmenter, where=segmenter_where)
         record = ckpt.get(PIPELINE_KEY)
         if not isinstance(record, dict):
             record = legacy_pipeline(ckpt)
@@ -130,7 +139,7 @@ class TrainedModel:
         model = cls(task, pipeline, size=(int(size[0]), int(size[1])), device=_device(device))
         check = getattr(task.segmenter, "check_input", None)
         if segmenter is not None and callable(check):  # a U-Net of another size is refused
-            check(model.size, where="segmenter")
+            check(model.size, where=segmenter_where)
         if task.needs_nucleus and task.segmenter is None:
             from .models.segmentation import ClassicalNucleusSegmenter
 
@@ -203,10 +212,13 @@ class TrainedModel:
         dev = self.device
         moved = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
         moved.pop("skipped", None)
+        moved.pop("errors", None)
         # the segmenter sees the images as decoded, as in training (before stain normalisation,
         # equalisation and background removal)
         moved = self.task.add_nucleus_masks(moved)
         out: dict[str, Any] = self.pipeline(moved, train=False)
+        stain = self.pipeline.stain
+        self.stain_normalised = None if stain is None else ~stain.last_passthrough.cpu()
         return out
 
     @torch.inference_mode()
@@ -222,25 +234,45 @@ class TrainedModel:
         return self.task.forward_batch(self.transform(batch)).float().softmax(1).cpu()
 
     def batches(
-        self, paths: Sequence[str], *, batch_size: int = 32, num_workers: int = 0
+        self,
+        paths: Sequence[str],
+        *,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        on_error: Literal["raise", "skip"] = "raise",
     ) -> Iterator[tuple[list[str], dict[str, Any]]]:
         """Decoded (uint8, resized) batches of image files, in order, with their paths.
 
         Args:
             paths: Image files.
-            batch_size: Images per batch.
+            batch_size: Files per batch.
             num_workers: Decoding processes.
+            on_error: What an unreadable file does: ``"raise"`` an
+                :class:`~leukemia_wbc.data.ImageReadError` naming it (also from a worker
+                process), or ``"skip"`` it: the batch then lists it in ``batch["errors"]`` as
+                ``(path, message)`` and leaves it out of ``paths`` and the tensors.
 
         Yields:
-            ``(paths, batch)``; unreadable files raise an error naming them.
+            ``(paths, batch)`` of the readable files; with ``"skip"``, a batch whose files all
+            failed has no paths and only ``errors``.
+
+        Raises:
+            ImageReadError: An unreadable file, with ``on_error="raise"``.
+            ValueError: An unknown ``on_error``.
         """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         records = [Record(p, UNLABELLED, "") for p in paths]
-        dataset = WBCDataset(records, self.classes, size=self.size)
+        dataset = _Files(WBCDataset(records, self.classes, size=self.size))
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=collate_samples, worker_init_fn=worker_init)  # fmt: skip
+                            collate_fn=_collate_files, worker_init_fn=worker_init)  # fmt: skip
         for batch in loader:
-            batch.pop("skipped", None)
-            yield list(batch["path"]), batch
+            errors: list[tuple[str, str]] = batch.pop("errors")
+            if errors and on_error == "raise":
+                raise ImageReadError(errors[0][1])
+            if errors:
+                batch["errors"] = errors
+            yield list(batch.get("path", [])), batch
 
     def predict(
         self,
@@ -321,3 +353,33 @@ class TrainedModel:
         """One line: task, classes, size and device."""
         return (f"TrainedModel({type(self.task).__name__}, classes={list(self.classes)}, "
                 f"size={self.size}, device={self.device})")  # fmt: skip
+
+
+class _Files(Dataset[Sample | tuple[str, str]]):
+    """A dataset's samples, or ``(path, message)`` for a file it cannot read.
+
+    The error travels as data, so that it reaches the main process whole from a worker (a
+    worker's exception arrives as a traceback text).
+    """
+
+    def __init__(self, dataset: WBCDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Sample | tuple[str, str]:
+        try:
+            return self.dataset.load_sample(index)
+        except ImageReadError as err:
+            return (self.dataset.records[index].path, str(err))
+
+
+def _collate_files(items: Sequence[Sample | tuple[str, str]]) -> dict[str, Any]:
+    """The batch of the readable samples, with ``errors``: ``(path, message)`` of the others."""
+    errors = [item for item in items if isinstance(item, tuple)]
+    samples = [item for item in items if not isinstance(item, tuple)]
+    batch = collate_samples(samples) if samples else {}
+    batch.pop("skipped", None)
+    batch["errors"] = errors
+    return batch

@@ -1,4 +1,10 @@
-"""``leukemia-wbc classify`` and ``leukemia-wbc explain``: a checkpoint on image files."""
+"""``leukemia-wbc classify`` and ``leukemia-wbc explain``: a checkpoint on image files.
+
+Nothing is lost: every output is planned and checked before the model loads (an existing file
+needs ``--overwrite``, an input is never an output, two inputs never write one file), the table
+is written at the end in one piece, and per-image files are named by their place under the
+input (see ``_commands/_inference.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,19 +14,28 @@ import inspect
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from .._io import atomic_write_text, write_png
 from ..inference import TrainedModel
-from ._inference import image_paths
+from ._inference import Inputs, collect_inputs
+from ._outputs import check_outputs, per_input
+
+if TYPE_CHECKING:
+    from ..explain import AttributionMethod
 
 __all__ = ["run_classify", "run_explain"]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a CellClassifier / DualBranchClassifier checkpoint")
-    parser.add_argument("inputs", nargs="+", help="images, folders, or .txt/.csv path lists")
+    parser.add_argument(
+        "inputs", nargs="+",
+        help="images, folders (searched recursively; mask files beside the images are left "
+        "out) or .txt/.csv path lists (relative paths in a list: from the list's folder)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
@@ -31,40 +46,121 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "with)",
     )
     parser.add_argument("--method", default="gradcam", choices=["gradcam", "integrated_gradients"])
+    parser.add_argument(
+        "--on-error", choices=["raise", "skip"], default="raise",
+        help="raise: stop at an unreadable image with an error naming it (no table is "
+        "written); skip: go on, list it in the table's error column and count it",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier results")
+
+
+def _load(args: argparse.Namespace) -> TrainedModel:
+    return TrainedModel.from_checkpoint(
+        args.checkpoint, device=args.device, segmenter=args.segmenter or None,
+        segmenter_where="--segmenter",
+    )  # fmt: skip
 
 
 def _run(args: argparse.Namespace, *, table: Path | None, overlays: Path | None) -> int:
-    from ..explain import overlay
-
-    model = TrainedModel.from_checkpoint(
-        args.checkpoint, device=args.device, segmenter=args.segmenter or None
-    )
-    paths = image_paths(args.inputs)
-    classes = model.classes
-    rows = [["path", "predicted", *(f"prob_{c}" for c in classes)]]
+    inputs = collect_inputs(args.inputs)
+    note = inputs.masks_note()
+    if note:
+        print(note)
+    model = _load(args)
+    planned = _plan(args, inputs, model, table=table, overlays=overlays)
+    branches = list(model.task.branches())
+    stain = model.pipeline.stain is not None
+    header = ["path", "predicted", *(f"prob_{c}" for c in model.classes)]
+    header += ["stain_normalised"] if stain else []
+    header += ["error"] if args.on_error == "skip" else []
+    rows: dict[str, list[str]] = {}
+    unreadable = passed_through = 0
+    paths = inputs.paths
     with tqdm(total=len(paths), desc="classify", unit="img") as bar:
-        for names, batch in model.batches(
-            paths, batch_size=args.batch_size, num_workers=args.workers
-        ):
-            probs = model.predict_batch(batch).numpy()
-            for name, p in zip(names, probs, strict=True):
-                rows.append([name, classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
-            if overlays is not None:
-                maps = model.explain(batch, method=args.method).maps
-                images = batch["image"].float() / 255.0
-                for i, name in enumerate(names):
-                    for branch, m in maps.items():
-                        picture = overlay(images[i].cpu(), m[i, 0])
-                        write_png(overlays / f"{Path(name).stem}_{branch}.png", picture)
-            bar.update(len(names))
+        batches = model.batches(paths, batch_size=args.batch_size, num_workers=args.workers,
+                                on_error=args.on_error)  # fmt: skip
+        for names, batch in batches:
+            for path, message in batch.get("errors", []):
+                rows[path] = [path, *[""] * (len(header) - 2), message]
+                unreadable += 1
+            if names:
+                passed_through += _classify(model, names, batch, rows, header=header)
+                if overlays is not None:
+                    _explain(model, args.method, names, batch, planned, branches)
+            bar.update(len(names) + len(batch.get("errors", [])))
     if table is not None:
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(rows)
+        csv.writer(buf, lineterminator="\n").writerows([header, *(rows[p] for p in paths)])
         atomic_write_text(table, buf.getvalue())
-        print(f"{len(rows) - 1} images classified: {table}")
+        print(f"{len(rows) - unreadable} images classified: {table}")
     if overlays is not None:
         print(f"overlays ({args.method}): {overlays}")
+    if unreadable:
+        where = f", listed with their error in {table}" if table is not None else ""
+        print(f"{unreadable} unreadable image(s) skipped{where}")
+    if passed_through:
+        print(f"{passed_through} image(s) had too little tissue for stain normalisation and "
+              "were classified as they are (stain_normalised=false)")  # fmt: skip
     return 0
+
+
+def _classify(
+    model: TrainedModel,
+    paths: list[str],
+    batch: dict[str, Any],
+    rows: dict[str, list[str]],
+    *,
+    header: list[str],
+) -> int:
+    """Add the rows of one batch; the number of images the stain normaliser passed through."""
+    probs = model.predict_batch(batch).numpy()
+    flags = model.stain_normalised
+    for i, (path, p) in enumerate(zip(paths, probs, strict=True)):
+        row = [path, model.classes[int(p.argmax())], *(f"{v:.6f}" for v in p)]
+        if flags is not None:
+            row.append("true" if bool(flags[i]) else "false")
+        rows[path] = row + [""] * (len(header) - len(row))
+    return 0 if flags is None else int((~flags).sum())
+
+
+def _explain(
+    model: TrainedModel,
+    method: AttributionMethod,
+    paths: list[str],
+    batch: dict[str, Any],
+    planned: dict[str, list[Path]],
+    branches: list[str],
+) -> None:
+    """Write the overlays of one batch (``planned``: each path's files, in branch order)."""
+    from ..explain import overlay
+
+    maps = model.explain(batch, method=method).maps
+    images = batch["image"].float() / 255.0
+    for i, path in enumerate(paths):
+        for branch, m in maps.items():
+            write_png(planned[path][branches.index(branch)], overlay(images[i].cpu(), m[i, 0]))
+
+
+def _plan(
+    args: argparse.Namespace,
+    inputs: Inputs,
+    model: TrainedModel,
+    *,
+    table: Path | None,
+    overlays: Path | None,
+) -> dict[str, list[Path]]:
+    """Check every output before any work; the overlay files of each image path."""
+    planned: dict[str, list[Path]] = {}
+    if overlays is not None and overlays.exists() and not overlays.is_dir():
+        raise ValueError(f"{overlays} is a file; expected a folder for the overlays")
+    if overlays is not None:
+        suffixes = [f"_{branch}.png" for branch in model.task.branches()]
+        planned = per_input(inputs.images, overlays, suffixes)
+    outputs = [*([table] if table is not None else []), *(f for v in planned.values() for f in v)]
+    read = [*inputs.paths, *inputs.lists, args.checkpoint]
+    read += [args.segmenter] if args.segmenter and Path(args.segmenter).is_file() else []
+    check_outputs(outputs, inputs=read, overwrite=args.overwrite)
+    return planned
 
 
 def _summary(command: Callable[..., int]) -> str:
@@ -74,6 +170,9 @@ def _summary(command: Callable[..., int]) -> str:
 
 def run_classify(argv: list[str]) -> int:
     """Class probabilities of images into a CSV (and, with ``--overlays``, attribution PNGs).
+
+    Overlays mirror the inputs' paths under ``--overlays``; nothing existing is replaced
+    without ``--overwrite``.
 
     Args:
         argv: Arguments after ``classify``.
@@ -93,6 +192,9 @@ def run_classify(argv: list[str]) -> int:
 
 def run_explain(argv: list[str]) -> int:
     """Attribution overlays (one PNG per image and branch) of a checkpoint's predictions.
+
+    Overlays mirror the inputs' paths under ``--out``; nothing existing is replaced without
+    ``--overwrite``.
 
     Args:
         argv: Arguments after ``explain``.

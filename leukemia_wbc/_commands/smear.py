@@ -13,9 +13,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_write_text, write_png
+from .._safe_load import load_torch_file
 from ..checkpoint import read_checkpoint
 from ..inference import TrainedModel
-from ._inference import image_paths
+from ._inference import Inputs, collect_inputs
+from ._outputs import check_outputs, per_input
 
 __all__ = ["run_analyze_smear"]
 
@@ -94,10 +96,9 @@ def _network(path: str, device: torch.device) -> Any:
     from ..smear.mask_rcnn import create_mask_rcnn
     from ..smear.task import DetectionModule
 
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable PyTorch file ({err})") from None
+    raw = load_torch_file(
+        path, what="a DetectionModule checkpoint or Mask R-CNN weights written by torch.save"
+    )
     if isinstance(raw, dict) and "hyper_parameters" in raw and "state_dict" in raw:
         module = DetectionModule.load_from_checkpoint(path, map_location="cpu")
         return module.model.to(device)
@@ -151,9 +152,13 @@ def run_analyze_smear(argv: list[str]) -> int:
     classifier_file, detector_file, inputs = _split(list(args.paths))
     if not inputs and args.allidb1 is None:
         raise ValueError("no images given (and no --allidb1 ROOT): nothing to analyse")
-    paths = image_paths(inputs) if inputs else []
+    found = collect_inputs(inputs) if inputs else Inputs([])
+    note = found.masks_note()
+    if note:
+        print(note)
+    paths = found.paths
     summary_file = args.out / "summary.csv"
-    _check_outputs(args, paths, summary_file)
+    planned = _check_outputs(args, found, summary_file, [classifier_file, detector_file])
     model = TrainedModel.from_checkpoint(classifier_file, device=args.device)
     analyzer = SmearAnalyzer(
         _detector(args, detector_file, model.device), model,
@@ -163,9 +168,9 @@ def run_analyze_smear(argv: list[str]) -> int:
     summary: list[dict[str, Any]] = []
     for path in tqdm(paths, desc="smears", unit="image"):
         result = analyzer.analyze(path)
-        stem = Path(path).stem
-        write_png(args.out / f"{stem}_overlay.png", result.overlay())
-        atomic_write_text(args.out / f"{stem}_cells.csv", _csv(result.to_rows()))
+        overlay_file, cells_file = planned[path]
+        write_png(overlay_file, result.overlay())
+        atomic_write_text(cells_file, _csv(result.to_rows()))
         low, high = result.blast_interval
         summary.append({"path": path, "cells": len(result), **result.counts,
                         "blasts": result.n_blasts, "blast_share": round(result.blast_share, 4),
@@ -180,28 +185,21 @@ def run_analyze_smear(argv: list[str]) -> int:
     return 0
 
 
-def _check_outputs(args: argparse.Namespace, paths: list[str], summary_file: Path) -> None:
-    """Refuse, before any work, outputs that would collide or replace finished results."""
-    stems: dict[str, str] = {}
-    for path in paths:
-        stem = Path(path).stem
-        if stem in stems:
-            raise ValueError(
-                f"{path} and {stems[stem]} would write the same {stem}_overlay.png and "
-                f"{stem}_cells.csv in {args.out}; analyse them into separate --out folders"
-            )
-        stems[stem] = path
-    planned = [
-        args.out / f"{stem}_{kind}" for stem in stems for kind in ("overlay.png", "cells.csv")
-    ]
-    planned += [summary_file] if paths else []
-    planned += [args.out / "allidb1.csv"] if args.allidb1 is not None else []
-    existing = [p for p in planned if p.exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(
-            f"{existing[0]} exists ({len(existing)} of the outputs do); pass --overwrite or "
-            "another --out"
-        )
+def _check_outputs(
+    args: argparse.Namespace, found: Inputs, summary_file: Path, checkpoints: list[str | None]
+) -> dict[str, list[Path]]:
+    """Refuse, before any work, outputs that would collide or replace finished results.
+
+    Returns:
+        Each image path's overlay and per-cell CSV (named by its place under its input).
+    """
+    planned = per_input(found.images, args.out, ("_overlay.png", "_cells.csv"))
+    outputs = [f for files in planned.values() for f in files]
+    outputs += [summary_file] if found.images else []
+    outputs += [args.out / "allidb1.csv"] if args.allidb1 is not None else []
+    read = [*found.paths, *found.lists, *(c for c in checkpoints if c is not None)]
+    check_outputs(outputs, inputs=read, overwrite=args.overwrite)
+    return planned
 
 
 def _allidb1(args: argparse.Namespace, analyzer: Any) -> None:

@@ -184,9 +184,12 @@ def check_predictions_csv(path: Path, classes: tuple[str, ...], n_images: int) -
     """Assert a ``classify`` table: one row per image, probabilities summing to one."""
     with path.open(newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["path", "predicted", *(f"prob_{c}" for c in classes)], rows[0]
+    header = ["path", "predicted", *(f"prob_{c}" for c in classes)]
+    # a model that normalises stains adds whether each image was normalised
+    assert rows[0] in (header, [*header, "stain_normalised"]), rows[0]
     assert len(rows) == 1 + n_images
     for row in rows[1:]:
-        probs = [float(v) for v in row[2:]]
+        probs = [float(v) for v in row[2 : 2 + len(classes)]]
+        assert row[2 + len(classes) :] in ([], ["true"], ["false"]), row
         assert abs(sum(probs) - 1.0) < 1e-4, row
         assert row[1] == classes[probs.index(max(probs))], row

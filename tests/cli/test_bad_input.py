@@ -82,8 +82,8 @@ CASES: dict[str, Case] = {
     # fit once read a text file given as a segmenter as a config: this one would have trained
     "segmenter_text": Case(
         ("--model.init_args.segmenter", "{files}/notes.ckpt"),
-        r"segmenter: \S+/notes\.ckpt is not a PyTorch checkpoint \(not the zip archive "
-        r"torch\.save writes\); "
+        r"segmenter: \S+/notes\.ckpt cannot be loaded \(not the zip archive torch\.save "
+        r"writes: truncated, damaged or another kind of file\); "
         rf"expected {UNET}",
     ),
     "segmenter_missing": Case(

@@ -214,11 +214,13 @@ def test_classify_and_explain_images(dual_checkpoint: Path, tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = out.read_text().splitlines()
-    assert rows[0] == "path,predicted,prob_ALL,prob_AML,prob_CLL,prob_normal"
+    # the model normalises stains: a last column says whether each image was normalised
+    assert rows[0] == "path,predicted,prob_ALL,prob_AML,prob_CLL,prob_normal,stain_normalised"
     assert len(rows) == 1 + 5
     for row in rows[1:]:
         values = row.split(",")
-        probs = [float(v) for v in values[2:]]
+        probs = [float(v) for v in values[2:6]]
+        assert values[6] in ("true", "false")
         assert (
             abs(sum(probs) - 1) < 1e-4
             and values[1] == ["ALL", "AML", "CLL", "normal"][probs.index(max(probs))]

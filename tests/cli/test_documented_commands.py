@@ -338,7 +338,11 @@ def _run_verify_cnmc(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     result = cli(args).ok()
     lines = result.out.splitlines()
     assert lines[0] == f"CNMC2019 at {args[-1]}: 16 images, 8 groups, masks: no"
-    assert [line.split() for line in lines[1:]] == [["hem", "6"], ["all", "10"]]
+    assert [line.split() for line in lines[1:]] == [
+        ["hem", "6"],
+        ["all", "10"],
+        ["decoded:", "all", "16", "images", "readable"],
+    ]
 
 
 @runs("datasets verify segmentation_wbc /data/segmentation_WBC")
@@ -351,6 +355,7 @@ def _run_verify_segmentation(cmd: DocCommand, tmp: Path, shared: Shared) -> None
     assert [line.split()[0] for line in lines[1:]] == [
         line.split()[0] for line in cmd.output[1:] if line.strip()
     ]
+    assert lines[-1] == "decoded: all 10 images readable"
 
 
 @runs(FIT_DUAL)
