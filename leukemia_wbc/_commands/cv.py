@@ -46,6 +46,10 @@ def _parser() -> Any:
                                instantiate=False)  # fmt: skip
     parser.add_argument("--folds", type=list[int] | None, default=None,
                         help="run these folds only (one job per fold), e.g. [0,1]")  # fmt: skip
+    parser.add_argument("--restart-fold", type=list[int] | int | None, default=None,
+                        help="train this fold again from the start (its files move to "
+                             "OUTPUT_DIR/restarted/, kept); repeatable, or a list [1,2]",
+                        )  # fmt: skip
     parser.add_argument("--report", type=bool, default=True,
                         help="write OUTPUT_DIR/report once every fold is finished")  # fmt: skip
     parser.add_argument("--test-data", type=str | None, default=None,
@@ -105,6 +109,28 @@ def _cross_dataset(result: Any, cfg: Any, output_dir: Path) -> Any:
     return scores
 
 
+def _merge_repeated(argv: list[str], option: str) -> list[str]:
+    """Arguments with every ``option VALUE`` (a number or a list) merged into one list."""
+    values: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == option:
+            values.append(next(args, ""))
+        elif arg.startswith(option + "="):
+            values.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    if len(values) < 2:
+        return list(argv)
+    items = [v.strip().removeprefix("[").removesuffix("]").strip() for v in values]
+    return [*rest, option, "[" + ",".join(i for i in items if i) + "]"]
+
+
+def _restart_folds(value: int | list[int] | None) -> list[int] | None:
+    return [value] if isinstance(value, int) else value
+
+
 def load_cv_config(argv: Sequence[str]) -> CVConfig:
     """Parse ``leukemia-wbc cv`` arguments (configs by path or packaged name) and build them.
 
@@ -129,7 +155,7 @@ def load_cv_config(argv: Sequence[str]) -> CVConfig:
     from ..experiments import as_fold_model
 
     parser = _parser()
-    cfg = parser.parse_args(resolve_configs(argv))
+    cfg = parser.parse_args(_merge_repeated(resolve_configs(argv), "--restart-fold"))
     if cfg.model is None:
         parser.error("--model is required (a task such as DualBranchClassifier, or HandcraftedSVM)")
     init = parser.instantiate_classes(cfg)
@@ -160,16 +186,20 @@ def run_cv(argv: list[str]) -> int:
     setup = load_cv_config(argv)
     cfg = setup.namespace
     cv = CrossValidator(setup.model, setup.data, **setup.options)
-    result = cv.run(folds=cfg.folds)
+    result = cv.run(folds=cfg.folds, restart_folds=_restart_folds(cfg.restart_fold))
     print(result.to_markdown())
-    complete = len(result.folds) == cv.n_splits
+    if cv.skipped:
+        print(f"\nfolds {cv.skipped} skipped: other runs are training them (see the messages "
+              "above); no merged result or report is written. Run again once they finish, or "
+              f"merge with: leukemia-wbc cv --collect {cv.output_dir}")  # fmt: skip
+    complete = len(result.folds) == cv.n_splits and not cv.skipped
     robustness = None
     if complete and cfg.robustness:
         robustness = {result.name: _robustness(result, cfg, cv.output_dir, setup.data)}
     other = []
     if complete and cfg.test_data:
         other = [_cross_dataset(result, cfg, cv.output_dir)]
-    if not complete and (cfg.test_data or cfg.robustness):
+    if not complete and (cfg.test_data or cfg.robustness) and not cv.skipped:
         print("robustness / cross-dataset tests: waiting for every fold (run again once done)")
     if complete and cfg.report:
         report = write_report([result], cv.output_dir / "report", robustness=robustness,

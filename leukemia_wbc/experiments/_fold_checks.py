@@ -1,13 +1,77 @@
-"""Checks of a fold assignment: enough groups and samples per fold, classes missing from one."""
+"""Checks of folds: enough groups and samples per fold, classes missing, damaged fold files."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import torch
 
-__all__ = ["check_fold_sizes", "warn_missing_classes"]
+__all__ = [
+    "RESTARTED_DIR",
+    "DamagedFoldError",
+    "check_checkpoint",
+    "check_fold_sizes",
+    "damaged",
+    "warn_missing_classes",
+]
+
+#: Where a restarted fold's files are moved, under the output folder (``fold_<k>-<time>/``).
+RESTARTED_DIR = "restarted"
+
+
+class DamagedFoldError(ValueError):
+    """A file of a fold cannot be read (truncated, corrupt, or not what the library wrote)."""
+
+
+def damaged(path: Path, fold: int, reason: str) -> DamagedFoldError:
+    """The error of a damaged fold file: which file, why, and how to train the fold again.
+
+    Args:
+        path: The damaged file.
+        fold: Its fold.
+        reason: What is wrong with it.
+
+    Returns:
+        The error (to raise).
+    """
+    folder = next((p for p in path.parents if p.name == f"fold_{fold}"), path.parent)
+    return DamagedFoldError(
+        f"{path} is damaged ({reason}): rerun with --restart-fold {fold} "
+        f"(CrossValidator.run(restart_folds=[{fold}])) to train fold {fold} from the start; "
+        f"its current files are kept, moved to {folder.parent / RESTARTED_DIR}/fold_{fold}-<time>/"
+    )
+
+
+def check_checkpoint(path: Path, fold: int) -> None:
+    """Refuse a training checkpoint that cannot be resumed from, before Lightning reads it.
+
+    The file is read as Lightning will read it, with ``torch.load(..., weights_only=True)``.
+
+    Args:
+        path: The fold's ``checkpoints/last.ckpt``.
+        fold: Its fold.
+
+    Raises:
+        DamagedFoldError: The file is truncated, not a checkpoint, or holds objects that are not
+            plain values (tensors, numbers, strings, containers).
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated zip, an empty or foreign file, a pickled object
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsafe is not None:
+            reason = f"it names {unsafe[1]}, not a plain value: refused by weights_only=True"
+        else:
+            reason = f"truncated or not a checkpoint: {type(err).__name__}"
+            if isinstance(err, RuntimeError):  # PyTorch's zip reader says what it missed
+                reason += f": {str(err).split('.')[0][:100]}"
+        raise damaged(path, fold, reason) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise damaged(path, fold, "not a Lightning training checkpoint: no state_dict")
 
 
 def check_fold_sizes(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -34,6 +36,7 @@ from ..data.base import WBCDataset
 from ..data.datamodule import WBCDataModule
 from ..data.splits import Split
 from ..metrics import classification_metrics
+from ._fold_checks import check_checkpoint, damaged
 from .fold_result import FoldResult
 from .predictions import Predictions
 
@@ -46,6 +49,8 @@ __all__ = [
     "read_fold",
     "run_lightning_fold",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: Written last in a fold's folder; its presence marks the fold finished.
 FOLD_FILE = "fold.json"
@@ -64,9 +69,36 @@ def is_finished(output_dir: Path, fold: int) -> bool:
 
 
 def read_fold(folder: Path) -> tuple[FoldResult, Predictions]:
-    """A finished fold's result and held-out predictions, from its folder."""
-    body = json.loads((folder / FOLD_FILE).read_text(encoding="utf-8"))
-    return FoldResult.from_dict(body), Predictions.from_csv(folder / "predictions.csv")
+    """A finished fold's result and held-out predictions, from its folder.
+
+    Args:
+        folder: The fold's folder (``fold_<k>``).
+
+    Returns:
+        The fold's result and its held-out predictions.
+
+    Raises:
+        DamagedFoldError: ``fold.json`` or ``predictions.csv`` cannot be read; the error names
+            the file and says how to train the fold again.
+    """
+    fold = int(folder.name.rpartition("_")[2]) if folder.name[-1:].isdigit() else -1
+    path = folder / FOLD_FILE
+    try:
+        result = FoldResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSON and Unicode too
+        raise damaged(path, fold, f"not a fold record: {_short(err)}") from None
+    path = folder / "predictions.csv"
+    try:
+        preds = Predictions.from_csv(path)
+    except (OSError, ValueError, KeyError, IndexError, csv.Error) as err:
+        raise damaged(path, fold, f"no held-out predictions: {_short(err)}") from None
+    return result, preds
+
+
+def _short(err: BaseException) -> str:
+    """``Type: message`` of an error, cut to one short line."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:120]}" if text else type(err).__name__
 
 
 class _HeldOutWriter(BasePredictionWriter):
@@ -141,25 +173,37 @@ def _history(folder: Path) -> list[dict[str, float]]:
 
 
 def _read_log(metrics_csv: Path, per_epoch: dict[int, dict[str, float]]) -> None:
-    """Add one CSVLogger file's values to ``per_epoch`` (the last value of each key wins)."""
+    """Add one CSVLogger file's values to ``per_epoch`` (the last value of each key wins).
+
+    A row that is not numbers (a file that two runs once wrote together) is left out with a
+    logged warning: the history is a record of training, not needed to score the fold.
+    """
     pending: dict[str, float] = {}  # rows without an epoch (the learning rate, logged at start)
-    with open(metrics_csv, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
+    bad: list[int] = []
+    text = metrics_csv.read_text(encoding="utf-8", errors="replace").replace("\0", "")
+    for line, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        try:
+            if None in row or None in row.values():  # more or fewer fields than the header
+                raise ValueError(line)
             values = {
                 key.removesuffix("_epoch"): float(value)
                 for key, value in row.items()
-                if value not in ("", None)
-                and key not in ("epoch", "step")
-                and not key.endswith("_step")
+                if value != "" and key not in ("epoch", "step") and not key.endswith("_step")
             }
-            if not row.get("epoch"):
-                pending.update(values)
-                continue
-            epoch = int(float(row["epoch"]))
-            entry = per_epoch.setdefault(epoch, {"epoch": float(epoch)})
-            entry.update(pending)
-            entry.update(values)
-            pending = {}
+            epoch = int(float(row["epoch"])) if row.get("epoch") else None
+        except (ValueError, TypeError):
+            bad.append(line)
+            continue
+        if epoch is None:
+            pending.update(values)
+            continue
+        entry = per_epoch.setdefault(epoch, {"epoch": float(epoch)})
+        entry.update(pending)
+        entry.update(values)
+        pending = {}
+    if bad:
+        _log.warning("%s: %d unreadable rows left out of the history (lines %s)",
+                     metrics_csv, len(bad), ", ".join(map(str, bad[:5])))  # fmt: skip
 
 
 def _write_fold(
@@ -278,16 +322,20 @@ def run_lightning_fold(
     cbs += [copy.deepcopy(c) for c in callbacks]
     last = ckpt_dir / "last.ckpt"
     resumed = last.is_file()
+    if resumed:  # a damaged file fails here, with what to do, not inside Lightning
+        check_checkpoint(last, fold)
     # Each (re)start logs into its own folder: logs, logs_1, ... (CSVLogger would overwrite).
     attempt = len(list(folder.glob("logs*"))) if resumed else 0
     logger = CSVLogger(folder, name="", version="logs" + (f"_{attempt}" if attempt else ""))
     trainer = pl.Trainer(callbacks=cbs, logger=logger, default_root_dir=folder, **trainer_args)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None)
+    trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None, weights_only=True)
     train_seconds = time.perf_counter() - start
     chosen = best.best_model_path or str(last)
     start = time.perf_counter()
-    trainer.predict(model, datamodule=dm, ckpt_path=chosen, return_predictions=False)
+    trainer.predict(
+        model, datamodule=dm, ckpt_path=chosen, return_predictions=False, weights_only=True
+    )
     predict_seconds = time.perf_counter() - start
     trainer.strategy.barrier("leukemia_wbc_predicted")
     result = None

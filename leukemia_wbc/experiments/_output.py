@@ -2,13 +2,16 @@
 
 The folder holds ``config.json`` (what was run), ``folds.csv`` (the fold of every labelled
 sample) and one ``fold_<k>/`` per fold (see :mod:`._folds`). A folder of another configuration
-is refused, so finished results are never overwritten.
+is refused, so finished results are never overwritten; a fold trained again from the start has
+its files moved to ``restarted/fold_<k>-<time>/`` first, never deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +19,17 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..data.base import WBCDataset
+from ..data.datamodule import WBCDataModule
 from ..tasks.optim import upgrade_hparams
+from ._fold_checks import RESTARTED_DIR
 from ._folds import CONFIG_FILE, fold_dir, is_finished, read_fold
 from ._spec import differences, jsonable
 from .predictions import Predictions
 from .result import CVResult, FoldResult
 
-__all__ = ["collect_folds", "prepare_output", "samples_sha1"]
+__all__ = ["collect_folds", "move_aside", "prepare_output", "run_config", "samples_sha1"]
+
+_log = logging.getLogger(__name__)
 
 
 def samples_sha1(dataset: WBCDataset) -> str:
@@ -40,6 +47,39 @@ def samples_sha1(dataset: WBCDataset) -> str:
     ):
         digest.update(f"{path}\t{label}\t{grp}\n".encode())
     return digest.hexdigest()
+
+
+def run_config(
+    name: str,
+    model: dict[str, Any],
+    datamodule: WBCDataModule,
+    *,
+    split: dict[str, Any],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """What a run records in ``config.json`` (and compares when it resumes).
+
+    Args:
+        name: The model's name in tables.
+        model: The fold model's ``info.config``.
+        datamodule: The data.
+        split: The fold settings (``n_splits``, ``seed``, ``stratify``, ``grouped``,
+            ``val_fraction``).
+        training: The training settings (``max_epochs``, ``precision``,
+            ``early_stopping_patience``).
+
+    Returns:
+        The configuration, in JSON types.
+    """
+    ds = datamodule.dataset
+    data = {
+        "dataset": type(ds).__name__,
+        "n": len(ds),
+        "classes": list(ds.classes),
+        "samples_sha1": samples_sha1(ds),
+        "datamodule": jsonable(dict(datamodule.hparams)),
+    }
+    return {"name": name, "model": model, "data": data, "split": split, "training": training}
 
 
 def prepare_output(
@@ -121,3 +161,31 @@ def collect_folds(out: Path, *, allow_partial: bool = False) -> CVResult:
         config=config,
         output_dir=out,
     )
+
+
+def move_aside(out: Path, fold: int, *, keep: str) -> Path | None:
+    """Move a fold's files to ``out/restarted/fold_<k>-<time>/`` so that it trains from the start.
+
+    Args:
+        out: The output folder.
+        fold: The fold index.
+        keep: A file name left in the fold's folder (its lock).
+
+    Returns:
+        The folder the files went to; ``None`` when the fold had none.
+    """
+    folder = fold_dir(out, fold)
+    entries = sorted(p for p in folder.iterdir() if p.name != keep) if folder.is_dir() else []
+    if not entries:
+        return None
+    base = out / RESTARTED_DIR / f"fold_{fold}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest, n = base, 0
+    while dest.exists():
+        n += 1
+        dest = base.with_name(f"{base.name}-{n}")
+    dest.mkdir(parents=True)
+    for entry in entries:
+        entry.rename(dest / entry.name)
+    _log.warning("fold %d: its files are moved to %s (kept, not deleted); training it from the "
+                 "start", fold, dest)  # fmt: skip
+    return dest

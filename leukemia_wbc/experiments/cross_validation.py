@@ -16,9 +16,9 @@ from ..data.base import UNLABELLED
 from ..data.datamodule import WBCDataModule
 from ..data.splits import Split, assign_folds, is_grouped, kfold_split
 from ._fold_checks import check_fold_sizes, warn_missing_classes
+from ._fold_lock import LOCK_FILE, FoldLock, rank, run_fold_locked, run_id
 from ._folds import fold_dir, is_finished, read_fold
-from ._output import collect_folds, prepare_output, samples_sha1
-from ._spec import jsonable
+from ._output import collect_folds, move_aside, prepare_output, run_config
 from .attributions import write_fold_attributions
 from .fold_attributions import (
     FOCUS_FILE,
@@ -75,6 +75,12 @@ class CrossValidator:
     job) and :meth:`collect` merges them; inside a fold, ``devices``, ``num_nodes`` and
     ``strategy`` go to Lightning (DDP), and the held-out predictions of all ranks are merged so
     that every held-out sample is scored exactly once.
+    Concurrent runs into one folder: a run takes a fold's lock (``fold_<k>/fold.lock``: process
+    id, host, start time) while it trains or explains the fold; a fold another live run holds
+    is skipped and listed in :attr:`skipped`, a stale lock (its process gone) is taken over. In
+    a distributed run only rank 0 takes locks. A damaged ``last.ckpt`` or ``fold.json`` stops
+    the run with an error naming the file; ``run(restart_folds=[k])`` trains fold ``k`` again
+    after moving its files to ``restarted/`` (nothing is deleted).
 
     Args:
         task: A LightningModule template, a factory, a
@@ -216,34 +222,15 @@ class CrossValidator:
         self.folds = np.full(len(dataset), -1, dtype=np.int64)
         self.folds[self.labelled] = folds
         warn_missing_classes(dataset.labels, self.folds, datamodule.classes, n_splits)
-        self.config = self._config(info.config)
-
-    # -- configuration -------------------------------------------------------------------------
-    def _config(self, model: dict[str, Any]) -> dict[str, Any]:
-        ds = self.datamodule.dataset
-        return {
-            "name": self.name,
-            "model": model,
-            "data": {
-                "dataset": type(ds).__name__,
-                "n": len(ds),
-                "classes": list(ds.classes),
-                "samples_sha1": samples_sha1(ds),
-                "datamodule": jsonable(dict(self.datamodule.hparams)),
-            },
-            "split": {
-                "n_splits": self.n_splits,
-                "seed": self.seed,
-                "stratify": self.stratify,
-                "grouped": self.grouped,
-                "val_fraction": self.val_fraction,
-            },
-            "training": {
-                "max_epochs": self.trainer_args["max_epochs"],
-                "precision": str(self.trainer_args["precision"]),
-                "early_stopping_patience": self.patience,
-            },
-        }
+        self.config = run_config(
+            self.name, info.config, datamodule,
+            split={"n_splits": n_splits, "seed": seed, "stratify": stratify,
+                   "grouped": self.grouped, "val_fraction": val_fraction},
+            training={"max_epochs": max_epochs, "precision": str(precision),
+                      "early_stopping_patience": early_stopping_patience},
+        )  # fmt: skip
+        #: Folds the last :meth:`run` skipped because another run held their lock.
+        self.skipped: list[int] = []
 
     # -- output folder -------------------------------------------------------------------------
     @rank_zero_only
@@ -251,41 +238,83 @@ class CrossValidator:
         prepare_output(self.output_dir, self.config, self.datamodule.dataset, self.folds)
 
     # -- running -------------------------------------------------------------------------------
-    def run(self, folds: Sequence[int] | None = None) -> CVResult:
+    def run(
+        self, folds: Sequence[int] | None = None, *, restart_folds: Sequence[int] | None = None
+    ) -> CVResult:
         """Run the (selected) folds that are not finished yet, then gather the results.
+
+        Each fold is locked while this run trains it (see the class docstring); a fold that
+        another live run holds is skipped and listed in :attr:`skipped`, and the merged
+        ``result.json`` is then not written.
 
         Args:
             folds: Fold indices to run (default all). Others are left as they are.
+            restart_folds: Folds (among ``folds``) to train again from the start, finished or
+                not: their files are first moved to ``restarted/fold_<k>-<time>/`` in the
+                output folder (kept, never deleted).
 
         Returns:
             The results of every finished fold in the folder (all folds once all have run).
 
         Raises:
-            ValueError: A fold index out of range, or an output folder of another
-                configuration.
+            ValueError: A fold index out of range, a restarted fold not among ``folds``, or an
+                output folder of another configuration.
+            DamagedFoldError: A fold's ``fold.json``, ``predictions.csv`` or ``last.ckpt``
+                cannot be read (the error names the file and the fold to restart).
+            RuntimeError: Every fold run was skipped and none is finished: nothing to merge.
         """
-        chosen = list(range(self.n_splits)) if folds is None else [int(k) for k in folds]
-        bad = [k for k in chosen if not 0 <= k < self.n_splits]
-        if bad:
-            raise ValueError(f"folds {bad} out of range for n_splits={self.n_splits}")
+        chosen = self._indices(folds, "folds")
+        restart = self._indices(restart_folds or [], "restart_folds")
+        if not set(restart) <= set(chosen):
+            raise ValueError(f"restart_folds {sorted(set(restart) - set(chosen))} are not "
+                             f"among the folds run ({chosen})")  # fmt: skip
         self._prepare_folder()
-        todo = [k for k in chosen if not is_finished(self.output_dir, k)]
-        for k in chosen:
-            if k not in todo:
-                _log.info("%s: fold %d already finished, skipped", self.name, k)
+        for k in chosen:  # a damaged finished fold fails now, before any training
+            if k not in restart and is_finished(self.output_dir, k):
+                read_fold(fold_dir(self.output_dir, k))
         if self.attributions is not None and not self.explainable:
             _log.warning("%s: attributions=%r skipped: a feature baseline has no gradients to "
                          "attribute", self.name, self.attributions)  # fmt: skip
-        for k in chosen:
-            if k in todo:
-                self.run_fold(k)
-            if self.explainable:
-                self.explain_fold(k)
+        run, self.skipped = run_id(), []
+        for i, k in enumerate(chosen):
+            later = [fold_dir(self.output_dir, j) for j in chosen[i + 1 :]]
+            if not self._run_locked(k, run, k in restart, later):
+                self.skipped.append(k)
+        if self.skipped and rank() == 0:
+            _log.warning("%s: folds %s skipped (other runs hold them); the merged result is not "
+                         "written: run again once they finish, or collect the folder",
+                         self.name, self.skipped)  # fmt: skip
         complete = all(is_finished(self.output_dir, k) for k in range(self.n_splits))
+        if self.skipped and not any(is_finished(self.output_dir, k) for k in range(self.n_splits)):
+            raise RuntimeError(f"{self.output_dir}: folds {self.skipped} are being trained by "
+                               "other runs (see above) and no fold is finished yet: nothing to "
+                               "merge; run again once they finish")  # fmt: skip
         result = self.collect(self.output_dir, allow_partial=not complete)
-        if complete and getattr(rank_zero_only, "rank", 0) == 0:
+        if complete and not self.skipped and rank() == 0:
             result.save(self.output_dir)
         return result
+
+    def _indices(self, folds: Sequence[int] | None, arg: str) -> list[int]:
+        chosen = list(range(self.n_splits)) if folds is None else [int(k) for k in folds]
+        bad = [k for k in chosen if not 0 <= k < self.n_splits]
+        if bad:
+            raise ValueError(f"{arg} {bad} out of range for n_splits={self.n_splits}")
+        return list(dict.fromkeys(chosen))
+
+    def _run_locked(self, fold: int, run: str, restart: bool, later: list[Path]) -> bool:
+        out = self.output_dir
+
+        def prepare() -> None:
+            if restart:
+                move_aside(out, fold, keep=LOCK_FILE)
+
+        explain = self.explainable and self.attributions is not None
+        return run_fold_locked(
+            FoldLock(fold_dir(out, fold), fold), run, later=later, name=self.name,
+            needs=lambda: restart or not is_finished(out, fold), prepare=prepare,
+            train=lambda: self.run_fold(fold),
+            explain=(lambda: self.explain_fold(fold)) if explain else None,
+        )  # fmt: skip
 
     def split(self, fold: int) -> Split:
         """The :class:`~leukemia_wbc.data.splits.Split` (dataset positions) of fold ``fold``."""
@@ -325,7 +354,7 @@ class CrossValidator:
             gradients, on non-zero ranks of a distributed run, or when the fold is not finished.
         """
         method = self.attributions
-        if method is None or not self.explainable or getattr(rank_zero_only, "rank", 0) != 0:
+        if method is None or not self.explainable or rank() != 0:
             return None
         if not is_finished(self.output_dir, fold):
             return None
