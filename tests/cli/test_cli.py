@@ -243,19 +243,20 @@ def test_classify_and_explain_images(dual_checkpoint: Path, tmp_path: Path) -> N
     }
 
 
-def test_classify_refuses_what_is_not_ours(tmp_path: Path) -> None:
+def test_classify_refuses_what_is_not_ours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
     bogus = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}}, bogus)
     image = tmp_path / "a.png"
     image.write_bytes(b"")
-    proc = run("classify", str(bogus), str(image), cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "is not a leukemia_wbc classifier checkpoint" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    missing = run("classify", str(tmp_path / "none.ckpt"), str(image), cwd=tmp_path)
-    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert main(["classify", str(bogus), str(image)]) == 1
+    err = capsys.readouterr().err
+    assert "is not a leukemia_wbc classifier checkpoint" in err and "Traceback" not in err
+    assert main(["classify", str(tmp_path / "none.ckpt"), str(image)]) == 1
+    assert "not found" in capsys.readouterr().err
 
 
 def test_cv_through_the_command(tmp_path: Path) -> None:
@@ -403,6 +404,9 @@ def test_demo_paper_settings_are_the_packaged_configs(tmp_path: Path) -> None:
     assert setups["resnet"].model.hparams["backbone"] == "resnet50"
 
 
+# The documented-command tests run the same commands in-process (README: analyze-smear); these
+# run them in a fresh process, as a user's shell does.
+@pytest.mark.slow
 def test_analyze_smear_counts_blasts_and_writes_overlays(
     dual_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -450,6 +454,7 @@ def test_analyze_smear_counts_blasts_and_writes_overlays(
     assert (tmp_path / "n" / "field0_overlay.png").is_file()
 
 
+@pytest.mark.slow
 def test_analyze_smear_scores_allidb1_and_rejects_bad_input(
     dual_checkpoint: Path, tmp_path: Path
 ) -> None:
