@@ -66,8 +66,10 @@ def load_torch_file(path: str | os.PathLike[str], *, what: str, where: str = "")
         ValueError: The file is not readable as ``weights_only`` data: ``"<where>: <file>
             cannot be loaded (<why>); expected <what>"``.
     """
-    file = Path(path)
     prefix = f"{where}: " if where else ""
+    if not os.fspath(path).strip():  # Path("") is the working directory
+        raise FileNotFoundError(f"{prefix}an empty file name; expected {what}")
+    file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{prefix}{file} not found; expected {what}")
     try:

@@ -83,8 +83,9 @@ def check_outputs(
     existing = [p for p in planned if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(
-            f"{existing[0]} exists ({len(existing)} of the outputs do); pass --overwrite or "
-            "another --out"
+            f"{existing[0]} exists"
+            + (f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else "")
+            + "; pass --overwrite or another --out"
         )
 
 

@@ -188,11 +188,11 @@ def run_cv(argv: list[str]) -> int:
     cv = CrossValidator(setup.model, setup.data, **setup.options)
     result = cv.run(folds=cfg.folds, restart_folds=_restart_folds(cfg.restart_fold))
     print(result.to_markdown())
-    if cv.skipped:
+    complete = len(result.folds) == cv.n_splits
+    if cv.skipped and not complete:
         print(f"\nfolds {cv.skipped} skipped: other runs are training them (see the messages "
               "above); no merged result or report is written. Run again once they finish, or "
               f"merge with: leukemia-wbc cv --collect {cv.output_dir}")  # fmt: skip
-    complete = len(result.folds) == cv.n_splits and not cv.skipped
     robustness = None
     if complete and cfg.robustness:
         robustness = {result.name: _robustness(result, cfg, cv.output_dir, setup.data)}

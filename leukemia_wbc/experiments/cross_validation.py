@@ -244,8 +244,8 @@ class CrossValidator:
         """Run the (selected) folds that are not finished yet, then gather the results.
 
         Each fold is locked while this run trains it (see the class docstring); a fold that
-        another live run holds is skipped and listed in :attr:`skipped`, and the merged
-        ``result.json`` is then not written.
+        another live run holds is skipped and listed in :attr:`skipped`; the merged
+        ``result.json`` is written only once every fold is finished (by this run or another).
 
         Args:
             folds: Fold indices to run (default all). Others are left as they are.
@@ -280,17 +280,17 @@ class CrossValidator:
             later = [fold_dir(self.output_dir, j) for j in chosen[i + 1 :]]
             if not self._run_locked(k, run, k in restart, later):
                 self.skipped.append(k)
-        if self.skipped and rank() == 0:
+        complete = all(is_finished(self.output_dir, k) for k in range(self.n_splits))
+        if self.skipped and not complete and rank() == 0:
             _log.warning("%s: folds %s skipped (other runs hold them); the merged result is not "
                          "written: run again once they finish, or collect the folder",
                          self.name, self.skipped)  # fmt: skip
-        complete = all(is_finished(self.output_dir, k) for k in range(self.n_splits))
         if self.skipped and not any(is_finished(self.output_dir, k) for k in range(self.n_splits)):
             raise RuntimeError(f"{self.output_dir}: folds {self.skipped} are being trained by "
                                "other runs (see above) and no fold is finished yet: nothing to "
                                "merge; run again once they finish")  # fmt: skip
         result = self.collect(self.output_dir, allow_partial=not complete)
-        if complete and not self.skipped and rank() == 0:
+        if complete and rank() == 0:  # the other runs' folds may have finished meanwhile
             result.save(self.output_dir)
         return result
 

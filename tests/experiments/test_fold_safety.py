@@ -121,6 +121,38 @@ def test_fold_held_by_a_live_process_is_skipped_and_left_untouched(
         assert not (out / f"fold_{k}" / "fold.lock").exists()
 
 
+class _OtherRunFinishes(Callback):
+    """While this run trains fold 2, the run holding fold 1 finishes it (files copied in)."""
+
+    def __init__(self, done: Path, out: Path) -> None:
+        self.done, self.out = done, out
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.default_root_dir.endswith("fold_2"):
+            for path in sorted(self.done.rglob("*")):
+                dest = self.out / path.relative_to(self.done)
+                if path.is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                else:
+                    dest.write_bytes(path.read_bytes())
+            (self.out / "fold.lock").unlink()
+
+
+def test_a_skipped_fold_finished_by_the_other_run_is_merged(
+    synthetic: SyntheticWBC, tmp_path: Path, live_pid: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = tmp_path / "other"
+    validator(synthetic, other).run(folds=[1])  # what the other run will have written
+    out = tmp_path / "cv"
+    write_lock(out / "fold_1", live_pid)
+    cv = validator(synthetic, out, callbacks=[_OtherRunFinishes(other / "fold_1", out / "fold_1")])
+    with caplog.at_level(logging.WARNING, logger=LOCK_LOG):
+        result = cv.run()
+    assert cv.skipped == [1] and [f.fold for f in result.folds] == [0, 1, 2]
+    assert (out / "result.json").is_file()  # every fold finished: merged after all
+    assert "the merged result is not written" not in caplog.text
+
+
 def test_a_stale_lock_is_taken_over(
     synthetic: SyntheticWBC, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
