@@ -28,8 +28,16 @@ __all__ = [
     "summarize",
 ]
 
-#: Overall metrics, in table order: accuracy and the macro averages over classes.
-SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "auroc")
+#: Overall metrics, in table order: accuracy, balanced accuracy (the mean of the per-class
+#: recalls, which a majority-class guess keeps at ``1 / C``) and the macro averages.
+SUMMARY_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "auroc",
+)
 #: Metrics reported per class (``<metric>_<class>``).
 PER_CLASS_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "auroc")
 
@@ -37,6 +45,7 @@ PER_CLASS_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "auroc")
 #: How each metric is named in tables and figures.
 METRIC_LABELS: dict[str, str] = {
     "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
     "precision": "Precision",
     "recall": "Recall",
     "f1": "F1",
@@ -158,9 +167,11 @@ def classification_metrics(
 ) -> dict[str, float]:
     """Accuracy, macro and per-class precision, recall, F1 and one-vs-rest ROC AUC.
 
-    Precision of a class that is never predicted is 0 when the class has samples (as in
-    scikit-learn and torchmetrics). The recall, F1 and AUC of a class without samples are
-    undefined: ``NaN``, left out of the macro means, with a warning that names ``where``.
+    The precision of a class that is never predicted is undefined (``NaN`` in its per-class
+    value); the macro precision counts it as 0, as scikit-learn's ``zero_division=0`` does, so
+    that a model that predicts few classes is not flattered. The recall, F1 and AUC of a class
+    without samples are undefined: ``NaN``, left out of the macro means, with a warning that
+    names ``where``. ``balanced_accuracy`` is the mean recall over the classes present.
 
     Args:
         labels: ``(N,)`` true class indices.
@@ -183,9 +194,12 @@ def classification_metrics(
     support = cm.sum(axis=1).astype(np.float64)
     predicted = cm.sum(axis=0).astype(np.float64)
     recall = _ratio(tp, support)
-    precision = np.where(support > 0, np.nan_to_num(_ratio(tp, predicted)), np.nan)
+    macro_precision = np.where(support > 0, np.nan_to_num(_ratio(tp, predicted)), np.nan)
+    precision = np.where((support > 0) & (predicted > 0), _ratio(tp, predicted), np.nan)
     f1 = np.where(
-        support > 0, np.nan_to_num(_ratio(2 * precision * recall, precision + recall)), np.nan
+        support > 0,
+        np.nan_to_num(_ratio(2 * macro_precision * recall, macro_precision + recall)),
+        np.nan,
     )
     auroc = np.full(n_cls, np.nan)
     for c in range(n_cls):
@@ -201,7 +215,8 @@ def classification_metrics(
         )
     out = {
         "accuracy": float(tp.sum() / len(y)),
-        "precision": float(np.nanmean(precision)),
+        "balanced_accuracy": float(np.nanmean(recall)),
+        "precision": float(np.nanmean(macro_precision)),
         "recall": float(np.nanmean(recall)),
         "f1": float(np.nanmean(f1)),
         "auroc": float(np.nanmean(auroc)) if not np.isnan(auroc).all() else float("nan"),

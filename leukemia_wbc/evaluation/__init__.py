@@ -19,7 +19,8 @@ from ..metrics import (
     roc_curves,
     summarize,
 )
-from .compare import compare
+from .chance import chance_results, honesty_warnings
+from .compare import compare, comparison_warnings
 from .cross_dataset import CrossDatasetResult, class_mapping, cross_dataset_test
 from .explain import (
     Attribution,
@@ -97,14 +98,17 @@ __all__ = [
     "attribution_gallery",
     "attribution_share",
     "baseline_predictor",
+    "chance_results",
     "class_mapping",
     "classification_metrics",
     "compare",
+    "comparison_warnings",
     "confusion_matrix",
     "cross_dataset_test",
     "cv_robustness",
     "evaluate_robustness",
     "held_out_focus",
+    "honesty_warnings",
     "last_conv_layer",
     "nucleus_focus",
     "overlay",

@@ -9,9 +9,42 @@ import numpy as np
 
 from .._io import atomic_write_text, markdown_row
 from ..experiments.result import CVResult
-from ..metrics import METRIC_LABELS, PER_CLASS_METRICS, SUMMARY_METRICS
+from ..metrics import METRIC_LABELS, PER_CLASS_METRICS, SUMMARY_METRICS, Summary
+from .chance import chance_results, honesty_warnings
 
-__all__ = ["compare"]
+__all__ = ["AUC_NOTE", "compare", "comparison_warnings"]
+
+#: What the AUC of the tables is, said wherever it appears (the ROC figures show the pooled one).
+AUC_NOTE = (
+    "AUC in tables is the mean of the per-fold one-vs-rest AUCs (macro over classes); the ROC "
+    "figures give the AUC of all out-of-fold predictions pooled, which can differ."
+)
+#: Below this many folds a 95 % interval is flagged as unreliable.
+MIN_FOLDS_FOR_INTERVAL = 5
+
+
+def comparison_warnings(results: Sequence[CVResult]) -> list[str]:
+    """The :func:`~leukemia_wbc.evaluation.chance.honesty_warnings` of every model.
+
+    Args:
+        results: Cross-validation results on identical folds.
+
+    Returns:
+        The warnings, model by model.
+    """
+    if not results:
+        return []
+    majority = chance_results(results[0])[0]
+    return [w for r in results for w in honesty_warnings(r, majority)]
+
+
+def _per_class_cell(values: dict[str, Summary], metric: str, digits: int) -> str:
+    value = values[metric]
+    if value.n == 0 and metric == "precision" and values["recall"].n > 0:
+        return "undefined (never predicted)"
+    if value.n == 0:
+        return "undefined (no sample)"
+    return value.format(digits)
 
 
 def compare(
@@ -20,11 +53,14 @@ def compare(
     *,
     digits: int = 3,
     stain_shift: Mapping[str, float] | None = None,
+    chance: bool = True,
 ) -> str:
     """The paper's comparison table: models under identical splits, mean ± std over folds.
 
-    One row per model (accuracy, macro precision, recall, F1 and AUC), then one row per model
-    and class (precision, recall, F1, AUC).
+    One row per model (accuracy, balanced accuracy, macro precision, recall, F1 and AUC), then
+    the majority-class and stratified-chance rows on the same folds, the warnings of
+    :func:`comparison_warnings` and a note on the AUC, then one row per model and class
+    (precision, recall, F1, AUC; "undefined" with the reason where a value does not exist).
 
     Args:
         results: Cross-validation results of the models to compare.
@@ -34,6 +70,7 @@ def compare(
         stain_shift: Model name to its stain-shift accuracy (e.g.
             :meth:`RobustnessResult.worst <leukemia_wbc.evaluation.RobustnessResult.worst>`):
             adds a "Stain-shift accuracy" column ("n/a" for a model without one).
+        chance: Add the majority-class and stratified-chance rows and the warnings.
 
     Returns:
         The Markdown text.
@@ -59,13 +96,18 @@ def compare(
     head = ["Model", *(METRIC_LABELS[m] for m in SUMMARY_METRICS)]
     head += ["Stain-shift accuracy"] if stain_shift is not None else []
     lines = [markdown_row(head), markdown_row(["---"] * len(head))]
-    for r in results:
+    rows = [*results, *(chance_results(results[0]) if chance else [])]
+    for r in rows:
         s = r.summary()
         cells = [r.name, *(s[m].format(digits) for m in SUMMARY_METRICS)]
         if stain_shift is not None:
             value = stain_shift.get(r.name)
             cells.append("n/a" if value is None else f"{value:.{digits}f}")
         lines.append(markdown_row(cells))
+    if chance:
+        for warning in comparison_warnings(results):
+            lines += ["", f"**Warning:** {warning}."]
+        lines += ["", AUC_NOTE, _interval_note(results)]
     lines += [
         "",
         markdown_row(["Model", "Class", *(METRIC_LABELS[m] for m in PER_CLASS_METRICS)]),
@@ -74,9 +116,23 @@ def compare(
     for r in results:
         for cls, values in r.per_class().items():
             lines.append(
-                markdown_row([r.name, cls, *(values[m].format(digits) for m in PER_CLASS_METRICS)])
+                markdown_row(
+                    [r.name, cls, *(_per_class_cell(values, m, digits) for m in PER_CLASS_METRICS)]
+                )
             )
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(line for i, line in enumerate(lines) if line or lines[i - 1]) + "\n"
     if path is not None:
         atomic_write_text(path, text)
+    return text
+
+
+def _interval_note(results: Sequence[CVResult]) -> str:
+    """Mean ± std is over folds; a word of caution where the folds are few."""
+    n = min(len(r.folds) for r in results)
+    text = f"± is the standard deviation over {n} folds."
+    if n < MIN_FOLDS_FOR_INTERVAL:
+        text += (
+            f" With fewer than {MIN_FOLDS_FOR_INTERVAL} folds the 95 % intervals of the "
+            "per-model tables are wide and unreliable; read them as a rough range."
+        )
     return text

@@ -40,9 +40,15 @@ class FoldResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FoldResult:
-        """Rebuild from :func:`dataclasses.asdict` output as stored in JSON (``null`` = NaN)."""
+        """Rebuild from :func:`dataclasses.asdict` output as stored in JSON (``null`` = NaN).
+
+        A fold written before ``balanced_accuracy`` was recorded gets it from its macro recall
+        (the same quantity).
+        """
         body = dict(data)
         body["metrics"] = _unjson_metrics(body["metrics"])
+        if "recall" in body["metrics"]:
+            body["metrics"].setdefault("balanced_accuracy", body["metrics"]["recall"])
         body["history"] = [_unjson_metrics(h) for h in body.get("history", [])]
         return cls(**body)
 

@@ -266,10 +266,10 @@ class CVResult:
         lines.append(
             markdown_row(["mean ± std", "", *(s[m].format(digits) for m in SUMMARY_METRICS)])
         )
-        ci = [
-            f"[{_fmt(s[m].ci_low, digits)}, {_fmt(s[m].ci_high, digits)}]" for m in SUMMARY_METRICS
-        ]
-        lines.append(markdown_row(["95 % CI", "", *ci]))
+        ci = [_interval(s[m], digits) for m in SUMMARY_METRICS]
+        n = len(self.folds)
+        label = "95 % CI" if n >= _MIN_FOLDS else f"95 % CI ({n} folds: rough)"
+        lines.append(markdown_row([label, "", *ci]))
         return "\n".join(lines) + "\n"
 
     # -- persistence -------------------------------------------------------------------------
@@ -320,6 +320,21 @@ class CVResult:
             config=body.get("config", {}),
             output_dir=folder,
         )
+
+
+#: Fewer folds than this give a t-interval that is flagged as rough.
+_MIN_FOLDS = 5
+
+
+def _interval(summary: Summary, digits: int) -> str:
+    """``[low, high]``, or why there is no interval (one fold, no spread, undefined)."""
+    if summary.n == 0:
+        return "undefined"
+    if summary.n == 1:
+        return "n/a (one fold)"
+    if summary.std == 0.0:
+        return "n/a (no spread over folds)"
+    return f"[{_fmt(summary.ci_low, digits)}, {_fmt(summary.ci_high, digits)}]"
 
 
 def _fmt(value: float, digits: int) -> str:

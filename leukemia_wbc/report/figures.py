@@ -84,11 +84,11 @@ def roc_figure(result: CVResult) -> bytes:
     """One-vs-rest ROC curves per class from the pooled out-of-fold predictions."""
     fig, ax = _subplots(figsize=(4.2, 4))
     for cls, curve in result.roc().items():
-        ax.plot(curve.fpr, curve.tpr, label=f"{cls} (AUC {curve.auc:.3f})")
+        ax.plot(curve.fpr, curve.tpr, label=f"{cls} (pooled AUC {curve.auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate")
-    ax.set_title(f"ROC: {result.name}", fontsize=9)
+    ax.set_title(f"ROC of the pooled out-of-fold predictions: {result.name}", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import math
 import os
 import platform
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_bytes, atomic_write_text, json_safe
-from ..evaluation.compare import compare
+from ..evaluation.compare import compare, comparison_warnings
 from ..evaluation.cross_dataset import CrossDatasetResult
 from ..evaluation.robustness import RobustnessResult
 from ..experiments.attributions import GalleryItem
@@ -38,6 +39,8 @@ from .figures import (
 )
 
 __all__ = ["ReportFiles", "environment", "write_report"]
+
+_log = logging.getLogger(__name__)
 
 _PACKAGES = (
     "leukemia-wbc",
@@ -94,36 +97,18 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _md_table_to_html(text: str) -> str:
-    """Render the library's Markdown (``| a | b |`` tables, paragraphs, ``**bold**``) as HTML."""
-    out: list[str] = []
-    rows: list[list[str]] = []
+_EMPTY_HEAD = re.compile(r"<thead>\s*<tr>\s*(?:<th>\s*</th>\s*)+</tr>\s*</thead>\s*")
 
-    def flush() -> None:
-        if rows:
-            head, body = rows[0], [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
-            out.append(
-                "<table><thead><tr>"
-                + "".join(f"<th>{html.escape(c)}</th>" for c in head)
-                + "</tr></thead><tbody>"
-                + "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                    for r in body
-                )
-                + "</tbody></table>"
-            )
-            rows.clear()
 
-    for line in text.splitlines():
-        if line.startswith("|"):
-            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
-        else:
-            flush()
-            if line.strip():
-                bold = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line.strip()))
-                out.append(f"<p>{bold}</p>")
-    flush()
-    return "\n".join(out)
+def _markdown_html(text: str) -> str:
+    """Render the report's Markdown (CommonMark with tables; raw HTML escaped, not passed on).
+
+    A key-value table written with an empty header row (``| | |``) loses that row.
+    """
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    return _EMPTY_HEAD.sub("", rendered)
 
 
 def _timings(results: Sequence[CVResult]) -> str:
@@ -202,6 +187,10 @@ def write_report(
     out = Path(output_dir)
     shift = {k: v.worst("stain") for k, v in robustness.items()} if robustness else None
     table = compare(results, stain_shift=shift)
+    alerts = comparison_warnings(results)
+    for alert in alerts:
+        _log.warning("%s", alert)
+    alert_text = "\n\n".join(f"**Warning:** {a}." for a in alerts)
     data_table, counts = _dataset_table(results[0])
     figures: dict[str, bytes] = {
         "class_balance": class_balance_figure(results[0].classes, counts),
@@ -224,8 +213,8 @@ def write_report(
 
     # Sections as (heading, markdown text, figure keys).
     sections: list[tuple[str, str, list[str]]] = [
+        ("Comparison (mean ± std over folds, with guessing for reference)", table, []),
         ("Dataset and split", data_table, ["class_balance", "folds"]),
-        ("Comparison (mean ± std over folds)", table, []),
     ]
     for i, r in enumerate(results):
         keys = [k for k in (f"roc_{i}", f"confusion_{i}", f"curves_{i}") if k in figures]
@@ -245,13 +234,16 @@ def write_report(
     for key, png in figures.items():
         atomic_write_bytes(fig_dir / f"{key}.png", png)
         paths.append(fig_dir / f"{key}.png")
-    md = [f"# {title}", "", f"Generated {stamp}.", ""] + ([notes, ""] if notes else [])
+    md = [f"# {title}", "", f"Generated {stamp}.", ""] + ([alert_text, ""] if alerts else [])
+    md += [notes, ""] if notes else []
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>Generated {stamp}.</p>"]
+    if alerts:
+        body.append('<div class="warning">' + _markdown_html(alert_text) + "</div>")
     if notes:
-        body.append("".join(f"<p>{html.escape(p)}</p>" for p in notes.split("\n\n")))
+        body.append(_markdown_html(notes))
     for heading, text, keys in sections:
         md += [f"## {heading}", "", text] + [f"![{k}](figures/{k}.png)\n" for k in keys]
-        body += [f"<h2>{html.escape(heading)}</h2>", _md_table_to_html(text)]
+        body += [f"<h2>{html.escape(heading)}</h2>", _markdown_html(text)]
         body += [_img(figures[k], k) for k in keys]
     page = _PAGE.format(title=html.escape(title), body="\n".join(body))
     atomic_write_text(out / "report.html", page)
@@ -396,6 +388,7 @@ th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }}
 th {{ background: #f0f0f0; }}
 img {{ max-width: 100%; margin: 0.5em 0.5em 0.5em 0; vertical-align: top; }}
 h2 {{ border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }}
+.warning {{ border: 2px solid #b00; background: #fff0f0; padding: 0.2em 1em; margin: 1em 0; }}
 </style></head>
 <body>
 {body}

@@ -28,7 +28,7 @@ def test_cv_writes_each_folds_attributions_and_reports_them(
         assert body["fold"] == k and len(body["cells"]) == 4 and body["max_cells"] == 4
         assert body["nucleus"] == "dataset masks" and body["branches"] == ["cell", "nucleus"]
     page = (out / "report" / "report.html").read_text()
-    assert "(Integrated Gradients)</h2>" in page and "<b>Nucleus focus</b>" in page
+    assert "(Integrated Gradients)</h2>" in page and "<strong>Nucleus focus</strong>" in page
     assert '<img alt="attributions_0_integrated_gradients"' in page
     config = json.loads((out / "config.json").read_text())
     assert "attributions" not in json.dumps(config)  # not part of the configuration check

@@ -57,11 +57,14 @@ def test_missing_class_is_undefined_not_zero() -> None:
     assert set(roc_curves(labels[keep], probs[keep], CLASSES)) == set(CLASSES[:3])
 
 
-def test_never_predicted_class_has_zero_precision() -> None:
+def test_never_predicted_class_has_undefined_precision_and_counts_zero_in_the_macro() -> None:
     labels = np.array([0, 1, 1, 0])
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
     m = classification_metrics(labels, probs, ("a", "b"))
-    assert m["precision_b"] == 0.0 and m["f1_b"] == 0.0 and m["recall_b"] == 0.0
+    assert math.isnan(m["precision_b"]) and m["f1_b"] == 0.0 and m["recall_b"] == 0.0
+    assert m["precision"] == pytest.approx(0.25)  # (0.5 + 0) / 2: not flattered to 0.5
+    assert m["balanced_accuracy"] == pytest.approx(0.5) == m["recall"]
+    assert m["accuracy"] == pytest.approx(0.5)
 
 
 def test_summary_is_the_t_interval() -> None:

@@ -148,4 +148,4 @@ def test_report_shows_robustness_and_the_colour_shortcut(tmp_path: Path) -> None
     worst = robust["HandcraftedSVM"].worst("stain")
     assert f"| {worst:.3f} |" in md.split("## Comparison")[1].split("\n\n")[1]
     page = files.html.read_text()
-    assert 'alt="robustness"' in page and "<b>HandcraftedSVM</b>" in page
+    assert 'alt="robustness"' in page and "<strong>HandcraftedSVM</strong>" in page

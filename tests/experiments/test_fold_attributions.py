@@ -178,7 +178,7 @@ def test_report_shows_the_focus_table_and_the_gallery(
     heading = f"<h2>Attributions: {result.name} (Integrated Gradients)</h2>"
     assert heading in page
     section = page.split(heading)[1].split("<h2>")[0]
-    assert "<b>Nucleus focus</b>" in section and "more than an even spread" in section
+    assert "<strong>Nucleus focus</strong>" in section and "more than an even spread" in section
     assert "<th>nucleus branch: attribution in nucleus</th>" in section
     assert "<td>all classes</td>" in section and f"fold_&lt;k&gt;/attributions/{IG}/" in section
     assert section.count(f'<img alt="attributions_0_{IG}"') == 1
