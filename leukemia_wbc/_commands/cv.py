@@ -189,6 +189,11 @@ def run_cv(argv: list[str]) -> int:
     result = cv.run(folds=cfg.folds, restart_folds=_restart_folds(cfg.restart_fold))
     print(result.to_markdown())
     complete = len(result.folds) == cv.n_splits
+    if complete:
+        from ..evaluation.compare import comparison_warnings
+
+        for warning in comparison_warnings([result]):
+            print(f"\nwarning: {warning}")
     if cv.skipped and not complete:
         print(f"\nfolds {cv.skipped} skipped: other runs are training them (see the messages "
               "above); no merged result or report is written. Run again once they finish, or "

@@ -332,7 +332,7 @@ def _interval(summary: Summary, digits: int) -> str:
         return "undefined"
     if summary.n == 1:
         return "n/a (one fold)"
-    if summary.std == 0.0:
+    if summary.std < 1e-9:  # equal values in every fold (up to rounding)
         return "n/a (no spread over folds)"
     return f"[{_fmt(summary.ci_low, digits)}, {_fmt(summary.ci_high, digits)}]"
 

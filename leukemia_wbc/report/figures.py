@@ -51,11 +51,17 @@ def _png(fig: Figure) -> bytes:
 
 def class_balance_figure(classes: Sequence[str], counts: Sequence[int]) -> bytes:
     """Bar chart of samples per class."""
-    fig, ax = _subplots(figsize=(1.2 + 0.8 * len(classes), 3))
+    fig, ax = _subplots(figsize=(1.6 + 0.8 * len(classes), 3.4))
     bars = ax.bar(list(classes), list(counts), color="#4c72b0")
     ax.bar_label(bars)
+    ax.margins(y=0.12)  # room for the count above the tallest bar
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():  # long names slanted, anchored at their bar
+        label.set_horizontalalignment("right")
+        label.set_rotation_mode("anchor")
     ax.set_ylabel("cells")
     ax.set_title("Class balance")
+    fig.tight_layout()
     return _png(fig)
 
 
