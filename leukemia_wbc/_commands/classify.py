@@ -76,7 +76,8 @@ def _run(args: argparse.Namespace, *, table: Path | None, overlays: Path | None)
     rows: dict[str, list[str]] = {}
     unreadable = passed_through = 0
     paths = inputs.paths
-    with tqdm(total=len(paths), desc="classify", unit="img") as bar:
+    desc = "classify" if table is not None else "explain"
+    with tqdm(total=len(paths), desc=desc, unit="img") as bar:
         batches = model.batches(paths, batch_size=args.batch_size, num_workers=args.workers,
                                 on_error=args.on_error)  # fmt: skip
         for names, batch in batches:

@@ -24,6 +24,7 @@ from sklearn.svm import SVC
 
 from ._feature_extraction import HandcraftedFeatures
 from ._handcrafted_features import FEATURE_NAMES, Segmenter, nucleus_features
+from ._svm_calibration import calibration_folds, fitted_folds, softmax_scores
 from ._svm_file import read_baseline, write_baseline
 
 if TYPE_CHECKING:
@@ -41,12 +42,19 @@ class HandcraftedSVM(HandcraftedFeatures):
     ``seed``), which gives class probabilities (scikit-learn 1.9 deprecates
     ``SVC(probability=True)`` in its favour).
 
+    Small classes: the calibration needs every class in every calibration fold, so a class
+    with fewer training samples than ``calibration_folds`` lowers the number of folds to its
+    count, and a class with a single training sample turns calibration off: the
+    probabilities are then a softmax of the SVM's decision values (uncalibrated, but ranked
+    as the SVM ranks). Either case logs a warning naming the class; :attr:`calibration_`
+    says what the fit used.
+
     Args:
         C: SVM regularisation parameter.
         kernel: SVM kernel.
         gamma: RBF kernel coefficient (``"scale"``, ``"auto"`` or a float).
         calibration_folds: Folds of the probability calibration (fewer when a class has fewer
-            training samples).
+            training samples; none, calibration off, when a class has one).
         seed: Seed of the SVM and of the calibration folds.
         n_jobs: Processes computing features (joblib; 1 computes in this process, -1 uses all
             cores).
@@ -65,6 +73,8 @@ class HandcraftedSVM(HandcraftedFeatures):
     Attributes:
         classes_: Class labels seen in training; the columns of :meth:`predict_proba`.
         pipeline_: The fitted scikit-learn pipeline.
+        calibration_: Calibration folds the fit used: ``calibration_folds``, fewer for a
+            small class, or 0 (calibration off: a class had a single training sample).
         fallbacks_: Names of the samples whose empty mask fell back to the whole image, in the
             latest feature computation.
 
@@ -98,20 +108,30 @@ class HandcraftedSVM(HandcraftedFeatures):
 
     # -- fit and predict ---------------------------------------------------------------------
     def fit_features(
-        self, features: np.ndarray, labels: Sequence[int] | np.ndarray
+        self,
+        features: np.ndarray,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        class_names: Sequence[str] | None = None,
     ) -> HandcraftedSVM:
         """Fit the scaler and the calibrated SVM on precomputed features.
+
+        A class with fewer samples than ``calibration_folds`` lowers the calibration folds
+        to its count; one with a single sample turns calibration off (see the class
+        docstring); both log a warning.
 
         Args:
             features: ``(N, len(FEATURE_NAMES))`` array from :meth:`features`.
             labels: ``N`` integer class labels.
+            class_names: Names of the class indices, used in the warnings (default: the
+                indices).
 
         Returns:
             ``self``.
 
         Raises:
-            ValueError: If shapes do not match, labels are negative, there are fewer than two
-                classes, or a class has fewer than two samples.
+            ValueError: If shapes do not match, labels are negative, or there are fewer than
+                two classes.
         """
         x = np.asarray(features, dtype=np.float64)
         y = np.asarray(labels).astype(np.int64)
@@ -123,14 +143,11 @@ class HandcraftedSVM(HandcraftedFeatures):
         if (y < 0).any():
             raise ValueError("labels must be class indices >= 0 (unlabelled samples cannot train)")
         classes, counts = np.unique(y, return_counts=True)
-        if len(classes) < 2 or counts.min() < 2:
+        if len(classes) < 2:
             raise ValueError(
-                "the SVM needs at least two classes with at least two samples each, got "
-                f"counts {dict(zip(classes.tolist(), counts.tolist(), strict=True))}"
+                "the SVM needs training samples of at least two classes, got counts "
+                f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))}"
             )
-        folds = StratifiedKFold(
-            min(self.calibration_folds, int(counts.min())), shuffle=True, random_state=self.seed
-        )
         svm = SVC(
             C=self.C,
             kernel=self.kernel,
@@ -138,10 +155,21 @@ class HandcraftedSVM(HandcraftedFeatures):
             class_weight="balanced",
             random_state=self.seed,
         )
-        calibrated = CalibratedClassifierCV(svm, method="sigmoid", cv=folds, ensemble=False)
-        self.pipeline_ = Pipeline([("scale", StandardScaler()), ("svm", calibrated)]).fit(x, y)
+        n_folds = calibration_folds(
+            type(self).__name__, self.calibration_folds, classes, counts, class_names
+        )
+        final: SVC | CalibratedClassifierCV = svm
+        if n_folds:
+            folds = StratifiedKFold(n_folds, shuffle=True, random_state=self.seed)
+            final = CalibratedClassifierCV(svm, method="sigmoid", cv=folds, ensemble=False)
+        self.pipeline_ = Pipeline([("scale", StandardScaler()), ("svm", final)]).fit(x, y)
         self.classes_ = classes
         return self
+
+    @property
+    def calibration_(self) -> int | None:
+        """Calibration folds of the fit (0: calibration off; ``None`` before fitting)."""
+        return fitted_folds(self.pipeline_)
 
     def predict_proba_features(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities from precomputed features.
@@ -161,7 +189,10 @@ class HandcraftedSVM(HandcraftedFeatures):
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
             raise ValueError(f"expected features (N, {len(self.feature_names)}), got {x.shape}")
-        proba = np.asarray(self.pipeline_.predict_proba(x), dtype=np.float64)
+        if hasattr(self.pipeline_, "predict_proba"):
+            proba = np.asarray(self.pipeline_.predict_proba(x), dtype=np.float64)
+        else:  # calibration off (a class had one training sample)
+            proba = softmax_scores(self.pipeline_.decision_function(x))
         normalised: np.ndarray = proba / proba.sum(axis=1, keepdims=True)
         return normalised
 
@@ -250,7 +281,9 @@ class HandcraftedSVM(HandcraftedFeatures):
             ValueError: See :meth:`dataset_features` and :meth:`fit_features`.
         """
         idx = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
-        return self.fit_features(self.dataset_features(dataset, idx), dataset.labels[idx])
+        return self.fit_features(
+            self.dataset_features(dataset, idx), dataset.labels[idx], class_names=dataset.classes
+        )
 
     def predict_proba_dataset(
         self, dataset: WBCDataset, indices: Iterable[int] | None = None

@@ -108,7 +108,8 @@ def test_explain_refuses_to_replace_overlays(
 ) -> None:
     image = _cell(tmp_path / "cells" / "a.png")
     out = tmp_path / "overlays"
-    assert _run(capsys, "explain", checkpoint, image, "--out", out)[0] == 0
+    code, _, err = _run(capsys, "explain", checkpoint, image, "--out", out)
+    assert code == 0 and "explain: 100%" in err and "classify:" not in err  # its own bar
     first = (out / "a_cell.png").read_bytes()
     line = _error(*_run(capsys, "explain", checkpoint, image, "--out", out, "--method",
                         "integrated_gradients")[::2])  # fmt: skip
