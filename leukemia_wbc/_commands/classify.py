@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from .._io import atomic_write_text, write_png
+from .._io import atomic_write_bytes, atomic_write_text
 from ..inference import TrainedModel
 from ._inference import Inputs, collect_inputs
 from ._outputs import check_outputs, per_input
@@ -132,14 +132,24 @@ def _explain(
     planned: dict[str, list[Path]],
     branches: list[str],
 ) -> None:
-    """Write the overlays of one batch (``planned``: each path's files, in branch order)."""
-    from ..explain import overlay
+    """Write the overlays of one batch (``planned``: each path's files, in branch order).
 
-    maps = model.explain(batch, method=method).maps
-    images = batch["image"].float() / 255.0
+    Each overlay shows the original image at its own size, titled with the predicted class and
+    its probability, with a colour bar (see :func:`~leukemia_wbc.report.overlays.labelled_overlay`).
+    """
+    from ..data.images import read_rgb
+    from ..report.overlays import labelled_overlay
+
+    found = model.explain(batch, method=method)
     for i, path in enumerate(paths):
-        for branch, m in maps.items():
-            write_png(planned[path][branches.index(branch)], overlay(images[i].cpu(), m[i, 0]))
+        original = read_rgb(path)
+        target = int(found.target[i])
+        for branch, m in found.maps.items():
+            png = labelled_overlay(
+                original, m[i, 0].cpu(), predicted=model.classes[target],
+                probability=float(found.probs[i, target]), method=method, branch=branch,
+            )  # fmt: skip
+            atomic_write_bytes(planned[path][branches.index(branch)], png)
 
 
 def _plan(
