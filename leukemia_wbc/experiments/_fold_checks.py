@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.splits import Split
+
 __all__ = [
     "RESTARTED_DIR",
     "DamagedFoldError",
@@ -17,7 +19,11 @@ __all__ = [
     "check_fold_sizes",
     "damaged",
     "warn_missing_classes",
+    "warn_small_classes",
 ]
+
+#: Fewer training samples of a class than this in a fold's training part get a warning.
+MIN_TRAIN_SAMPLES = 3
 
 #: Where a restarted fold's files are moved, under the output folder (``fold_<k>-<time>/``).
 RESTARTED_DIR = "restarted"
@@ -105,13 +111,24 @@ def check_fold_sizes(
             )
     if stratify:
         counts = np.bincount(labels, minlength=len(classes))
-        present = counts[counts > 0]
-        smallest = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
-        if present.min() < n_splits:
+        order = np.argsort(counts, kind="stable")
+        small = [(classes[c], int(counts[c])) for c in order if 0 < counts[c] < n_splits]
+        if small:
+            named = " and ".join(f"the {n} samples of class {name!r}" for name, n in small)
+            them = "that class" if len(small) == 1 else "those classes"
+            fewest = small[0][1]
+            if fewest >= 3:
+                fewer = "" if fewest == 3 else " or fewer"  # 3 is the least
+                what = f"lower n_splits to {fewest}{fewer}, add samples of {them}, or drop {them}"
+            else:
+                what = (
+                    f"no n_splits fits (3 is the least): add samples of {them}, drop {them}, "
+                    f"or set stratify=False (some test folds then lack {them})"
+                )
             raise ValueError(
-                f"n_splits={n_splits} exceeds the {int(present.min())} samples of "
-                f"class {classes[smallest]!r}: every fold needs at least one sample of each "
-                "class; lower n_splits or drop the class"
+                f"n_splits={n_splits} exceeds {named}: stratified folds need every class in "
+                f"every test fold; {what} (in an image folder, drop a class by moving its "
+                "folder out)"
             )
 
 
@@ -135,3 +152,57 @@ def warn_missing_classes(
                 "folds): that fold's recall and AUC of those classes are undefined (NaN)",
                 stacklevel=3,
             )
+
+
+def warn_small_classes(
+    labels: np.ndarray,
+    splits: Sequence[Split],
+    classes: Sequence[str],
+    *,
+    val_fraction: float | None,
+) -> None:
+    """Warn, before any fold runs, about each class some fold's training part nearly lacks.
+
+    A fold whose training part holds fewer than :data:`MIN_TRAIN_SAMPLES` samples of a class
+    the dataset has learns that class from one or two examples, or none; the warning names
+    the class, its count, the folds and what to do.
+
+    Args:
+        labels: Class of every dataset sample (-1 for unlabelled ones).
+        splits: Each fold's split (dataset positions), in fold order.
+        classes: Class names.
+        val_fraction: The validator's ``val_fraction`` (named in the advice when the
+            validation parts of those folds hold samples of the class).
+    """
+    totals = np.bincount(labels[labels >= 0], minlength=len(classes))
+    per_fold = np.stack([np.bincount(labels[s.train], minlength=len(classes)) for s in splits])
+    in_val = np.stack([np.bincount(labels[s.val], minlength=len(classes)) for s in splits])
+    n_splits = len(splits)
+    for c, name in enumerate(classes):
+        low = np.flatnonzero(per_fold[:, c] < MIN_TRAIN_SAMPLES)
+        if totals[c] == 0 or low.size == 0:
+            continue
+        seen = sorted(set(per_fold[low, c].tolist()))
+        if seen == [0]:
+            learns = "never sees the class (and never predicts it)"
+        else:
+            some = " or ".join(str(n) for n in seen if n)
+            learns = (f"learns the class from {some} example{'s' if seen[-1] > 1 else ''}"
+                      + (" or none" if seen[0] == 0 else ""))  # fmt: skip
+        todo = ["add samples of the class", "drop it (in an image folder, move its folder out)"]
+        if val_fraction is not None and in_val[low, c].any():
+            todo.append(f"lower val_fraction (now {val_fraction}) to leave more for training")
+        if totals[c] > n_splits:  # more folds, larger training parts
+            todo.append(f"raise n_splits (now {n_splits}) up to {int(totals[c])}")
+        many = low.size > 1
+        where = (f"the training part{'s' if many else ''} of fold{'s' if many else ''} "
+                 f"{', '.join(str(k) for k in low)} hold{'' if many else 's'}")  # fmt: skip
+        warnings.warn(
+            f"class {name!r} has {int(totals[c])} labelled samples, too few for "
+            f"n_splits={n_splits}: {where} fewer than "
+            f"{MIN_TRAIN_SAMPLES} of them (training samples of the class per fold: "
+            f"{', '.join(str(int(n)) for n in per_fold[:, c])}); there the model {learns}, "
+            f"and the figures of the class are unreliable. To avoid this, "
+            f"{', '.join(todo[:-1])} or {todo[-1]}",
+            stacklevel=3,
+        )

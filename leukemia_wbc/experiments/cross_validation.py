@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from ..data.base import UNLABELLED
 from ..data.datamodule import WBCDataModule
 from ..data.splits import Split, assign_folds, is_grouped, kfold_split
-from ._fold_checks import check_fold_sizes, warn_missing_classes
+from ._fold_checks import check_fold_sizes, warn_missing_classes, warn_small_classes
 from ._fold_lock import LOCK_FILE, FoldLock, rank, run_fold_locked, run_id
 from ._folds import fold_dir, is_finished, read_fold
 from ._output import collect_folds, move_aside, prepare_output, run_config
@@ -54,7 +54,8 @@ class CrossValidator:
     :func:`~leukemia_wbc.data.splits.assign_folds`: fold ``k`` is tested; a share
     ``val_fraction`` of the other folds' samples (stratified, whole groups) validates and the
     rest trains (or, with ``val_fraction=None``, fold ``k + 1`` validates); with groups, each
-    patient stays in one fold.
+    patient stays in one fold. A class of which some fold trains on fewer than 3 samples is
+    named in a warning (its count, those folds, what to do) before any fold runs.
 
     The output folder holds ``config.json`` (what was run), ``folds.csv`` (the assignment),
     one ``fold_<k>/`` per fold (``predictions.csv``, ``fold.json``, checkpoints and logs) and,
@@ -222,6 +223,8 @@ class CrossValidator:
         self.folds = np.full(len(dataset), -1, dtype=np.int64)
         self.folds[self.labelled] = folds
         warn_missing_classes(dataset.labels, self.folds, datamodule.classes, n_splits)
+        warn_small_classes(dataset.labels, [self.split(k) for k in range(n_splits)],
+                           datamodule.classes, val_fraction=val_fraction)  # fmt: skip
         self.config = run_config(
             self.name, info.config, datamodule,
             split={"n_splits": n_splits, "seed": seed, "stratify": stratify,

@@ -262,6 +262,7 @@ def _estimator(file: Path, payload: Any, classes: np.ndarray) -> Any:
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
 
     if not (
         isinstance(payload, torch.Tensor) and payload.dtype == torch.uint8 and payload.ndim == 1
@@ -287,7 +288,8 @@ def _estimator(file: Path, payload: Any, classes: np.ndarray) -> Any:
         isinstance(pipeline, Pipeline)
         and [name for name, _ in steps or []] == ["scale", "svm"]
         and isinstance(pipeline.steps[0][1], StandardScaler)
-        and isinstance(pipeline.steps[1][1], CalibratedClassifierCV)
+        # an SVC alone when calibration was off (a class had fewer than 3 training samples)
+        and isinstance(pipeline.steps[1][1], CalibratedClassifierCV | SVC)
     )
     if not shape_ok or not np.array_equal(np.asarray(pipeline.classes_), classes):
         raise ValueError(

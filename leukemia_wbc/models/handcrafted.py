@@ -44,7 +44,8 @@ class HandcraftedSVM(HandcraftedFeatures):
 
     Small classes: the calibration needs every class in every calibration fold, so a class
     with fewer training samples than ``calibration_folds`` lowers the number of folds to its
-    count, and a class with a single training sample turns calibration off: the
+    count, and a class with fewer than 3 turns calibration off (a sigmoid fitted on two
+    samples can invert the class's ranking; measured on BCCD's basophils): the
     probabilities are then a softmax of the SVM's decision values (uncalibrated, but ranked
     as the SVM ranks). Either case logs a warning naming the class; :attr:`calibration_`
     says what the fit used.
@@ -54,7 +55,7 @@ class HandcraftedSVM(HandcraftedFeatures):
         kernel: SVM kernel.
         gamma: RBF kernel coefficient (``"scale"``, ``"auto"`` or a float).
         calibration_folds: Folds of the probability calibration (fewer when a class has fewer
-            training samples; none, calibration off, when a class has one).
+            training samples; none, calibration off, when a class has fewer than 3).
         seed: Seed of the SVM and of the calibration folds.
         n_jobs: Processes computing features (joblib; 1 computes in this process, -1 uses all
             cores).
@@ -74,7 +75,7 @@ class HandcraftedSVM(HandcraftedFeatures):
         classes_: Class labels seen in training; the columns of :meth:`predict_proba`.
         pipeline_: The fitted scikit-learn pipeline.
         calibration_: Calibration folds the fit used: ``calibration_folds``, fewer for a
-            small class, or 0 (calibration off: a class had a single training sample).
+            small class, or 0 (calibration off: a class had fewer than 3 training samples).
         fallbacks_: Names of the samples whose empty mask fell back to the whole image, in the
             latest feature computation.
 
@@ -117,8 +118,8 @@ class HandcraftedSVM(HandcraftedFeatures):
         """Fit the scaler and the calibrated SVM on precomputed features.
 
         A class with fewer samples than ``calibration_folds`` lowers the calibration folds
-        to its count; one with a single sample turns calibration off (see the class
-        docstring); both log a warning.
+        to its count; one with fewer than 3 turns calibration off (see the class docstring);
+        both log a warning.
 
         Args:
             features: ``(N, len(FEATURE_NAMES))`` array from :meth:`features`.
@@ -191,7 +192,7 @@ class HandcraftedSVM(HandcraftedFeatures):
             raise ValueError(f"expected features (N, {len(self.feature_names)}), got {x.shape}")
         if hasattr(self.pipeline_, "predict_proba"):
             proba = np.asarray(self.pipeline_.predict_proba(x), dtype=np.float64)
-        else:  # calibration off (a class had one training sample)
+        else:  # calibration off (a class had fewer than 3 training samples)
             proba = softmax_scores(self.pipeline_.decision_function(x))
         normalised: np.ndarray = proba / proba.sum(axis=1, keepdims=True)
         return normalised

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from skimage.draw import disk, ellipse
+from sklearn.metrics import roc_auc_score
 
 from leukemia_wbc.data import SyntheticWBC
 from leukemia_wbc.models import (
@@ -428,8 +429,8 @@ def test_svm_errors(synthetic: tuple[SyntheticWBC, SyntheticWBC]) -> None:
     with pytest.raises(ValueError, match="2 images but 1 masks"):
         svm.features([_cell_image(), _cell_image()], [_disc(20)])
     x = np.zeros((4, len(FEATURE_NAMES)))
-    with pytest.raises(ValueError, match="at least two classes"):
-        svm.fit_features(x, [0, 0, 0, 1])
+    with pytest.raises(ValueError, match=r"training samples of at least two classes.*\{0: 4\}"):
+        svm.fit_features(x, [0, 0, 0, 0])
     with pytest.raises(ValueError, match=r"labels must be class indices >= 0"):
         svm.fit_features(x, [0, 1, -1, 1])
     with pytest.raises(ValueError, match=r"expected features \(N, 23\)"):
@@ -438,3 +439,100 @@ def test_svm_errors(synthetic: tuple[SyntheticWBC, SyntheticWBC]) -> None:
         HandcraftedSVM(calibration_folds=1)
     with pytest.raises(ValueError, match="on_empty"):
         HandcraftedSVM(on_empty="skip")  # type: ignore[arg-type]
+
+
+# -- classes too small for the calibration folds (issue 18: BCCD has 3 basophils) -------------
+CALIBRATION_LOGGER = "leukemia_wbc.models._svm_calibration"
+NAMES = ("Eosinophil", "Lymphocyte", "Neutrophil", "Basophil")
+
+
+def _blobs(counts: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features of ``len(counts)`` classes, class ``c`` shifted by 4 along feature ``c``."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(len(counts)), counts)
+    x = rng.normal(size=(len(y), len(FEATURE_NAMES)))
+    x[np.arange(len(y)), y] += 4.0
+    return x, y
+
+
+@pytest.mark.parametrize(
+    ("small", "folds", "message"),
+    [
+        (1, 0, "HandcraftedSVM: class 'Basophil' has 1 training sample; Platt calibration "
+         "needs at least 3 of every class (with fewer it can invert the class's ranking): "
+         "calibration off, probabilities are a softmax of the SVM's decision values "
+         "(uncalibrated)"),
+        (2, 0, "HandcraftedSVM: class 'Basophil' has 2 training samples; Platt calibration "
+         "needs at least 3 of every class (with fewer it can invert the class's ranking): "
+         "calibration off, probabilities are a softmax of the SVM's decision values "
+         "(uncalibrated)"),
+        (3, 3, "HandcraftedSVM: class 'Basophil' has 3 training samples, fewer than "
+         "calibration_folds=5: probabilities calibrated with 3 folds"),
+    ],
+    ids=["1-off", "2-off", "3-folds"],
+)  # fmt: skip
+def test_a_class_of_one_to_three_samples_fits_and_warns(
+    small: int, folds: int, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    x, y = _blobs([20, 20, 20, small], seed=0)
+    with caplog.at_level("WARNING", logger=CALIBRATION_LOGGER):
+        svm = HandcraftedSVM(progress=False).fit_features(x, y, class_names=NAMES)
+    assert [r.getMessage() for r in caplog.records if r.name == CALIBRATION_LOGGER] == [message]
+    assert svm.calibration_ == folds
+    np.testing.assert_array_equal(svm.classes_, [0, 1, 2, 3])
+    x_test, y_test = _blobs([10, 10, 10, 10], seed=1)
+    proba = svm.predict_proba_features(x_test)
+    assert proba.shape == (40, 4) and np.isfinite(proba).all() and (proba >= 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert (proba.argmax(axis=1) == y_test).mean() >= 0.6  # chance 0.25
+    # the small class is ranked: its own samples score highest on its column (AUC)
+    assert roc_auc_score(y_test == 3, proba[:, 3]) >= 0.9
+
+
+def test_enough_samples_calibrate_with_the_folds_asked_and_warn_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    x, y = _blobs([20, 20, 20, 5], seed=0)
+    with caplog.at_level("WARNING", logger=CALIBRATION_LOGGER):
+        svm = HandcraftedSVM(progress=False).fit_features(x, y)
+    assert svm.calibration_ == 5 and not caplog.records
+    assert HandcraftedSVM(progress=False).calibration_ is None  # not fitted
+
+
+def test_two_classes_without_calibration_and_an_unnamed_class(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    x, y = _blobs([20, 2], seed=0)
+    with caplog.at_level("WARNING", logger=CALIBRATION_LOGGER):
+        svm = HandcraftedSVM(progress=False).fit_features(x, y)
+    assert "class 1 has 2 training samples" in caplog.text and svm.calibration_ == 0
+    x_test, y_test = _blobs([10, 10], seed=1)
+    proba = svm.predict_proba_features(x_test)
+    assert proba.shape == (20, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert roc_auc_score(y_test, proba[:, 1]) >= 0.9
+
+
+def test_an_uncalibrated_model_round_trips(tmp_path: Path) -> None:
+    x, y = _blobs([20, 20, 1], seed=0)
+    svm = HandcraftedSVM(progress=False).fit_features(x, y)
+    svm.save(tmp_path / "m.svm.pt")
+    loaded = HandcraftedSVM.load(tmp_path / "m.svm.pt")
+    assert loaded.calibration_ == 0
+    np.testing.assert_array_equal(loaded.predict_proba_features(x), svm.predict_proba_features(x))
+
+
+def test_fit_dataset_names_the_small_class(
+    synthetic: tuple[SyntheticWBC, SyntheticWBC], caplog: pytest.LogCaptureFixture
+) -> None:
+    train, test = synthetic
+    normal = int(train.classes.index("normal"))
+    keep = np.r_[
+        np.flatnonzero(train.labels[:80] != normal), np.flatnonzero(train.labels == normal)[:2]
+    ]
+    with caplog.at_level("WARNING", logger=CALIBRATION_LOGGER):
+        svm = HandcraftedSVM(progress=False).fit_dataset(train, keep)
+    assert "HandcraftedSVM: class 'normal' has 2 training samples; Platt" in caplog.text
+    proba = svm.predict_proba_dataset(test, range(40))
+    assert proba.shape == (40, 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
