@@ -362,6 +362,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
+# Two processes of DDP on 2 cores (20 s); it failed once under a parallel test load and passed
+# alone, so it runs with the slow tests (-m slow) until that is understood.
+@pytest.mark.slow
 def test_ddp_rank_zero_locks_and_the_other_rank_follows(tmp_path: Path, live_pid: int) -> None:
     """Fold 1 is held by another run: both ranks skip it, train folds 0 and 2, and agree."""
     script = tmp_path / "cv_ddp.py"
