@@ -265,7 +265,7 @@ def train_unet(
     )
     trainer.fit(unet, datamodule=dm)
     if checkpoint is not None:
-        trainer.save_checkpoint(checkpoint, weights_only=True)  # weights for inference, no optimiser
+        trainer.save_checkpoint(checkpoint, weights_only=True)  # for inference
     scores = trainer.test(unet, datamodule=dm, verbose=False)[0]
     return unet, float(scores["test_dice"])
 

@@ -280,7 +280,7 @@ def test_cv_through_the_command(tmp_path: Path) -> None:
     assert "| mean ± std |" in cv.stdout
     assert (tmp_path / "cv" / "report" / "report.html").is_file()
     collect = run("cv", "--collect", str(tmp_path / "cv"), cwd=tmp_path)
-    assert collect.returncode == 0 and "| 95 % CI |" in collect.stdout
+    assert collect.returncode == 0 and "| 95 % CI (3 folds: rough) |" in collect.stdout
 
 
 def test_datasets_list_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -499,7 +499,7 @@ def _run_collect(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     _, _, out = shared.paper_cv()
     with working_directory(out.parents[1]):
         result = cli(list(cmd.argv)).ok()
-    assert "| 95 % CI |" in result.out
+    assert "| 95 % CI (4 folds: rough) |" in result.out
     check_cv_output(out, MODEL_NAMES["paper_dual_branch"], ("hem", "all"), n_splits=4)
     with (out / "predictions.csv").open(newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 16  # every image of the fake C-NMC, once
