@@ -10,6 +10,7 @@ datasets and verifies a folder. ``--config NAME`` accepts a packaged preset by n
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import re
 import sys
@@ -56,22 +57,30 @@ def _configs(argv: list[str]) -> int:
     return 0
 
 
-def _commands() -> dict[str, Callable[[list[str]], int]]:
-    from ._commands.classify import run_classify, run_explain
-    from ._commands.cv import run_cv
-    from ._commands.datasets import run_datasets
-    from ._commands.demo import run_demo_command
-    from ._commands.smear import run_analyze_smear
+#: Subcommand -> ``"module:function"`` under ``leukemia_wbc._commands`` (imported only when the
+#: command runs, so ``--help`` and the command list load neither PyTorch nor Lightning), or the
+#: function itself.
+_COMMANDS: dict[str, str | Callable[[list[str]], int]] = {
+    "cv": "cv:run_cv",
+    "classify": "classify:run_classify",
+    "explain": "classify:run_explain",
+    "analyze-smear": "smear:run_analyze_smear",
+    "datasets": "datasets:run_datasets",
+    "configs": _configs,
+    "demo": "demo:run_demo_command",
+}
 
-    return {
-        "cv": run_cv,
-        "classify": run_classify,
-        "explain": run_explain,
-        "analyze-smear": run_analyze_smear,
-        "datasets": run_datasets,
-        "configs": _configs,
-        "demo": run_demo_command,
-    }
+
+def _handler(command: str) -> Callable[[list[str]], int] | None:
+    """The function that runs ``command`` (its module imported now), or None if unknown."""
+    target = _COMMANDS.get(command)
+    if target is None or callable(target):
+        return target
+    module, _, function = target.partition(":")
+    run: Callable[[list[str]], int] = getattr(
+        importlib.import_module(f"._commands.{module}", __package__), function
+    )
+    return run
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -93,11 +102,11 @@ def main(args: Sequence[str] | None = None) -> int:
         argv = resolve_configs(argv)
         if argv[0] in _LIGHTNING:
             return _lightning(argv)
-        handler = _commands().get(argv[0])
+        handler = _handler(argv[0])
         if handler is None:
             raise ValueError(
                 f"unknown command {argv[0]!r}; expected one of "
-                f"{', '.join([*_LIGHTNING, *_commands()])}"
+                f"{', '.join([*_LIGHTNING, *_COMMANDS])}"
             )
         return handler(argv[1:])
     except SystemExit as stop:  # argparse / jsonargparse already printed their message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import textwrap
@@ -225,7 +226,13 @@ def _third_party_imports() -> list[str]:
 
 def test_importing_every_module_changes_no_global_state() -> None:
     """The library's own imports change no global state (its dependencies are imported first:
-    some of them, e.g. Lightning and SciPy, add warning filters of their own)."""
+    some of them, e.g. Lightning and SciPy, add warning filters of their own).
+
+    State is compared after each module, so a failure names the module. Matplotlib starts on
+    the ``svg`` backend: on a headless machine the default resolves to ``agg``, which would hide
+    a module calling ``matplotlib.use("Agg")``; a last control makes that very call and must be
+    seen.
+    """
     names = sorted(m for m, p in MODULES.items() if not _is_shim(ast.parse(p.read_text())))
     code = textwrap.dedent(
         f"""
@@ -236,26 +243,39 @@ def test_importing_every_module_changes_no_global_state() -> None:
             except ImportError:  # optional extras (staintools, ...)
                 pass
         import matplotlib, torch
+        assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+        labels = ("backend", "rcParams", "threads", "dtype", "handlers", "level", "warnings",
+                  "recursion", "deterministic")
         def state():
             return (matplotlib.get_backend(), dict(matplotlib.rcParams), torch.get_num_threads(),
                     torch.get_default_dtype(), list(logging.getLogger().handlers),
                     logging.getLogger().level, list(warnings.filters), sys.getrecursionlimit(),
                     torch.are_deterministic_algorithms_enabled())
+        def changed(before):
+            return [k for k, a, b in zip(labels, before, state()) if a != b]
         before = state()
+        found = []
         for name in {names!r}:
             if not name.endswith("__main__"):
                 importlib.import_module(name)
-        after = state()
-        labels = ("backend", "rcParams", "threads", "dtype", "handlers", "level", "warnings",
-                  "recursion", "deterministic")
-        print("CHANGED", [k for k, a, b in zip(labels, before, after) if a != b])
+                found += [f"{{name}}: {{k}}" for k in changed(before)]
+                before = state()
+        print("CHANGED", found)
+        matplotlib.use("agg")
+        print("CONTROL", changed(before))
         """
     )
     run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "MPLBACKEND": "svg"},
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "CHANGED []" in run.stdout, run.stdout
+    assert "CONTROL ['backend'" in run.stdout, run.stdout  # the check sees matplotlib.use
 
 
 #: Old module path -> new home (the forwarders of ``_deprecation.moved_module``).
