@@ -12,13 +12,26 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["load_torch_file", "unreadable_reason"]
+__all__ = ["load_torch_file", "refused_code", "unreadable_reason"]
+
+
+def refused_code(err: BaseException) -> bool:
+    """Whether ``torch.load(..., weights_only=True)`` refused the file for holding code.
+
+    Args:
+        err: What ``torch.load`` raised.
+
+    Returns:
+        True when the file holds Python objects other than tensors and plain data.
+    """
+    return isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err)
 
 
 def unreadable_reason(path: Path, err: BaseException) -> str:
@@ -37,10 +50,12 @@ def unreadable_reason(path: Path, err: BaseException) -> str:
         is_zip = False
     if not is_zip:
         return "not the zip archive torch.save writes: truncated, damaged or another kind of file"
-    if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err):
+    if refused_code(err):
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        which = f" (it names {named[1]})" if named is not None else ""
         return (
-            "it holds Python objects other than tensors and plain data, and loading them "
-            "could run code: refused"
+            f"it holds Python objects other than tensors and plain data{which}, and loading "
+            "them could run code: refused"
         )
     if isinstance(err, (EOFError, zipfile.BadZipFile)) or "central directory" in str(err):
         return "a damaged or truncated archive"

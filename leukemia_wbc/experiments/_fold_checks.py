@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._safe_load import refused_code, unreadable_reason
 from ..data.splits import Split
 
 __all__ = [
@@ -68,13 +68,9 @@ def check_checkpoint(path: Path, fold: int) -> None:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated zip, an empty or foreign file, a pickled object
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if unsafe is not None:
-            reason = f"it names {unsafe[1]}, not a plain value: refused by weights_only=True"
-        else:
-            reason = f"truncated or not a checkpoint: {type(err).__name__}"
-            if isinstance(err, RuntimeError):  # PyTorch's zip reader says what it missed
-                reason += f": {str(err).split('.')[0][:100]}"
+        reason = unreadable_reason(path, err)
+        if not refused_code(err):
+            reason = f"truncated or not a checkpoint: {reason}"
         raise damaged(path, fold, reason) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise damaged(path, fold, "not a Lightning training checkpoint: no state_dict")
