@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
     "METRIC_LABELS",
+    "MIN_FOLDS_FOR_INTERVAL",
     "PER_CLASS_METRICS",
     "SUMMARY_METRICS",
     "RocCurve",
@@ -51,6 +52,10 @@ METRIC_LABELS: dict[str, str] = {
     "f1": "F1",
     "auroc": "AUC",
 }
+
+
+#: With fewer folds than this, a 95 % t-interval over folds is flagged as rough in tables.
+MIN_FOLDS_FOR_INTERVAL = 5
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,13 @@ import numpy as np
 
 from .._io import atomic_write_text, markdown_row
 from ..experiments.result import CVResult
-from ..metrics import METRIC_LABELS, PER_CLASS_METRICS, SUMMARY_METRICS, Summary
+from ..metrics import (
+    METRIC_LABELS,
+    MIN_FOLDS_FOR_INTERVAL,
+    PER_CLASS_METRICS,
+    SUMMARY_METRICS,
+    Summary,
+)
 from .chance import chance_results, honesty_warnings
 
 __all__ = ["AUC_NOTE", "compare", "comparison_warnings"]
@@ -19,22 +25,22 @@ AUC_NOTE = (
     "AUC in tables is the mean of the per-fold one-vs-rest AUCs (macro over classes); the ROC "
     "figures give the AUC of all out-of-fold predictions pooled, which can differ."
 )
-#: Below this many folds a 95 % interval is flagged as unreliable.
-MIN_FOLDS_FOR_INTERVAL = 5
 
 
-def comparison_warnings(results: Sequence[CVResult]) -> list[str]:
+def comparison_warnings(results: Sequence[CVResult], majority: CVResult | None = None) -> list[str]:
     """The :func:`~leukemia_wbc.evaluation.chance.honesty_warnings` of every model.
 
     Args:
         results: Cross-validation results on identical folds.
+        majority: Their majority-class row (computed from ``results[0]`` when not given).
 
     Returns:
         The warnings, model by model.
     """
     if not results:
         return []
-    majority = chance_results(results[0])[0]
+    if majority is None:
+        majority = chance_results(results[0])[0]
     return [w for r in results for w in honesty_warnings(r, majority)]
 
 
@@ -96,8 +102,8 @@ def compare(
     head = ["Model", *(METRIC_LABELS[m] for m in SUMMARY_METRICS)]
     head += ["Stain-shift accuracy"] if stain_shift is not None else []
     lines = [markdown_row(head), markdown_row(["---"] * len(head))]
-    rows = [*results, *(chance_results(results[0]) if chance else [])]
-    for r in rows:
+    guesses = chance_results(results[0]) if chance else []
+    for r in [*results, *guesses]:
         s = r.summary()
         cells = [r.name, *(s[m].format(digits) for m in SUMMARY_METRICS)]
         if stain_shift is not None:
@@ -105,7 +111,7 @@ def compare(
             cells.append("n/a" if value is None else f"{value:.{digits}f}")
         lines.append(markdown_row(cells))
     if chance:
-        for warning in comparison_warnings(results):
+        for warning in comparison_warnings(results, guesses[0]):
             lines += ["", f"**Warning:** {warning}."]
         lines += ["", AUC_NOTE, _interval_note(results)]
     lines += [

@@ -15,6 +15,7 @@ from .._io import atomic_write_text, json_safe, markdown_row
 from ..data.splits import Split, kfold_split
 from ..metrics import (
     METRIC_LABELS,
+    MIN_FOLDS_FOR_INTERVAL,
     PER_CLASS_METRICS,
     SUMMARY_METRICS,
     RocCurve,
@@ -268,7 +269,7 @@ class CVResult:
         )
         ci = [_interval(s[m], digits) for m in SUMMARY_METRICS]
         n = len(self.folds)
-        label = "95 % CI" if n >= _MIN_FOLDS else f"95 % CI ({n} folds: rough)"
+        label = "95 % CI" if n >= MIN_FOLDS_FOR_INTERVAL else f"95 % CI ({n} folds: rough)"
         lines.append(markdown_row([label, "", *ci]))
         return "\n".join(lines) + "\n"
 
@@ -320,10 +321,6 @@ class CVResult:
             config=body.get("config", {}),
             output_dir=folder,
         )
-
-
-#: Fewer folds than this give a t-interval that is flagged as rough.
-_MIN_FOLDS = 5
 
 
 def _interval(summary: Summary, digits: int) -> str:
