@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..experiments.fold_attributions import METHOD_NAMES
+from ..explain import overlay
 
 __all__ = ["MIN_SIDE", "SMOOTH_FRACTION", "labelled_overlay", "smooth_attribution", "to_size"]
 
@@ -98,16 +99,13 @@ def labelled_overlay(
     height, width = image.shape[:2]
     smoothed = method == "integrated_gradients"
     heat = smooth_attribution(heat) if smoothed else heat.abs()
-    h = to_size(heat, (height, width))
-    rgb = image.astype(np.float64) / 255.0
-    colour = colormaps["jet"](h)[..., :3]
-    blended = (1 - alpha * h[..., None]) * rgb + alpha * h[..., None] * colour
+    blended = overlay(image, to_size(heat, (height, width)), alpha=alpha)
     scale = max(1.0, MIN_SIDE / max(height, width))
     dpi = 100
     fig = Figure(figsize=(width * scale / dpi + 1.3, height * scale / dpi + 0.6), dpi=dpi)
     ax = fig.add_axes((0.02, 0.02, width * scale / dpi / fig.get_figwidth(),
                        height * scale / dpi / fig.get_figheight()))  # fmt: skip
-    ax.imshow(np.clip(blended, 0, 1), interpolation="bilinear" if scale > 1 else "nearest")
+    ax.imshow(blended, interpolation="bilinear" if scale > 1 else "nearest")
     ax.set_axis_off()
     name = METHOD_NAMES.get(method, method) + (", smoothed" if smoothed else "")
     fig.suptitle(f"predicted {predicted} (p = {probability:.2f})\n{name}, {branch} branch",
