@@ -41,8 +41,11 @@ def test_float_images_in_0_255_are_refused_by_every_transform(name: str) -> None
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
 def test_uint8_and_unit_floats_are_taken(name: str) -> None:
-    TRANSFORMS[name](_cells())
-    TRANSFORMS[name](_cells().float() / 255.0)
+    for batch in (_cells(), _cells().float() / 255.0):
+        out = TRANSFORMS[name](batch)
+        tensors = [out] if isinstance(out, Tensor) else [v for v in out if isinstance(v, Tensor)]
+        assert tensors and all(t.shape[0] == len(batch) for t in tensors), name
+        assert all(bool(torch.isfinite(t.float()).all()) for t in tensors), name
 
 
 def test_normalised_images_get_their_own_hint() -> None:
