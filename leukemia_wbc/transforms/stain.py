@@ -352,6 +352,6 @@ def _import_staintools() -> Any:
             "MacenkoNormalizer(backend='staintools') needs staintools: "
             "pip install 'leukemia-wbc[staintools]' (on a machine without a display, then "
             "pip uninstall -y opencv-python && pip install --force-reinstall --no-deps "
-            f"opencv-python-headless; see the README). Import failed with: {err}"
+            f"opencv-python-headless; see docs/installation.md). Import failed with: {err}"
         ) from err
     return staintools
