@@ -404,8 +404,8 @@ def test_demo_paper_settings_are_the_packaged_configs(tmp_path: Path) -> None:
     assert setups["resnet"].model.hparams["backbone"] == "resnet50"
 
 
-# The documented-command tests run the same commands in-process (README: analyze-smear); these
-# run them in a fresh process, as a user's shell does.
+# The documented-command tests run the same commands in-process (docs/smears.md:
+# analyze-smear); these run them in a fresh process, as a user's shell does.
 @pytest.mark.slow
 def test_analyze_smear_counts_blasts_and_writes_overlays(
     dual_checkpoint: Path, tmp_path: Path

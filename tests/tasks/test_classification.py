@@ -260,7 +260,7 @@ def test_dual_branch_learns_synthetic_morphology() -> None:
     Recipe: MobileNetV3-Small-0.5 on both branches, 96 px cells and 64 px nucleus crops, AdamW
     (weight decay 0.05, none on biases and norms) with a one-cycle schedule peaking at 5e-3, 40
     epochs, the paper's augmentation and hybrid loss; test = about 5 of 24 synthetic patients.
-    Measured on one thread with the same settings (README, "Models"), held-out accuracy after 40
+    Measured on one thread with the same settings (docs/classifiers.md), held-out accuracy after 40
     epochs: 0.936 for this data seed (11), 0.915 and 0.932 for data seeds 12 and 13 (about 15
     min each); with 30 epochs seed 12 stayed at 0.874.
     """
