@@ -8,13 +8,12 @@ input (see ``_commands/_inference.py``).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import inspect
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm.auto import tqdm
 
@@ -22,46 +21,51 @@ from .._io import atomic_write_bytes, atomic_write_text
 from ..inference import TrainedModel
 from ._inference import Inputs, collect_inputs
 from ._outputs import check_outputs, per_input
+from ._parser import command_parser, flag, parse
 
 if TYPE_CHECKING:
     from ..explain import AttributionMethod
 
-__all__ = ["run_classify", "run_explain"]
+__all__ = ["classify_parser", "explain_parser", "run_classify", "run_explain"]
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a CellClassifier / DualBranchClassifier checkpoint")
+def _common(parser: Any) -> None:
+    parser.add_argument("checkpoint", type=str,
+                        help="a CellClassifier / DualBranchClassifier checkpoint")  # fmt: skip
     parser.add_argument(
-        "inputs", nargs="+",
+        "inputs", nargs="+", type=str,
         help="images, folders (searched recursively; mask files beside the images are left "
         "out) or .txt/.csv path lists (relative paths in a list: from the list's folder)",
     )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch_size", type=int, default=32, help="images per batch")
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
     parser.add_argument(
-        "--segmenter",
+        "--segmenter", type=str | None, default=None,
         help="replace the model's saved nucleus segmenter: a classical method (kmeans, "
         "watershed, ...) or a SegmentationModule checkpoint (default: the one it was trained "
         "with)",
-    )
-    parser.add_argument("--method", default="gradcam", choices=["gradcam", "integrated_gradients"])
+    )  # fmt: skip
     parser.add_argument(
-        "--on-error", choices=["raise", "skip"], default="raise",
+        "--method", type=Literal["gradcam", "integrated_gradients"], default="gradcam",
+        help="attribution method of the overlays",
+    )  # fmt: skip
+    parser.add_argument(
+        "--on_error", type=Literal["raise", "skip"], default="raise",
         help="raise: stop at an unreadable image with an error naming it (no table is "
         "written); skip: go on, list it in the table's error column and count it",
     )  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true", help="replace earlier results")
+    flag(parser, "overwrite", "replace earlier results")
 
 
-def _load(args: argparse.Namespace) -> TrainedModel:
+def _load(args: Any) -> TrainedModel:
     return TrainedModel.from_checkpoint(
         args.checkpoint, device=args.device, segmenter=args.segmenter or None,
         segmenter_where="--segmenter",
     )  # fmt: skip
 
 
-def _run(args: argparse.Namespace, *, table: Path | None, overlays: Path | None) -> int:
+def _run(args: Any, *, table: Path | None, overlays: Path | None) -> int:
     inputs = collect_inputs(args.inputs)
     note = inputs.masks_note()
     if note:
@@ -153,7 +157,7 @@ def _explain(
 
 
 def _plan(
-    args: argparse.Namespace,
+    args: Any,
     inputs: Inputs,
     model: TrainedModel,
     *,
@@ -179,6 +183,24 @@ def _summary(command: Callable[..., int]) -> str:
     return inspect.cleandoc(command.__doc__ or "").split("\n\n")[0]
 
 
+def classify_parser() -> Any:
+    """The options of ``leukemia-wbc classify`` (a ``jsonargparse.ArgumentParser``)."""
+    parser = command_parser("leukemia-wbc classify", _summary(run_classify))
+    _common(parser)
+    parser.add_argument("--out", type=str, default="predictions.csv", help="CSV file")
+    parser.add_argument("--overlays", type=str | None, default=None,
+                        help="also write attribution overlays into this folder")  # fmt: skip
+    return parser
+
+
+def explain_parser() -> Any:
+    """The options of ``leukemia-wbc explain`` (a ``jsonargparse.ArgumentParser``)."""
+    parser = command_parser("leukemia-wbc explain", _summary(run_explain))
+    _common(parser)
+    parser.add_argument("--out", type=str, default="overlays", help="output folder")
+    return parser
+
+
 def run_classify(argv: list[str]) -> int:
     """Class probabilities of images into a CSV (and, with ``--overlays``, attribution PNGs).
 
@@ -191,14 +213,9 @@ def run_classify(argv: list[str]) -> int:
     Returns:
         The exit status.
     """
-    parser = argparse.ArgumentParser(
-        prog="leukemia-wbc classify", description=_summary(run_classify)
-    )
-    _common(parser)
-    parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV file")
-    parser.add_argument("--overlays", type=Path, help="also write attribution overlays here")
-    args = parser.parse_args(argv)
-    return _run(args, table=args.out, overlays=args.overlays)
+    args = parse(classify_parser(), argv)
+    overlays = Path(args.overlays) if args.overlays is not None else None
+    return _run(args, table=Path(args.out), overlays=overlays)
 
 
 def run_explain(argv: list[str]) -> int:
@@ -213,8 +230,5 @@ def run_explain(argv: list[str]) -> int:
     Returns:
         The exit status.
     """
-    parser = argparse.ArgumentParser(prog="leukemia-wbc explain", description=_summary(run_explain))
-    _common(parser)
-    parser.add_argument("--out", type=Path, default=Path("overlays"), help="output folder")
-    args = parser.parse_args(argv)
-    return _run(args, table=None, overlays=args.out)
+    args = parse(explain_parser(), argv)
+    return _run(args, table=None, overlays=Path(args.out))

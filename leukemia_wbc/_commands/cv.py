@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._parser import command_parser, underscored
+
 __all__ = ["CVConfig", "load_cv_config", "run_cv"]
 
 
@@ -30,37 +32,36 @@ class CVConfig:
 
 
 def _parser() -> Any:
-    from jsonargparse import ActionConfigFile, ArgumentParser  # type: ignore[attr-defined]
-
     from ..data.datamodule import WBCDataModule
     from ..experiments import CrossValidator
     from ..experiments.fold_model import ConfigurableFoldModel
 
-    parser = ArgumentParser(prog="leukemia-wbc cv", description="Cross-validate a model: "
-                            "each fold into OUTPUT_DIR/fold_<k>, resumable.",
-                            exit_on_error=False)  # fmt: skip
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file or packaged name")
+    parser = command_parser("leukemia-wbc cv", "Cross-validate a model: each fold into "
+                            "OUTPUT_DIR/fold_<k>, resumable.")  # fmt: skip
+    parser.add_argument("--collect", type=str | None, default=None, metavar="OUTPUT_DIR",
+                        help="merge the finished folds of this OUTPUT_DIR and write its report "
+                             "(no training; the other options are not read)")  # fmt: skip
     parser.add_argument("--model", type=ConfigurableFoldModel, help="task or SVM")
     parser.add_class_arguments(WBCDataModule, "data")
     parser.add_class_arguments(CrossValidator, "cv", skip={"task", "datamodule"},
                                instantiate=False)  # fmt: skip
     parser.add_argument("--folds", type=list[int] | None, default=None,
                         help="run these folds only (one job per fold), e.g. [0,1]")  # fmt: skip
-    parser.add_argument("--restart-fold", type=list[int] | int | None, default=None,
+    parser.add_argument("--restart_fold", type=list[int] | int | None, default=None,
                         help="train this fold again from the start (its files move to "
                              "OUTPUT_DIR/restarted/, kept); repeatable, or a list [1,2]",
                         )  # fmt: skip
     parser.add_argument("--report", type=bool, default=True,
                         help="write OUTPUT_DIR/report once every fold is finished")  # fmt: skip
-    parser.add_argument("--test-data", type=str | None, default=None,
+    parser.add_argument("--test_data", type=str | None, default=None,
                         help="a data config (YAML file or packaged name) of another dataset: "
                              "every fold's model is also scored on all of it")  # fmt: skip
     parser.add_argument("--robustness", type=bool, default=False,
                         help="score each fold's model on its held-out images under the "
                              "perturbation suite; adds a section to the report")  # fmt: skip
-    parser.add_argument("--robustness-strengths", type=list[float], default=[0.25, 0.5, 1.0],
+    parser.add_argument("--robustness_strengths", type=list[float], default=[0.25, 0.5, 1.0],
                         help="perturbation strengths in (0, 1]")  # fmt: skip
-    parser.add_argument("--test-class-map", type=dict[str, str | None] | None, default=None,
+    parser.add_argument("--test_class_map", type=dict[str, str | None] | None, default=None,
                         help="{test class: training class or null} where names differ")  # fmt: skip
     return parser
 
@@ -85,7 +86,7 @@ def _test_dataset(config: str) -> Any:
     from ..configs import resolve_config
     from ..data.datamodule import WBCDataModule
 
-    parser = ArgumentParser(prog="leukemia-wbc cv --test-data", exit_on_error=False)
+    parser = ArgumentParser(prog="leukemia-wbc cv --test_data", exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(WBCDataModule, "data")
     cfg = parser.parse_args(["--config", resolve_config(config)], defaults=True)
@@ -155,13 +156,25 @@ def load_cv_config(argv: Sequence[str]) -> CVConfig:
     from ..experiments import as_fold_model
 
     parser = _parser()
-    cfg = parser.parse_args(_merge_repeated(resolve_configs(argv), "--restart-fold"))
+    cfg = parser.parse_args(_merge_repeated(underscored(resolve_configs(argv), parser),
+                                            "--restart_fold"))  # fmt: skip
     if cfg.model is None:
         parser.error("--model is required (a task such as DualBranchClassifier, or HandcraftedSVM)")
     init = parser.instantiate_classes(cfg)
     # classes, nucleus masks, segmenter: fail now, before any fold
     as_fold_model(init.model).check(init.data, where="model.init_args")
     return CVConfig(init.model, init.data, dict(vars(cfg.cv)), cfg)
+
+
+def _collect_dir(argv: list[str]) -> str | None:
+    """The folder of ``--collect DIR`` (alone), or None when the command trains."""
+    if not any(a == "--collect" or a.startswith("--collect=") for a in argv):
+        return None
+    if len(argv) == 1 and argv[0].startswith("--collect="):
+        return argv[0].partition("=")[2]
+    if len(argv) != 2 or argv[0] != "--collect":
+        raise ValueError("usage: leukemia-wbc cv --collect OUTPUT_DIR (no other option)")
+    return argv[1]
 
 
 def run_cv(argv: list[str]) -> int:
@@ -176,12 +189,11 @@ def run_cv(argv: list[str]) -> int:
     from ..experiments import CrossValidator
     from ..report import write_report
 
-    if argv[:1] == ["--collect"]:
-        if len(argv) != 2:
-            raise ValueError("usage: leukemia-wbc cv --collect OUTPUT_DIR")
-        result = CrossValidator.collect(argv[1])
+    collect = _collect_dir(argv)
+    if collect is not None:
+        result = CrossValidator.collect(collect)
         print(result.to_markdown())
-        print(f"report: {write_report([result], Path(argv[1]) / 'report').html}")
+        print(f"report: {write_report([result], Path(collect) / 'report').html}")
         return 0
     setup = load_cv_config(argv)
     cfg = setup.namespace

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import re
 from collections import Counter
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -21,11 +21,14 @@ from ..data import (
     SegmentationWBC2018,
     WBCDataset,
 )
+from ._parser import command_parser, parse, underscored
 
-__all__ = ["DATASETS", "DECODE_LIMIT", "decode_all", "describe", "run_datasets"]
+__all__ = [
+    "DATASETS", "DECODE_LIMIT", "datasets_parser", "decode_all", "describe", "run_datasets",
+]  # fmt: skip
 
 #: ``datasets verify`` decodes every file by default up to this many images (``--decode`` or
-#: ``--no-decode`` choose for any size).
+#: ``--no_decode`` choose for any size).
 DECODE_LIMIT = 5000
 
 #: Command-line name of every dataset loader.
@@ -120,6 +123,29 @@ def _verify(name: str, root: str, decode: bool | None) -> int:
     return 1
 
 
+def datasets_parser() -> Any:
+    """The options of ``leukemia-wbc datasets`` (a ``jsonargparse.ArgumentParser``)."""
+    from jsonargparse import ActionYesNo, ArgumentParser
+
+    parser = command_parser(
+        "leukemia-wbc datasets",
+        "The known datasets (their loaders, layouts and sources), or `verify NAME ROOT` to "
+        "check a folder.",
+    )
+    commands = parser.add_subcommands(required=False, dest="action")
+    verify = ArgumentParser(exit_on_error=False, description="Check a dataset folder: counts "
+                            "per class and group; decode the files.")  # fmt: skip
+    verify.add_argument("name", type=str, help=f"one of: {', '.join(DATASETS)}")
+    verify.add_argument("root", type=str, help="the dataset's root folder")
+    verify.add_argument(
+        "--decode", action=ActionYesNo(no_prefix="no_"), default=None,
+        help=f"decode every image and mask and list those that fail (exit status 1); "
+        f"--no_decode only counts; default: on up to {DECODE_LIMIT} images",
+    )  # fmt: skip
+    commands.add_subcommand("verify", verify, help="check a dataset folder and print its counts")
+    return parser
+
+
 def run_datasets(argv: list[str]) -> int:
     """``datasets`` lists the loaders; ``datasets verify NAME ROOT`` checks a folder.
 
@@ -137,19 +163,9 @@ def run_datasets(argv: list[str]) -> int:
         ValueError: An unknown dataset name.
         FileNotFoundError: From the loader, naming what is missing.
     """
-    parser = argparse.ArgumentParser(prog="leukemia-wbc datasets")
-    sub = parser.add_subparsers(dest="action")
-    verify = sub.add_parser("verify", help="check a dataset folder and print its counts")
-    verify.add_argument("name", help=f"one of: {', '.join(DATASETS)}")
-    verify.add_argument("root", help="the dataset's root folder")
-    verify.add_argument(
-        "--decode",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"decode every image and mask and list those that fail (exit status 1); default: "
-        f"on up to {DECODE_LIMIT} images",
-    )
-    args = parser.parse_args(argv)
+    parser = datasets_parser()
+    verify = parser._subcommands_action._name_parser_map["verify"]  # argparse's map
+    args = parse(parser, underscored(argv, verify))
     if args.action == "verify":
-        return _verify(args.name, args.root, args.decode)
+        return _verify(args.verify.name, args.verify.root, args.verify.decode)
     return _list()

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Any
 
-__all__ = ["run_demo_command"]
+from ._parser import command_parser, flag, parse
+
+__all__ = ["demo_parser", "run_demo_command"]
+
+
+def demo_parser() -> Any:
+    """The options of ``leukemia-wbc demo`` (a ``jsonargparse.ArgumentParser``)."""
+    parser = command_parser(
+        "leukemia-wbc demo",
+        "Train the nucleus U-Net, cross-validate the dual-branch classifier against the ResNet, "
+        "VGG and SVM baselines on SyntheticWBC, and write the HTML report. The default is "
+        "CPU-sized; --full runs the paper's settings (use a GPU).",
+    )
+    parser.add_argument("--out", type=str, default="runs/demo", help="output folder")
+    flag(parser, "full", "paper settings: 224 px, 10 folds")
+    parser.add_argument("--n", type=int | None, default=None, help="synthetic cells")
+    parser.add_argument("--epochs", type=int | None, default=None, help="epochs per fold")
+    parser.add_argument("--folds", type=int | None, default=None, help="folds")
+    parser.add_argument("--size", type=int | None, default=None, help="image side in pixels")
+    parser.add_argument("--unet_epochs", type=int | None, default=None,
+                        help="epochs of the nucleus U-Net")  # fmt: skip
+    flag(parser, "no_progress", "hide progress bars")
+    return parser
 
 
 def run_demo_command(argv: list[str]) -> int:
@@ -19,24 +41,10 @@ def run_demo_command(argv: list[str]) -> int:
     """
     from ..demo import DemoSettings, run_demo
 
-    parser = argparse.ArgumentParser(
-        prog="leukemia-wbc demo",
-        description="Train the nucleus U-Net, cross-validate the dual-branch classifier against "
-        "the ResNet, VGG and SVM baselines on SyntheticWBC, and write the HTML report. The "
-        "default is CPU-sized; --full runs the paper's settings (use a GPU).",
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    parser.add_argument("--full", action="store_true", help="paper settings: 224 px, 10 folds")
-    parser.add_argument("--n", type=int, help="synthetic cells")
-    parser.add_argument("--epochs", type=int, help="epochs per fold")
-    parser.add_argument("--folds", type=int, help="folds")
-    parser.add_argument("--size", type=int, help="image side in pixels")
-    parser.add_argument("--unet-epochs", type=int, help="epochs of the nucleus U-Net")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args(argv)
+    args = parse(demo_parser(), argv)
     settings = DemoSettings.paper() if args.full else DemoSettings.cpu()
     for name in ("n", "epochs", "folds", "size", "unet_epochs"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
-    run_demo(args.out, settings, progress=not args.no_progress)
+    run_demo(Path(args.out), settings, progress=not args.no_progress)
     return 0

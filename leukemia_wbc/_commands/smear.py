@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,8 +17,9 @@ from ..checkpoint import read_checkpoint
 from ..inference import TrainedModel
 from ._inference import Inputs, collect_inputs
 from ._outputs import check_outputs, per_input
+from ._parser import command_parser, flag, parse
 
-__all__ = ["run_analyze_smear"]
+__all__ = ["run_analyze_smear", "smear_parser"]
 
 _CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 _DESCRIPTION = """Detect the white cells of whole smear images, classify each with a trained
@@ -31,33 +31,40 @@ create_mask_rcnn state dict, e.g. examples/smear_detection.py's mask_rcnn.pt). W
 detector the classical detector runs; with one, the hybrid (--method to choose)."""
 
 
-def _names(value: str) -> list[str]:
-    """A comma-separated list of class names."""
-    return [name.strip() for name in value.split(",") if name.strip()]
+def _names(value: str | list[str] | None) -> list[str] | None:
+    """Class names from a list or a comma-separated string (``ALL,AML``)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    return [name.strip() for name in items if name.strip()]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="leukemia-wbc analyze-smear", description=_DESCRIPTION)
-    p.add_argument("paths", nargs="*", metavar="CHECKPOINTS... IMAGES...",
+def smear_parser() -> Any:
+    """The options of ``leukemia-wbc analyze-smear`` (a ``jsonargparse.ArgumentParser``)."""
+    p = command_parser("leukemia-wbc analyze-smear", _DESCRIPTION)
+    p.add_argument("paths", nargs="*", type=str, metavar="CHECKPOINTS... IMAGES...",
                    help="checkpoints (.ckpt/.pt/.pth/.safetensors) first, then images, "
                         "folders or .txt/.csv lists")  # fmt: skip
-    p.add_argument("--method", choices=["auto", "classical", "mask_rcnn", "hybrid"],
+    p.add_argument("--method", type=Literal["auto", "classical", "mask_rcnn", "hybrid"],
                    default="auto",
                    help="detector (auto: hybrid with a detector file, else classical)")  # fmt: skip
     p.add_argument("--scale", type=float, default=1.0,
                    help="resize factor before detection, to the cell size the detector "
                         "was trained on")  # fmt: skip
-    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--score_threshold", type=float, default=0.5,
+                   help="lowest Mask R-CNN score of a detected cell")  # fmt: skip
     p.add_argument("--margin", type=float, default=0.35,
                    help="crop margin per side, as a share of the cell box side")  # fmt: skip
     p.add_argument("--tile", type=int, default=1024, help="Mask R-CNN tile side")
-    p.add_argument("--blast-classes", type=_names,
-                   help="comma-separated blast classes (default: ALL,AML,blast)")  # fmt: skip
-    p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--out", type=Path, default=Path("smear_analysis"), help="output folder")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier results")
-    p.add_argument("--allidb1", type=Path, metavar="ROOT",
+    p.add_argument("--blast_classes", type=list[str] | str | None, default=None,
+                   help="blast classes, a list or comma-separated (default: ALL,AML,blast)",
+                   )  # fmt: skip
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="confidence level of the blast-share interval")  # fmt: skip
+    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--out", type=str, default="smear_analysis", help="output folder")
+    flag(p, "overwrite", "replace earlier results")
+    p.add_argument("--allidb1", type=str | None, default=None, metavar="ROOT",
                    help="also score blast detection on ALL-IDB1 under ROOT")  # fmt: skip
     p.add_argument("--radius", type=float, default=40.0,
                    help="ALL-IDB1 matching radius in original pixels")  # fmt: skip
@@ -105,7 +112,7 @@ def _network(path: str, device: torch.device) -> Any:
     return create_mask_rcnn(weights=path).to(device)
 
 
-def _detector(args: argparse.Namespace, detector_file: str | None, device: torch.device) -> Any:
+def _detector(args: Any, detector_file: str | None, device: torch.device) -> Any:
     from ..smear.detectors import ClassicalCellDetector, HybridCellDetector
     from ..smear.mask_rcnn import MaskRCNNCellDetector
 
@@ -148,7 +155,9 @@ def run_analyze_smear(argv: list[str]) -> int:
     """
     from ..smear.analysis import SmearAnalyzer
 
-    args = _parser().parse_args(argv)
+    args = parse(smear_parser(), argv)
+    args.out = Path(args.out)
+    args.blast_classes = _names(args.blast_classes)
     classifier_file, detector_file, inputs = _split(list(args.paths))
     if not inputs and args.allidb1 is None:
         raise ValueError("no images given (and no --allidb1 ROOT): nothing to analyse")
@@ -186,7 +195,7 @@ def run_analyze_smear(argv: list[str]) -> int:
 
 
 def _check_outputs(
-    args: argparse.Namespace, found: Inputs, summary_file: Path, checkpoints: list[str | None]
+    args: Any, found: Inputs, summary_file: Path, checkpoints: list[str | None]
 ) -> dict[str, list[Path]]:
     """Refuse, before any work, outputs that would collide or replace finished results.
 
@@ -202,11 +211,11 @@ def _check_outputs(
     return planned
 
 
-def _allidb1(args: argparse.Namespace, analyzer: Any) -> None:
+def _allidb1(args: Any, analyzer: Any) -> None:
     from ..data.allidb import ALLIDB1
     from ..smear.metrics import evaluate_allidb1
 
-    dataset = ALLIDB1(args.allidb1)
+    dataset = ALLIDB1(Path(args.allidb1))
 
     def predict(index: int) -> np.ndarray:
         points: np.ndarray = analyzer.analyze(dataset.records[index].path).blast_centroids()

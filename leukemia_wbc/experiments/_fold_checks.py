@@ -46,7 +46,7 @@ def damaged(path: Path, fold: int, reason: str) -> DamagedFoldError:
     """
     folder = next((p for p in path.parents if p.name == f"fold_{fold}"), path.parent)
     return DamagedFoldError(
-        f"{path} is damaged ({reason}): rerun with --restart-fold {fold} "
+        f"{path} is damaged ({reason}): rerun with --restart_fold {fold} "
         f"(CrossValidator.run(restart_folds=[{fold}])) to train fold {fold} from the start; "
         f"its current files are kept, moved to {folder.parent / RESTARTED_DIR}/fold_{fold}-<time>/"
     )

@@ -240,7 +240,7 @@ class SklearnFoldModel:
                 "baseline in; unpickling can run any code the file holds, so it is not read. "
                 f"The fold's results stay valid; to get a model to load, refit the fold: delete "
                 f"the folder {file.parent} and run the cross-validation again (leukemia-wbc cv "
-                f"... --restart-fold {k if k.isdigit() else 'K'})"
+                f"... --restart_fold {k if k.isdigit() else 'K'})"
             )
         recorded = recorded_class(config or {}) or HandcraftedSVM.__name__
         known = _baselines()

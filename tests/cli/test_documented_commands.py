@@ -312,9 +312,16 @@ def _run_help(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     _check_documented_output(cmd, result)
 
 
-for _key in ("--help", "cv --help", "classify --help", "explain --help",
-             "datasets verify --help", "demo --help"):  # fmt: skip
+for _key in ("--help", "cv --help", "classify --help", "explain --help", "analyze-smear --help",
+             "datasets --help", "datasets verify --help", "demo --help"):  # fmt: skip
     runs(_key)(_run_help)
+
+
+@runs("fit --help")
+def _run_fit_help(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
+    """Lightning's help runs; the excerpt's content is checked by ``test_cli_help_docs.py``."""
+    result = cli(list(cmd.argv)).ok()
+    assert "--model.help" in result.out and "--data.help" in result.out
 
 
 @runs("configs")
@@ -548,6 +555,38 @@ def _run_classify(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     assert sorted(p.name for p in (tmp / "overlays").iterdir()) == [
         f"cell_{i}_{branch}.png" for i in range(3) for branch in ("cell", "nucleus")
     ]
+
+
+PRINT_CONFIG = "classify model.ckpt cells/ --batch_size 8 --print_config > classify.yaml"
+
+
+def _print_classify_config(tmp: Path, shared: Shared) -> Result:
+    """The documented ``--print_config`` line, its stdout written to ``classify.yaml``."""
+    shutil.copy(shared.model_checkpoint(), tmp / "model.ckpt")
+    write_cells(tmp / "cells", 3)
+    argv = shlex.split(PRINT_CONFIG)
+    result = cli(argv[: argv.index(">")]).ok()
+    (tmp / "classify.yaml").write_text(result.out)
+    return result
+
+
+@runs(PRINT_CONFIG)
+def _run_print_config(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
+    import yaml
+
+    _print_classify_config(tmp, shared)
+    config = yaml.safe_load((tmp / "classify.yaml").read_text())
+    assert config["checkpoint"] == "model.ckpt" and config["inputs"] == ["cells/"]
+    assert config["batch_size"] == 8 and config["on_error"] == "raise"
+    assert not (tmp / "predictions.csv").exists()  # printing the options runs nothing
+
+
+@runs("classify --config classify.yaml --overwrite")
+def _run_classify_from_config(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
+    _print_classify_config(tmp, shared)
+    result = cli(list(cmd.argv)).ok()
+    assert "3 images classified: predictions.csv" in result.out
+    check_predictions_csv(tmp / "predictions.csv", SYNTHETIC_CLASSES, 3)
 
 
 @runs("explain model.ckpt cell.bmp --method integrated_gradients")

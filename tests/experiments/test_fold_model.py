@@ -214,7 +214,7 @@ def test_a_fold_saved_as_a_pickle_by_an_older_version_is_kept_but_never_unpickle
         message = str(err.value)
         assert "\n" not in message and str(fold / "model.joblib") in message
         for part in ("is a pickle", "older version", "can run any code", "delete the folder",
-                     "--restart-fold 0"):  # fmt: skip
+                     "--restart_fold 0"):  # fmt: skip
             assert part in message, part
     assert not marker.exists()
     (fold / "model.joblib").rename(fold / "model.svm.pt")

@@ -217,7 +217,7 @@ def test_truncated_last_checkpoint_names_the_file_then_restart_keeps_it(
         validator(synthetic, out).run(folds=[0])
     message = str(err.value)
     assert message.startswith(f"{last} is damaged (truncated or not a checkpoint")
-    assert "--restart-fold 0" in message and "restart_folds=[0]" in message
+    assert "--restart_fold 0" in message and "restart_folds=[0]" in message
     assert not list((out / "fold_0").glob("logs*"))  # stopped before Lightning started
     assert not (out / "fold_0" / "fold.lock").exists()  # released on the error
 
@@ -242,7 +242,7 @@ def test_damaged_fold_json_through_the_command(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"{record} is damaged (not a fold record: JSONDecodeError" in err
-    assert "rerun with --restart-fold 0" in err and f"{out / 'restarted'}/fold_0-<time>/" in err
+    assert "rerun with --restart_fold 0" in err and f"{out / 'restarted'}/fold_0-<time>/" in err
 
     assert main([*cli_args(out), "--folds", "[0]", "--restart-fold", "0"]) == 0
     (kept,) = (out / "restarted").iterdir()
