@@ -521,8 +521,8 @@ def _run_cv_demo(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
 
 
 @runs(
-    "cv --config demo --config recipe_grayscale --robustness true --test-data other_lab.yaml "
-    "--test-class-map {basophil: null}"
+    "cv --config demo --config recipe_grayscale --robustness true --test_data other_lab.yaml "
+    "--test_class_map {basophil: null}"
 )
 def _run_cv_shift_tests(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     """``other_lab.yaml``: a class-folder tree with the model's classes and one more."""
