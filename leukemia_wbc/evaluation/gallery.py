@@ -8,7 +8,7 @@ import torch
 
 from .._deprecation import moved_names
 from ..data.datamodule import WBCDataModule, collate_samples
-from ..experiments.attributions import GalleryItem, select_cells
+from ..experiments.attributions import GalleryItem, nucleus_masks, select_cells
 from ..experiments.result import CVResult
 from ..explain import (
     Attribution,
@@ -38,14 +38,14 @@ def _explain_fold(
     samples: list[Any],
     method: AttributionMethod,
     load_kwargs: dict[str, Any],
-) -> tuple[Attribution, dict[str, Any]]:
+) -> tuple[Attribution, dict[str, Any], Any]:
     """Explain samples with fold ``fold``'s best model, through the pipeline it was trained with.
 
-    Returns the attributions and the transformed batch (on the model's device).
+    Returns the attributions, the transformed batch (on the model's device) and the model.
     """
     model = result.trained_model(fold, segmenter=load_kwargs.get("segmenter"))
     batch = model.transform(collate_samples(samples))
-    return Explainer(model.task, method).explain(batch), batch
+    return Explainer(model.task, method).explain(batch), batch, model
 
 
 def attribution_gallery(
@@ -70,7 +70,8 @@ def attribution_gallery(
         **load_kwargs: ``segmenter=`` replaces the models' saved segmenter.
 
     Returns:
-        The explained cells, in the order of :func:`select_cells`.
+        The explained cells, in the order of :func:`select_cells`, each with the nucleus mask
+        the model used (the dataset's, else its segmenter's) where there is one.
     """
     p = result.predictions
     dataset = datamodule.dataset
@@ -81,10 +82,11 @@ def attribution_gallery(
         samples = [dataset[int(p.index[r])] for r in mine]
         kept = [(r, s) for r, s in zip(mine, samples, strict=True) if s is not None]
         raw = torch.stack([s["image"] for _, s in kept])
-        attr, batch = _explain_fold(
+        attr, batch, model = _explain_fold(
             result, datamodule, fold, [s for _, s in kept], method, load_kwargs
         )
-        mask = batch["mask"].cpu() if isinstance(batch.get("mask"), torch.Tensor) else None
+        mask, source = nucleus_masks(model, batch)
+        mask = None if mask is None else mask.cpu()
         shares = {
             k: attribution_share(v, mask) if mask is not None else None
             for k, v in attr.maps.items()
@@ -106,6 +108,9 @@ def attribution_gallery(
                 nucleus_area=float((mask[j] > 0).float().mean())
                 if mask is not None
                 else float("nan"),
+                mask=None if mask is None else mask[j, 0].numpy(),
+                method=method,
+                nucleus=source,
             )
     return [items[r] for r in rows if r in items]
 
@@ -144,6 +149,6 @@ def held_out_focus(
     samples = [s for s in (dataset[int(i)] for i in test) if s is not None]
     if not samples or "mask" not in samples[0]:
         raise ValueError(f"{type(dataset).__name__} has no nucleus masks to measure against")
-    attr, batch = _explain_fold(result, datamodule, fold, samples, method, load_kwargs)
+    attr, batch, _ = _explain_fold(result, datamodule, fold, samples, method, load_kwargs)
     mask, labels = batch["mask"].cpu(), batch["label"].cpu()
     return [nucleus_focus(m, mask, labels, result.classes, branch=k) for k, m in attr.maps.items()]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .attributions import GalleryItem, save_overlays, select_cells, write_fold_attributions
+from .attributions import (
+    GalleryItem,
+    gallery_items,
+    nucleus_masks,
+    save_overlays,
+    select_cells,
+    write_fold_attributions,
+)
 from .cross_validation import CrossValidator, TaskSpec
 from .fold_attributions import (
     ATTRIBUTION_METHODS,
@@ -41,7 +48,9 @@ __all__ = [
     "TaskSpec",
     "as_fold_model",
     "focus_table",
+    "gallery_items",
     "load_fold_model",
+    "nucleus_masks",
     "pooled_focus",
     "read_fold_attributions",
     "save_overlays",

@@ -2,25 +2,32 @@
 
 :class:`~leukemia_wbc.experiments.CrossValidator` calls :func:`write_fold_attributions` after
 each fold; :mod:`leukemia_wbc.evaluation.gallery` builds galleries of a finished result.
+Besides each gallery cell's image and overlays, a fold's folder keeps what a report draws
+again: each branch's raw map (``..._map-<branch>.png``, 16-bit grayscale scaled to the map's
+maximum) and the nucleus mask the model used (``..._nucleus-mask.png``); :func:`gallery_items`
+reads them back.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
-from .._io import atomic_write_text, json_safe, write_png
+from .._io import atomic_write_bytes, atomic_write_text, json_safe, write_png
 from ..data.base import WBCDataset
 from ..data.datamodule import collate_samples
 from ..explain import Explainer, attribution_share, overlay
@@ -36,7 +43,14 @@ from .fold_attributions import (
 from .predictions import Predictions
 from .result import CVResult
 
-__all__ = ["GalleryItem", "save_overlays", "select_cells", "write_fold_attributions"]
+__all__ = [
+    "GalleryItem",
+    "gallery_items",
+    "nucleus_masks",
+    "save_overlays",
+    "select_cells",
+    "write_fold_attributions",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +71,11 @@ class GalleryItem:
         nucleus_share: Branch name to the map's mass share inside the nucleus (``NaN``
             without a mask).
         nucleus_area: The nucleus's share of the image area (``NaN`` without a mask).
+        mask: ``(H, W)`` nucleus mask the model used (nonzero inside), or ``None``.
+        method: The attribution method of the maps (``"gradcam"``,
+            ``"integrated_gradients"``).
+        nucleus: Where the mask came from (``"dataset masks"``, the model's segmenter), or
+            ``None``.
     """
 
     index: int
@@ -69,6 +88,9 @@ class GalleryItem:
     maps: dict[str, np.ndarray]
     nucleus_share: dict[str, float]
     nucleus_area: float
+    mask: np.ndarray | None = None
+    method: str = "gradcam"
+    nucleus: str | None = None
 
     @property
     def correct(self) -> bool:
@@ -115,7 +137,7 @@ def save_overlays(items: list[GalleryItem], folder: str | os.PathLike[str]) -> l
     out = Path(folder)
     written: list[Path] = []
     for item in items:
-        stem = f"{item.label}_{'right' if item.correct else 'wrong'}_{item.index}"
+        stem = _stem(item)
         pictures = {"image": item.image}
         pictures.update({k: overlay(item.image, m) for k, m in item.maps.items()})
         for name, picture in pictures.items():
@@ -123,6 +145,69 @@ def save_overlays(items: list[GalleryItem], folder: str | os.PathLike[str]) -> l
             write_png(path, picture)
             written.append(path)
     return written
+
+
+def _stem(item: GalleryItem) -> str:
+    return f"{item.label}_{'right' if item.correct else 'wrong'}_{item.index}"
+
+
+def _save_raw(item: GalleryItem, folder: Path) -> dict[str, str]:
+    """Write the cell's raw maps (16-bit, scaled to their maximum) and nucleus mask (8-bit).
+
+    Returns:
+        File key (``"map:<branch>"``, ``"mask"``) to the file name written in ``folder``.
+    """
+    pictures: dict[str, tuple[str, np.ndarray]] = {}
+    for branch, heat in item.maps.items():
+        h = np.clip(np.asarray(heat, dtype=np.float64), 0, None)
+        h = h / h.max() if h.size and h.max() > 0 else h
+        pictures[f"map:{branch}"] = (f"map-{branch}", np.round(h * 65535).astype(np.uint16))
+    if item.mask is not None:
+        mask = np.asarray(item.mask) > 0
+        pictures["mask"] = ("nucleus-mask", mask.astype(np.uint8) * 255)
+    files = {}
+    for key, (suffix, values) in pictures.items():
+        name = f"{_stem(item)}_{suffix}.png"
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(values.reshape(values.shape[-2:]))).save(buf, "PNG")
+        atomic_write_bytes(folder / name, buf.getvalue())
+        files[key] = name
+    return files
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    with Image.open(path) as picture:
+        values = np.asarray(picture, dtype=np.float64)
+    return values.reshape(values.shape[:2])
+
+
+def gallery_items(cells: Sequence[tuple[FoldAttributions, ExplainedCell]]) -> list[GalleryItem]:
+    """Saved gallery cells read back for a figure: image, each branch's map, nucleus mask.
+
+    Args:
+        cells: ``(fold attributions, cell)`` pairs (e.g. of
+            :func:`~leukemia_wbc.experiments.fold_attributions.report_cells`).
+
+    Returns:
+        One :class:`GalleryItem` per cell whose folder holds its raw maps (maps in ``[0, 1]``,
+        each scaled to its maximum). Cells written before the raw maps were kept (only the
+        image and the overlays) are left out.
+    """
+    items = []
+    for att, cell in cells:
+        if not all(f"map:{b}" in cell.files for b in att.branches):
+            continue
+        with Image.open(att.folder / cell.files["image"]) as picture:
+            image = np.asarray(picture.convert("RGB"))
+        mask = cell.files.get("mask")
+        items.append(GalleryItem(
+            cell.index, cell.path, att.fold, cell.label, cell.pred, cell.prob, image,
+            {b: _read_gray(att.folder / cell.files[f"map:{b}"]) / 65535.0 for b in att.branches},
+            dict(cell.nucleus_share), cell.nucleus_area,
+            mask=None if mask is None else (_read_gray(att.folder / mask) > 0).astype(np.uint8),
+            method=att.method, nucleus=att.nucleus,
+        ))  # fmt: skip
+    return items
 
 
 def _focus_rows(p: Predictions, rows: np.ndarray, n_classes: int, max_cells: int) -> list[int]:
@@ -143,8 +228,17 @@ def _subset(p: Predictions, rows: np.ndarray) -> Predictions:
                        p.label[rows], p.fold[rows], p.probs[rows], p.classes)  # fmt: skip
 
 
-def _nucleus(model: Any, batch: dict[str, Any]) -> tuple[Tensor | None, str | None]:
-    """The batch's nucleus masks (the dataset's, else the model's segmenter's) and their source."""
+def nucleus_masks(model: Any, batch: dict[str, Any]) -> tuple[Tensor | None, str | None]:
+    """A transformed batch's nucleus masks and where they came from.
+
+    Args:
+        model: The :class:`~leukemia_wbc.inference.TrainedModel` that transformed the batch.
+        batch: The batch after ``model.transform``.
+
+    Returns:
+        The ``(B, 1, H, W)`` masks (the dataset's, else the model's segmenter's) and their
+        source (``"dataset masks"`` or the segmenter), or ``(None, None)`` without either.
+    """
     mask = batch.get("mask")
     segmenter = model.task.segmenter
     if isinstance(mask, Tensor):
@@ -221,7 +315,7 @@ def write_fold_attributions(
             continue
         batch = model.transform(collate_samples([s for _, s in kept]))
         attr = explainer.explain(batch)
-        mask, source = _nucleus(model, batch)
+        mask, source = nucleus_masks(model, batch)
         mask = None if mask is None else mask.cpu()
         shares = {k: attribution_share(v, mask) if mask is not None else None
                   for k, v in attr.maps.items()}  # fmt: skip
@@ -239,7 +333,9 @@ def write_fold_attributions(
                 items[r] = GalleryItem(c.index, c.path, fold, c.label, c.pred, c.prob,
                                        sample["image"].permute(1, 2, 0).numpy(),
                                        {k: v[j, 0].numpy() for k, v in attr.maps.items()},
-                                       c.nucleus_share, c.nucleus_area)  # fmt: skip
+                                       c.nucleus_share, c.nucleus_area,
+                                       None if mask is None else mask[j, 0].numpy(),
+                                       chosen, source)  # fmt: skip
     branches = tuple(explainer.branches)
     out = FoldAttributions(
         fold=fold, method=chosen, folder=final, classes=tuple(result.classes), branches=branches,
@@ -265,9 +361,10 @@ def _write(att: FoldAttributions, items: list[GalleryItem], result: CVResult) ->
         tmp.mkdir()  # (not mkdtemp: the folder keeps the umask's permissions, as others do)
         written = save_overlays(items, tmp)
         panels = ("image", *att.branches)
-        for i, cell in enumerate(att.gallery):
+        for i, (cell, item) in enumerate(zip(att.gallery, items, strict=True)):
             names = written[i * len(panels) : (i + 1) * len(panels)]
             cell.files = {k: f.name for k, f in zip(panels, names, strict=True)}
+            cell.files.update(_save_raw(item, tmp))
         fold_result = [f for f in result.folds if f.fold == att.fold]
         body = {
             "fold": att.fold,
