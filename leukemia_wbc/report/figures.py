@@ -1,5 +1,8 @@
 """Figures of a cross-validation: each returns PNG bytes.
 
+The attribution gallery's grid lives in :mod:`~leukemia_wbc.report.gallery` (its two functions
+are re-exported here).
+
 Figures are plain :class:`matplotlib.figure.Figure` objects rendered by their own canvas, never
 pyplot: importing this module changes no matplotlib state, and nothing is left open.
 """
@@ -13,12 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 from matplotlib.figure import Figure
-from PIL import Image
 
-from ..evaluation.explain import overlay
-from ..experiments.attributions import GalleryItem
-from ..experiments.fold_attributions import ExplainedCell, FoldAttributions
 from ..experiments.result import CVResult
+from .gallery import fold_gallery_figure, gallery_figure
 
 __all__ = [
     "class_balance_figure",
@@ -164,64 +164,6 @@ def curves_figure(result: CVResult) -> bytes | None:
     for ax in (ax_loss, ax_acc):
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(f"Training curves: {result.name}", fontsize=9)
-    return _png(fig)
-
-
-def gallery_figure(items: Sequence[GalleryItem]) -> bytes | None:
-    """A grid: each cell's image, then one overlay per branch, titled with truth and prediction.
-
-    Returns:
-        PNG bytes, or ``None`` for no items.
-    """
-    if not items:
-        return None
-    branches = list(items[0].maps)
-    cols = 1 + len(branches)
-    fig, axes = _subplots(len(items), cols, figsize=(1.9 * cols, 1.9 * len(items)), squeeze=False)
-    for row, item in zip(axes, items, strict=True):
-        mark = "right" if item.correct else "WRONG"
-        row[0].imshow(item.image)
-        row[0].set_title(f"{item.label} -> {item.pred} ({item.prob:.2f}, {mark})", fontsize=7)
-        for ax, branch in zip(row[1:], branches, strict=True):
-            ax.imshow(overlay(item.image, item.maps[branch]))
-            share = item.nucleus_share.get(branch, math.nan)
-            extra = "" if math.isnan(share) else f", {share:.0%} in nucleus"
-            ax.set_title(f"{branch}{extra}", fontsize=7)
-        for ax in row:
-            ax.axis("off")
-    fig.tight_layout()
-    return _png(fig)
-
-
-def fold_gallery_figure(cells: Sequence[tuple[FoldAttributions, ExplainedCell]]) -> bytes | None:
-    """A grid of saved gallery cells: the image, then each branch's overlay, as written per fold.
-
-    Args:
-        cells: Cells of :attr:`FoldAttributions.gallery` with the fold they come from.
-
-    Returns:
-        PNG bytes, or ``None`` for no cells.
-    """
-    if not cells:
-        return None
-    panels = ["image", *cells[0][0].branches]
-    fig, axes = _subplots(
-        len(cells), len(panels), figsize=(1.9 * len(panels), 1.9 * len(cells)), squeeze=False
-    )
-    for row, (att, cell) in zip(axes, cells, strict=True):
-        mark = "right" if cell.correct else "WRONG"
-        for ax, panel in zip(row, panels, strict=True):
-            with Image.open(att.folder / cell.files[panel]) as picture:
-                ax.imshow(np.asarray(picture.convert("RGB")))
-            ax.axis("off")
-            share = cell.nucleus_share.get(panel, math.nan)
-            extra = f", {share:.0%} in nucleus"
-            if math.isnan(share):  # with a nucleus mask, only an all-zero map has no share
-                extra = "" if math.isnan(cell.nucleus_area) else ": map all zero"
-            title = (f"fold {att.fold}: {cell.label} -> {cell.pred} ({cell.prob:.2f}, {mark})"
-                     if panel == "image" else f"{panel} branch{extra}")  # fmt: skip
-            ax.set_title(title, fontsize=7)
-    fig.tight_layout()
     return _png(fig)
 
 

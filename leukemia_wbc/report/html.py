@@ -25,18 +25,16 @@ from ..evaluation.compare import compare, comparison_warnings
 from ..evaluation.cross_dataset import CrossDatasetResult
 from ..evaluation.robustness import RobustnessResult
 from ..experiments.attributions import GalleryItem
-from ..experiments.fold_attributions import METHOD_NAMES, focus_records, focus_report, report_cells
 from ..experiments.result import CVResult
 from .figures import (
     class_balance_figure,
     confusion_figure,
     curves_figure,
-    fold_gallery_figure,
     folds_figure,
-    gallery_figure,
     robustness_figure,
     roc_figure,
 )
+from .gallery import _attribution_sections, _gallery_table, gallery_figure
 
 __all__ = ["ReportFiles", "environment", "write_report"]
 
@@ -157,9 +155,11 @@ def write_report(
     for each model its per-fold metrics with mean, std and 95 % interval, ROC curves, the
     confusion matrix and training curves; for each model whose folds wrote attributions
     (``CrossValidator(..., attributions=...)``), the nucleus-focus table pooled over folds and a
-    gallery of the most confident right and wrong cell per class; the attribution gallery
-    given (with each cell's share of attribution inside the nucleus); timings; and the
-    environment. The report is derived from
+    gallery of the most confident right and wrong cell per class (a network without them gets a
+    line saying how to add them); the attribution gallery given (with each cell's share of
+    attribution inside the nucleus); timings; and the environment. Every gallery is the grid of
+    :func:`~leukemia_wbc.report.gallery.gallery_figure`: cells as columns; the image, each
+    branch's map with a colour bar and the nucleus outline as rows. The report is derived from
     the results, which it never modifies; writing it again replaces it.
 
     Args:
@@ -280,36 +280,6 @@ def write_report(
     return ReportFiles(out / "report.html", out / "report.md", out / "report.json", paths)
 
 
-def _attribution_sections(
-    results: Sequence[CVResult],
-    sections: list[tuple[str, str, list[str]]],
-    figures: dict[str, bytes],
-) -> dict[str, Any]:
-    """Add each model's per-fold attributions (text, focus table, gallery) to the report.
-
-    Returns:
-        Model name to method to the pooled focus rows and the folders, for ``report.json``.
-    """
-    summary: dict[str, Any] = {}
-    for i, r in enumerate(results):
-        found = r.attributions()
-        for method in dict.fromkeys(a.method for a in found):
-            mine = [a for a in found if a.method == method]
-            key = f"attributions_{i}_{method}"
-            picture = fold_gallery_figure(report_cells(mine))
-            if picture is not None:
-                figures[key] = picture
-            heading = f"Attributions: {r.name} ({METHOD_NAMES.get(method, method)})"
-            sections.append((heading, focus_report(mine), [key] if picture else []))
-            summary.setdefault(r.name, {})[method] = {
-                "folds": {str(a.fold): {"folder": str(a.folder), "nucleus": a.nucleus,
-                                        "focus": json_safe(focus_records([a]))}
-                          for a in mine},
-                "focus": json_safe(focus_records(mine)),
-            }  # fmt: skip
-    return summary
-
-
 def _robustness_text(results: Sequence[CVResult], robustness: Mapping[str, Any]) -> str:
     """Per model, accuracy (and its change) under each perturbation; the colour shortcut."""
     parts = [
@@ -352,31 +322,6 @@ def _cross_dataset_text(results: Sequence[CVResult], scores: Sequence[CrossDatas
 
 def _nan_none(x: float) -> float | None:
     return None if math.isnan(x) else x
-
-
-def _gallery_table(items: Sequence[GalleryItem]) -> str:
-    branches = list(items[0].maps)
-    head = [
-        "cell",
-        "fold",
-        "true",
-        "predicted",
-        "probability",
-        "nucleus area",
-        *(f"{b} attribution in nucleus" for b in branches),
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for g in items:
-        shares = [
-            f"{g.nucleus_share[b]:.2f}" if not math.isnan(g.nucleus_share[b]) else "n/a"
-            for b in branches
-        ]
-        area = "n/a" if math.isnan(g.nucleus_area) else f"{g.nucleus_area:.2f}"
-        lines.append(
-            f"| {Path(g.path).name} | {g.fold} | {g.label} | {g.pred} | {g.prob:.2f} | "
-            f"{area} | " + " | ".join(shares) + " |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 _PAGE = """<!DOCTYPE html>

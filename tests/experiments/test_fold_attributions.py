@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import html.parser
+import io
 import json
 import logging
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,12 +24,15 @@ from leukemia_wbc.experiments import (
     ExplainedCell,
     FoldAttributions,
     focus_table,
+    gallery_items,
     read_fold_attributions,
     write_fold_attributions,
 )
 from leukemia_wbc.experiments import attributions as gallery_module
+from leukemia_wbc.experiments.fold_attributions import report_cells
 from leukemia_wbc.models.handcrafted import HandcraftedSVM
 from leukemia_wbc.report import write_report
+from leukemia_wbc.report.gallery import PANEL_PX, block_sizes
 from leukemia_wbc.tasks import DualBranchClassifier
 
 QUIET: dict[str, Any] = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -93,10 +100,18 @@ def test_each_fold_writes_its_gallery_and_focus_table(
         kinds = [(c["label"], c["pred"] == c["label"]) for c in body["gallery"]]
         assert kinds and len(set(kinds)) == len(kinds)  # at most one per class and kind
         for cell in body["gallery"]:
-            assert set(cell["files"]) == {"image", "cell", "nucleus"}
-            for name in cell["files"].values():
+            assert set(cell["files"]) == {"image", "cell", "nucleus", "map:cell", "map:nucleus",
+                                          "mask"}  # fmt: skip
+            for key, name in cell["files"].items():
                 with Image.open(folder / name) as png:
-                    assert png.size == (32, 32) and png.mode == "RGB"
+                    values = np.asarray(png)
+                    assert png.size == (32, 32)
+                    assert (png.mode == "RGB") == (key in ("image", "cell", "nucleus"))
+                if key.startswith("map:"):  # the raw map, 16-bit, scaled to its peak
+                    assert values.dtype == np.uint16 and values.max() == 65535
+                elif key == "mask":  # the nucleus the shares were measured in
+                    assert set(np.unique(values).tolist()) == {0, 255}
+                    assert (values > 0).mean() == pytest.approx(cell["nucleus_area"])
         pngs = {p.name for p in folder.glob("*.png")}
         assert pngs == {n for c in body["gallery"] for n in c["files"].values()}
         nucleus = body["focus"]["nucleus"]
@@ -182,6 +197,25 @@ def test_report_shows_the_focus_table_and_the_gallery(
     assert "<th>nucleus branch: attribution in nucleus</th>" in section
     assert "<td>all classes</td>" in section and f"fold_&lt;k&gt;/attributions/{IG}/" in section
     assert section.count(f'<img alt="attributions_0_{IG}"') == 1
+    cells = report_cells(result.attributions())
+    items = gallery_items(cells)
+    assert len(items) == len(cells) > 0 and all(i.mask is not None for i in items)
+    data = section.split(f'<img alt="attributions_0_{IG}" src="data:image/png;base64,')[1]
+    with Image.open(io.BytesIO(base64.b64decode(data.split('"')[0]))) as png:
+        grid = np.asarray(png.convert("RGB"))
+    blocks = block_sizes(len(cells))
+    assert grid.shape[1] >= max(blocks) * PANEL_PX  # one readable column per cell
+    assert grid.shape[1] < (max(blocks) + 2) * PANEL_PX
+    rows = 4  # the image, the cell and the nucleus branch's maps, the nucleus outline
+    # each row: a panel, a caption line and a gap (20 to 40 px)
+    height = grid.shape[0]
+    assert (
+        len(blocks) * rows * (PANEL_PX + 20)
+        <= height
+        < len(blocks) * (rows + 0.5) * (PANEL_PX + 40)
+    )
+    r, g, b = (grid[..., k].astype(int) for k in range(3))
+    assert ((r < 100) & (g > 215) & (b < 80)).sum() > 20 * len(cells)  # outlines drawn
     assert f"attributions_0_{IG}" in {p.stem for p in files.figures}
     body = json.loads(files.json.read_text())["attributions"][result.name][IG]
     assert sorted(body["folds"]) == ["0", "1", "2"] and set(body["focus"]) == {"cell", "nucleus"}
@@ -211,6 +245,18 @@ def check_html(page: str) -> None:
     parser.feed(page)
     parser.close()
     assert parser.stack == []
+
+
+def test_cells_saved_without_raw_maps_are_left_out_of_the_figure(
+    run: tuple[CVResult, Path],
+) -> None:
+    """Folders of an earlier version kept only the overlays: nothing to redraw a map from."""
+    att = run[0].attributions()[0]
+    old = replace(att, gallery=[replace(c, files={k: v for k, v in c.files.items()
+                                                  if not k.startswith("map:")})
+                                for c in att.gallery])  # fmt: skip
+    assert len(gallery_items([(att, c) for c in att.gallery])) == len(att.gallery)
+    assert gallery_items([(old, c) for c in old.gallery]) == []
 
 
 def test_focus_table_without_masks_says_so() -> None:

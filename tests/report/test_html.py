@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from leukemia_wbc.data import SyntheticWBC, WBCDataModule
 from leukemia_wbc.evaluation import attribution_gallery
 from leukemia_wbc.experiments import CrossValidator, CVResult, save_overlays, select_cells
 from leukemia_wbc.models.handcrafted import HandcraftedSVM
 from leukemia_wbc.report import write_report
+from leukemia_wbc.report.gallery import PANEL_PX, block_sizes
 from leukemia_wbc.tasks import DualBranchClassifier
 
 QUIET: dict[str, Any] = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -80,6 +82,14 @@ def test_report_files(setup: tuple[WBCDataModule, list[CVResult], Path]) -> None
     acc = body["models"]["HandcraftedSVM"]["summary"]["accuracy"]["mean"]
     assert acc == pytest.approx(results[1].summary()["accuracy"].mean)
     assert body["environment"]["torch"] and len(body["gallery"]) == len(items)
+    # the gallery grid: a column per cell; the image, two maps and the nucleus outline as rows
+    assert all(i.mask is not None and i.nucleus == "dataset masks" for i in items)
+    with Image.open(out.markdown.parent / "figures" / "gallery.png") as png:
+        width, height = png.size
+    blocks = block_sizes(len(items))
+    assert max(blocks) * PANEL_PX <= width < (max(blocks) + 2) * PANEL_PX
+    # each row: a panel, a caption line and a gap (20 to 40 px); 4 rows, not 3 or 5
+    assert len(blocks) * 4 * (PANEL_PX + 20) <= height < len(blocks) * 4.5 * (PANEL_PX + 40)
     assert (root / "dual" / "result.json").read_text() == before  # results untouched
 
 
