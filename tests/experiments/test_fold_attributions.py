@@ -259,6 +259,29 @@ def test_cells_saved_without_raw_maps_are_left_out_of_the_figure(
     assert gallery_items([(old, c) for c in old.gallery]) == []
 
 
+def test_every_packaged_network_cv_config_writes_attributions() -> None:
+    """So that ``leukemia-wbc cv --config NAME`` reports a gallery; the SVM's configs do not."""
+    import yaml
+
+    from leukemia_wbc.configs import config_names, resolve_config
+
+    def cv(*names: str) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for name in names:
+            merged |= yaml.safe_load(Path(resolve_config(name)).read_text()).get("cv") or {}
+        return merged
+
+    with_cv = [
+        n for n in config_names() if "cv" in yaml.safe_load(Path(resolve_config(n)).read_text())
+    ]
+    networks = [n for n in with_cv if n not in ("svm_baseline", "demo_svm")]
+    assert {"demo", "paper_dual_branch", "resnet50_baseline", "vgg16_baseline"} <= set(networks)
+    for name in networks:
+        assert cv(name).get("attributions") in ("gradcam", "integrated_gradients"), name
+    assert cv("svm_baseline").get("attributions") is None
+    assert cv("demo", "demo_svm")["attributions"] is None  # the demo's SVM: no note in the log
+
+
 def test_focus_table_without_masks_says_so() -> None:
     cell = ExplainedCell(0, "a.png", "ALL", "ALL", 0.9, math.nan, {"cell": math.nan})
     att = FoldAttributions(0, "gradcam", Path("x"), ("ALL", "normal"), ("cell",), None, [], [cell],

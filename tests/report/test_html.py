@@ -74,6 +74,10 @@ def test_report_files(setup: tuple[WBCDataModule, list[CVResult], Path]) -> None
                     "Environment", "DualBranchClassifier(resnet18+mobilenetv2_050)"):  # fmt: skip
         assert f"<h2>{heading}" in page
     assert "<td>HandcraftedSVM</td>" in page and "A test run." in page
+    # the folds wrote no attributions: the network's section says how to add them, the SVM none
+    assert page.count("<h2>Attributions: ") == 1
+    assert f"<h2>Attributions: {results[0].name}</h2>" in page
+    assert "<code>--cv.attributions gradcam</code>" in page and "without retraining" in page
     md = out.markdown.read_text()
     for link in re.findall(r"\]\((figures/[^)]+)\)", md):
         assert (out.markdown.parent / link).is_file()
