@@ -65,7 +65,7 @@ FLAT = 0.75
 _DPI = 100
 # The layout, in pixels: row labels on the left, colour bars on the right, a header, and per
 # block the column titles, then rows of a panel, a caption line and a gap.
-_LEFT, _RIGHT, _TITLE, _CAPTION, _GAP, _BLOCK_GAP, _BOTTOM = 112, 120, 52, 28, 6, 26, 6
+_LEFT, _RIGHT, _TITLE, _CAPTION, _GAP, _BLOCK_GAP, _BOTTOM = 132, 120, 52, 28, 6, 26, 6
 _RIGHT_COLOUR, _WRONG_COLOUR, _OUTLINE_COLOUR = "#14571c", "#b00000", "#39ff14"
 
 
@@ -196,15 +196,15 @@ def gallery_figure(items: Sequence[GalleryItem], *, max_columns: int = MAX_COLUM
     labels += [f"{method_label}\n{textwrap.fill(b + ' branch', 14)}" for b in branches]
     source = next((i.nucleus for i in items if i.nucleus), None)
     if outline:
-        labels.append("nucleus outline" + ("\n" + textwrap.fill(f"({source})", 18)
-                                           if source else ""))  # fmt: skip
+        where = textwrap.fill(f"({source})", 16, break_long_words=False) if source else ""
+        labels.append(f"nucleus outline\n{where}".strip())
     start = 0
     for size in sizes:
         block = items[start : start + size]
         start += size
         for r, label in enumerate(labels):
             y = top + _TITLE + r * row_h + PANEL_PX / 2
-            fig.text(*frac(_LEFT - 10, y)[:2], label, ha="right", va="center", fontsize=8.5)
+            fig.text(*frac(_LEFT - 10, y)[:2], label, ha="right", va="center", fontsize=8)
         for c, item in enumerate(block):
             x = _LEFT + c * (PANEL_PX + _GAP)
             axes = [fig.add_axes(frac(x, top + _TITLE + r * row_h, PANEL_PX, PANEL_PX))
