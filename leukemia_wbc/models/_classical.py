@@ -31,7 +31,8 @@ def kmeans_nucleus(rgb: Tensor, k: int, iterations: int, stride: int) -> Tensor:
     Centres start, deterministically, as the means of ``k`` equal-count groups of pixels sorted
     by lightness; Lloyd iterations then run on every ``stride``-th pixel in each direction (in
     float64, so results do not depend on the batch size) and every pixel takes its nearest
-    centre. The nucleus is the cluster whose centre has the lowest L*.
+    centre (elementwise float32 distances). The nucleus is the cluster whose centre has the
+    lowest L*.
 
     Args:
         rgb: ``(B, 3, H, W)`` float images in ``[0, 1]``.
@@ -43,10 +44,9 @@ def kmeans_nucleus(rgb: Tensor, k: int, iterations: int, stride: int) -> Tensor:
         ``bool`` ``(B, 1, H, W)``: pixels of the darkest cluster.
     """
     b, _, h, w = rgb.shape
-    scale = torch.tensor(_LAB_SCALE, device=rgb.device, dtype=torch.float64).view(1, 3, 1, 1)
-    lab = KC.rgb_to_lab(rgb).double() / scale
-    pixels = lab.flatten(2).transpose(1, 2)  # (B, N, 3)
-    sample = lab[:, :, ::stride, ::stride].flatten(2).transpose(1, 2)
+    scale = torch.tensor(_LAB_SCALE, device=rgb.device, dtype=torch.float32).view(1, 3, 1, 1)
+    lab = KC.rgb_to_lab(rgb.float()) / scale
+    sample = lab[:, :, ::stride, ::stride].flatten(2).transpose(1, 2).double()  # (B, N, 3)
     order = torch.sort(sample[..., 0], dim=1, stable=True).indices
     ranked = sample.gather(1, order.unsqueeze(-1).expand_as(sample))
     centres = torch.stack([part.mean(1) for part in ranked.chunk(k, dim=1)], dim=1)  # (B, k, 3)
@@ -57,8 +57,11 @@ def kmeans_nucleus(rgb: Tensor, k: int, iterations: int, stride: int) -> Tensor:
         means = (onehot.transpose(1, 2) @ sample) / counts.clamp_min(1.0)
         centres = torch.where(counts > 0, means, centres)  # an empty cluster keeps its centre
     nucleus = centres[..., 0].argmin(1)
-    labels = torch.cdist(pixels, centres).argmin(2)
-    return (labels == nucleus.unsqueeze(1)).view(b, 1, h, w)
+    # Every pixel's nearest centre, elementwise in float32 (no matrix product, so a batch gives
+    # the same masks as its images one by one): the nucleus where its centre is the nearest.
+    fitted = centres.float().transpose(1, 2).reshape(b, 3, -1, 1, 1)  # (B, 3, k, 1, 1)
+    distance = ((lab.unsqueeze(2) - fitted) ** 2).sum(1)  # (B, k, H, W)
+    return (distance.argmin(1, keepdim=True) == nucleus.view(b, 1, 1, 1)).view(b, 1, h, w)
 
 
 def watershed_labels(mask: Tensor, min_distance: int) -> Tensor:
