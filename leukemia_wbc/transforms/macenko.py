@@ -76,6 +76,91 @@ def _masked_percentile(values: Tensor, mask: Tensor, q: float) -> Tensor:
     return torch.where(n > 0, picked, torch.zeros_like(picked))
 
 
+def _covariance(od: Tensor, tissue: Tensor, n_tissue: Tensor) -> Tensor:
+    """Covariance ``(B, 3, 3)`` of each image's tissue OD (``(B, 3, N)``, mask ``(B, N)``)."""
+    weight = tissue.to(od.dtype).unsqueeze(1)  # (B, 1, N)
+    count = n_tissue.clamp(min=2).to(od.dtype)
+    mean = (od * weight).sum(dim=2, keepdim=True) / count.view(-1, 1, 1)
+    centred = (od - mean).mul_(weight)
+    return centred @ centred.transpose(1, 2) / (count - 1).view(-1, 1, 1)
+
+
+def _plane_angles(cov: Tensor, od: Tensor) -> tuple[Tensor, Tensor]:
+    """The plane of the two leading eigenvectors of ``cov``, and each pixel's angle in it.
+
+    Args:
+        cov: ``(B, 3, 3)`` covariance of the tissue OD.
+        od: ``(B, 3, N)`` optical densities (all pixels, or a sample of them).
+
+    Returns:
+        ``(plane, phi)``: ``(B, 3, 2)`` second and first principal axes (as torchstain), and
+        ``(B, N)`` angles.
+    """
+    eye = torch.eye(3, dtype=cov.dtype, device=cov.device)
+    _, vectors = torch.linalg.eigh(cov + 1e-9 * eye)
+    plane = vectors[:, :, 1:3].to(od.dtype)
+    proj = plane.transpose(1, 2) @ od  # (B, 2, N)
+    return plane, torch.atan2(proj[:, 1], proj[:, 0])
+
+
+def _stain_pair(plane: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Stain vectors ``(B, 3, 2)`` at angles ``lo`` and ``hi`` of ``plane``, hematoxylin first.
+
+    Hematoxylin is the one with the larger red component.
+    """
+    v_lo = (plane @ torch.stack([lo.cos(), lo.sin()], dim=1).unsqueeze(2)).squeeze(2)
+    v_hi = (plane @ torch.stack([hi.cos(), hi.sin()], dim=1).unsqueeze(2)).squeeze(2)
+    lo_first = (v_lo[:, 0] > v_hi[:, 0]).view(-1, 1, 1)
+    return torch.where(lo_first, torch.stack([v_lo, v_hi], dim=2), torch.stack([v_hi, v_lo], dim=2))
+
+
+def _stain_vectors(cov: Tensor, od: Tensor, tissue: Tensor, alpha: float) -> Tensor:
+    """Macenko's hematoxylin and eosin vectors of each image (not yet checked).
+
+    The two leading eigenvectors of the tissue OD's covariance span a plane; the stain vectors
+    are the directions at the ``alpha`` and ``100 - alpha`` nearest-rank percentiles of the
+    tissue pixels' angle in it.
+
+    Args:
+        cov: ``(B, 3, 3)`` covariance of the tissue OD.
+        od: ``(B, 3, N)`` optical densities.
+        tissue: ``(B, N)`` bool, the pixels of ``od`` whose angles count.
+        alpha: Percentile of the extreme angles.
+
+    Returns:
+        ``(B, 3, 2)`` stain vectors, columns hematoxylin and eosin.
+    """
+    plane, phi = _plane_angles(cov, od)
+    lo = _masked_percentile(phi, tissue, alpha)
+    hi = _masked_percentile(phi, tissue, 100.0 - alpha)
+    return _stain_pair(plane, lo, hi)
+
+
+def _checked(
+    stains: Tensor, n_tissue: Tensor, n_pixels: int, min_tissue_fraction: float
+) -> tuple[Tensor, Tensor]:
+    """Which estimates hold, and the stain matrices with the invalid ones set to the default.
+
+    Args:
+        stains: ``(B, 3, 2)`` estimated stain vectors.
+        n_tissue: ``(B,)`` tissue pixels of each image.
+        n_pixels: Pixels per image.
+        min_tissue_fraction: Images with a smaller share of tissue pixels are invalid.
+
+    Returns:
+        ``(stains, valid)``: invalid images carry :data:`DEFAULT_STAIN_MATRIX`.
+    """
+    default = torch.tensor(DEFAULT_STAIN_MATRIX, dtype=stains.dtype, device=stains.device)
+    det = torch.linalg.det(stains.transpose(1, 2) @ stains)
+    valid = (
+        (n_tissue >= 10)
+        & (n_tissue.to(stains.dtype) >= min_tissue_fraction * n_pixels)
+        & (det > 1e-4)
+        & torch.isfinite(stains).flatten(1).all(dim=1)
+    )
+    return torch.where(valid.view(-1, 1, 1), stains, default.expand_as(stains)), valid
+
+
 def _pseudo_inverse(stains: Tensor) -> Tensor:
     """Moore-Penrose inverse ``(B, 2, 3)`` of ``(B, 3, 2)`` matrices of full column rank.
 
@@ -90,9 +175,13 @@ def _pseudo_inverse(stains: Tensor) -> Tensor:
 
 
 def _intensity(batch: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` uint8 or float in ``[0, 1]`` -> ``(B, 3, H * W)`` float in ``[0, 255]``."""
+    """``(B, 3, H, W)`` uint8 or float in ``[0, 1]`` -> ``(B, 3, H * W)`` float in ``[0, 255]``.
+
+    Float values a little outside ``[0, 1]`` (which ``check_batch`` lets through) are clipped:
+    an intensity below -1 has no optical density.
+    """
     flat = batch.flatten(2)
-    return flat.float() if batch.dtype == torch.uint8 else flat.float() * 255.0
+    return flat.float() if batch.dtype == torch.uint8 else (flat.float() * 255.0).clamp_(0, 255)
 
 
 def estimate_stains(
@@ -131,37 +220,9 @@ def estimate_stains(
     bright = transparent.all(dim=1)
     tissue = ~(transparent.any(dim=1) | black)  # torchstain's ODhat, without black
     n_tissue = tissue.sum(dim=1)
-    weight = tissue.to(od.dtype).unsqueeze(1)  # (B, 1, N)
-
-    # masked covariance of the tissue OD and its two leading eigenvectors
-    count = n_tissue.clamp(min=2).to(od.dtype)
-    mean = (od * weight).sum(dim=2, keepdim=True) / count.view(-1, 1, 1)
-    centred = (od - mean).mul_(weight)
-    cov = centred @ centred.transpose(1, 2) / (count - 1).view(-1, 1, 1)
-    eye = torch.eye(3, dtype=od.dtype, device=od.device)
-    _, vectors = torch.linalg.eigh(cov + 1e-9 * eye)
-    plane = vectors[:, :, 1:3]  # (B, 3, 2): second and first principal axes, as torchstain
-
-    proj = plane.transpose(1, 2) @ od  # (B, 2, N)
-    phi = torch.atan2(proj[:, 1], proj[:, 0])
-    lo = _masked_percentile(phi, tissue, alpha)
-    hi = _masked_percentile(phi, tissue, 100.0 - alpha)
-    v_lo = (plane @ torch.stack([lo.cos(), lo.sin()], dim=1).unsqueeze(2)).squeeze(2)
-    v_hi = (plane @ torch.stack([hi.cos(), hi.sin()], dim=1).unsqueeze(2)).squeeze(2)
-    lo_first = (v_lo[:, 0] > v_hi[:, 0]).view(-1, 1, 1)
-    stains = torch.where(
-        lo_first, torch.stack([v_lo, v_hi], dim=2), torch.stack([v_hi, v_lo], dim=2)
-    )
-
-    default = torch.tensor(DEFAULT_STAIN_MATRIX, dtype=od.dtype, device=od.device)
-    det = torch.linalg.det(stains.transpose(1, 2) @ stains)
-    valid = (
-        (n_tissue >= 10)
-        & (n_tissue.to(od.dtype) >= min_tissue_fraction * od.shape[2])
-        & (det > 1e-4)
-        & torch.isfinite(stains).flatten(1).all(dim=1)
-    )
-    stains = torch.where(valid.view(-1, 1, 1), stains, default.expand_as(stains))
+    cov = _covariance(od, tissue, n_tissue)
+    stains = _stain_vectors(cov, od, tissue, alpha)
+    stains, valid = _checked(stains, n_tissue, od.shape[2], min_tissue_fraction)
     conc = _pseudo_inverse(stains) @ od  # least squares, (B, 2, N)
     not_black = ~black
     max_c = torch.stack([_masked_percentile(conc[:, k], not_black, 99.0) for k in range(2)], dim=1)
