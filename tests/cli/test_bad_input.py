@@ -88,8 +88,8 @@ CASES: dict[str, Case] = {
     ),
     "segmenter_missing": Case(
         ("--model.init_args.segmenter", "{files}/missing.ckpt"),
-        r"segmenter: \S+/missing\.ckpt not found; expected a classical method \(kmeans, "
-        rf"watershed, .*\) or {UNET}",
+        r"segmenter: \S+/missing\.ckpt not found; expected a classical method "
+        rf"\(multiotsu_blue_green, kmeans, watershed, .*\) or {UNET}",
     ),
     "unet_size": Case(
         ("--model.init_args.segmenter", "{files}/unet32.ckpt", "--data.size", "64"),
