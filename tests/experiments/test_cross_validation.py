@@ -122,6 +122,7 @@ def test_metrics_match_the_saved_predictions(full_run: CVResult) -> None:
         assert f.metrics["accuracy"] == pytest.approx(acc)
 
 
+@pytest.mark.slow  # 30 s; resuming inside a fold is checked fast by the test below
 def test_resume_after_a_fold_gives_the_same_table(
     full_run: CVResult, synthetic: SyntheticWBC, tmp_path: Path
 ) -> None:

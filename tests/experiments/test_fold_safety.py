@@ -253,6 +253,7 @@ def test_damaged_fold_json_through_the_command(
     assert (out / "fold_0" / "checkpoints" / "best.ckpt").is_file()
 
 
+@pytest.mark.slow  # 36 s; --restart_fold through the command is also run fast above
 def test_restart_fold_through_the_command_and_a_live_lock(
     tmp_path: Path,
     live_pid: int,

@@ -195,12 +195,12 @@ def test_missing_classes_get_zero_columns(synthetic: tuple[SyntheticWBC, Synthet
 def _models() -> list[HandcraftedSVM]:
     return [
         HandcraftedSVM(progress=False, C=2.0, gamma=0.05, calibration_folds=3, seed=4),
-        HandcraftedSVM(progress=False, segmenter="kmeans", mask_source="segmenter"),
+        HandcraftedSVM(progress=False, segmenter="multiotsu_darkness", mask_source="segmenter"),
         ColourShortcutBaseline(progress=False, kernel="linear"),
     ]
 
 
-@pytest.mark.parametrize("index", [0, 1, 2], ids=["svm", "svm-kmeans", "colour"])
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["svm", "svm-segmenter", "colour"])
 def test_save_load_roundtrip(
     index: int, tmp_path: Path, synthetic: tuple[SyntheticWBC, SyntheticWBC]
 ) -> None:
