@@ -172,10 +172,18 @@ def _scratch(
     work: MutableMapping[str, Tensor], name: str, shape: torch.Size | tuple[int, ...],
     dtype: torch.dtype, device: torch.device,
 ) -> Tensor:  # fmt: skip
-    """A tensor of ``shape`` from ``work`` (grown, never shrunk, when it is too small)."""
+    """A tensor of ``shape`` from ``work`` (grown, never shrunk, when it is too small).
+
+    Memory made under ``torch.inference_mode`` (Lightning's validation, ``predict``) cannot be
+    written outside it (an explanation needs gradients), so it is made again there.
+    """
     size = math.prod(shape)
     held = work.get(name)
-    if held is None or held.dtype != dtype or held.device != device or held.numel() < size:
+    stale = held is not None and held.is_inference() and not torch.is_inference_mode_enabled()
+    if (
+        held is None or stale or held.dtype != dtype or held.device != device
+        or held.numel() < size
+    ):  # fmt: skip
         held = work[name] = torch.empty(size, dtype=dtype, device=device)
     return held[:size].view(shape)
 

@@ -788,3 +788,15 @@ def test_cuda_matches_cpu() -> None:
     torch.manual_seed(0)
     aug = StainAugment(p=1.0)(x)
     assert aug.is_cuda and bool(torch.isfinite(aug).all())
+
+
+def test_memory_made_in_inference_mode_is_not_reused_outside_it() -> None:
+    """Lightning validates under inference mode; an explanation then runs outside it."""
+    torch.manual_seed(0)
+    images = (torch.rand(2, 3, 32, 32) * 255).to(torch.uint8)
+    normaliser = MacenkoNormalizer()
+    with torch.inference_mode():
+        inside = normaliser(images)
+    outside = normaliser(images)  # raised "Inplace update to inference tensor" before
+    assert not outside.is_inference()
+    torch.testing.assert_close(outside, inside.clone())
