@@ -21,7 +21,6 @@ from .macenko import StainEstimate, _intensity, _pseudo_inverse, estimate_stains
 from .macenko_sample import (
     SamplePlan,
     StainFit,
-    _od,
     classify_pixels,
     fit_samples,
     od_table,
@@ -43,8 +42,10 @@ def optical_density(batch: Tensor, io: float, out: Tensor, index: Tensor | None 
     """``-log((I + 1) / Io)`` of every pixel, written into ``out``.
 
     uint8 input goes through a 256-entry table (one int32 conversion and one gather: on the
-    CPU faster than a vectorised ``log``, and the full estimate's values exactly); float input
-    is clipped to ``[0, 1]`` and takes the logarithm.
+    CPU faster than a vectorised ``log``, and the full estimate's values exactly). Float input
+    is clipped to ``[0, 1]`` and takes ``log(255 x + 1)`` with a vectorised ``log``: within
+    float32 rounding of the full estimate's ``log1p``, which torch computes several times more
+    slowly on the CPU.
 
     Args:
         batch: ``(B, 3, H, W)`` uint8, or float in ``[0, 1]``.
@@ -61,7 +62,8 @@ def optical_density(batch: Tensor, io: float, out: Tensor, index: Tensor | None 
         index = flat.int() if index is None else index[: flat.numel()].copy_(flat)
         torch.index_select(od_table(io, batch.device), 0, index, out=od.view(-1))
     else:
-        od.copy_(_od(_intensity(batch), io))
+        intensity = od.copy_(batch.flatten(2)).mul_(255.0).clamp_(0.0, 255.0)  # float32 math
+        torch.sub(math.log(io), intensity.add_(1.0).log_(), out=od)
     return od
 
 
@@ -93,8 +95,7 @@ def sampled_estimate(
         concentrations of every pixel.
     """
     classes = classify_pixels(batch, io=io, beta=beta, black_level=black_level)
-    intensity = _intensity(batch)
-    od = _od(intensity, io)
+    od = optical_density(batch, io, torch.empty(batch.shape[0], 3, batch[0, 0].numel()))
     samples = take_samples(od, plan_samples(classes, sample=sample, seed=seed))
     moments = tissue_moments(od, classes.tissue, samples.tissue_mean(), torch.empty_like(od))
     fit = fit_samples(
@@ -102,7 +103,7 @@ def sampled_estimate(
         moments=moments,
     )  # fmt: skip
     conc = _pseudo_inverse(fit.stains) @ od
-    return StainEstimate(*fit[:2], conc, fit.valid, classes.background, intensity)
+    return StainEstimate(*fit[:2], conc, fit.valid, classes.background, _intensity(batch))
 
 
 def folded_matrix(fit: StainFit, target_stains: Tensor, target_max: Tensor) -> Tensor:

@@ -9,10 +9,15 @@ red component is hematoxylin); concentrations follow by least squares, and their
 percentile is the maximum concentration. Normalisation rescales the concentrations to the
 target's maxima and recomposes the image with the target's stain vectors.
 
-Here every step runs on the whole batch at once: masked covariances, batched ``eigh`` of 3x3
-matrices, and per-image percentiles of masked pixels from one ``topk`` per batch (exact
-nearest-rank percentiles, the convention of torchstain's ``kthvalue``), so the cost is a few
-passes over the batch's pixels with no Python loop over images.
+Here every step runs on a whole batch (or a chunk of it) at once, with no Python loop over
+images. By default the angles' percentiles and the maximum concentrations are taken on seeded,
+stratified samples of each image's pixels (:mod:`~leukemia_wbc.transforms.macenko_sample`; the
+covariance still sums every tissue pixel), and the normalised image is one per-image 3x3 matrix
+applied to the optical density followed by one exponential
+(:mod:`~leukemia_wbc.transforms.macenko_fast`). ``sample=None`` estimates on every pixel:
+masked covariances, batched ``eigh`` of 3x3 matrices and exact nearest-rank percentiles (the
+convention of torchstain's ``kthvalue``) from one ``topk`` per batch
+(:mod:`~leukemia_wbc.transforms.macenko`).
 
 Two kinds of background are left out of the estimate and left as they are in the output: pure
 black (C-NMC cells are cut out on black, whose OD of about 5.5 in every channel would wreck the
@@ -47,7 +52,10 @@ class MacenkoNormalizer(nn.Module):
 
     The target stain matrix, maximum concentrations and the ``fitted`` flag are buffers: they
     travel in ``state_dict`` and Lightning checkpoints. Before :meth:`fit`, the target is the
-    reference of the original implementation (:data:`DEFAULT_STAIN_MATRIX`).
+    reference of the original implementation (:data:`DEFAULT_STAIN_MATRIX`). On the CPU the
+    normaliser keeps its scratch tensors from call to call (about 20 MB for chunks of eight
+    224x224 images): fresh memory costs page faults on every call. They are neither state nor
+    copied, so one normaliser should not run in two threads at once.
 
     Args:
         io: Transmitted light intensity ``Io``.
@@ -70,11 +78,14 @@ class MacenkoNormalizer(nn.Module):
         cpu_chunk: On the CPU, batches are processed this many images at a time, so that the
             intermediate tensors stay in cache (see ``benchmarks/stain.py``); on other devices
             the whole batch runs at once. The results do not depend on it.
-        sample: Estimate each image's stain vectors on this many of its tissue pixels, and its
-            maximum concentrations on this many of its non-black pixels (a stratified, seeded
-            sample; every pixel when there are fewer), instead of on all of them. ``None``
-            estimates on every pixel (exact, slower). :meth:`fit` always uses every pixel.
-        seed: Seed of the sample: the same image gives the same result, alone or in a batch.
+        sample: Take the percentiles of each image's estimate (its stain angles, its maximum
+            concentrations) on this many of its tissue pixels and this many of its non-black
+            pixels (stratified, seeded samples; every pixel when there are fewer) instead of on
+            all of them; the covariance still sums every tissue pixel. ``None`` estimates on
+            every pixel (exact, slower). :meth:`fit` always uses every pixel. See
+            ``docs/pipeline.md`` for the agreement and speed of each size.
+        seed: Seed of the samples: the same image gives the same result, alone or in a
+            batch, on every call.
 
     Raises:
         ValueError: Parameters out of range or an unknown backend.
