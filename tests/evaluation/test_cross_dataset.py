@@ -74,6 +74,7 @@ def test_class_map_excludes_and_renames(tmp_path: Path) -> None:
         cross_dataset_test(result, target, progress=False)
 
 
+@pytest.mark.slow  # 19 s; docs/robustness.md's `cv ... --test_data` line runs in the fast suite
 def test_cv_command_with_test_data(tmp_path: Path) -> None:
     config = tmp_path / "other.yaml"
     config.write_text(

@@ -26,6 +26,7 @@ def _example() -> ModuleType:
     return module
 
 
+@pytest.mark.slow  # 22 s on 2 cores; its argument checks stay in the fast suite (below)
 def test_folder_cross_validation_fast_mode(tmp_path: Path) -> None:
     out = tmp_path / "cv"
     proc = subprocess.run(

@@ -5,11 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # 14 s on 2 cores; tests/test_readme.py runs the README's Python example fast
 def test_quickstart_fast_mode(tmp_path):
     out = tmp_path / "qs"
     proc = subprocess.run(

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "stain_normalization.py"
 
 
+@pytest.mark.slow  # 11 s; stain normalisation on real cells is tested in test_stain.py
 @pytest.mark.realdata
 def test_stain_normalization_fast_mode(tmp_path: Path, shared_data: Path) -> None:
     if not (shared_data / "segmentation_WBC").is_dir():
