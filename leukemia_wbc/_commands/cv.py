@@ -81,13 +81,10 @@ def _robustness(result: Any, cfg: Any, output_dir: Path, data: Any) -> Any:
 
 def _test_dataset(config: str) -> Any:
     """The dataset of a data config (the ``data`` section, as ``leukemia-wbc fit`` reads it)."""
-    from jsonargparse import ActionConfigFile, ArgumentParser  # type: ignore[attr-defined]
-
     from ..configs import resolve_config
     from ..data.datamodule import WBCDataModule
 
-    parser = ArgumentParser(prog="leukemia-wbc cv --test_data", exit_on_error=False)
-    parser.add_argument("--config", action=ActionConfigFile)
+    parser = command_parser("leukemia-wbc cv --test_data", "The data config of the test set.")
     parser.add_class_arguments(WBCDataModule, "data")
     cfg = parser.parse_args(["--config", resolve_config(config)], defaults=True)
     return parser.instantiate_classes(cfg).data

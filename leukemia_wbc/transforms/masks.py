@@ -194,9 +194,7 @@ def central_component(mask: Tensor) -> Tensor:
     """
     b, _, h, w = mask.shape
     labels = components(mask)
-    yy = torch.arange(h, device=mask.device, dtype=torch.float32) - (h - 1) / 2
-    xx = torch.arange(w, device=mask.device, dtype=torch.float32) - (w - 1) / 2
-    dist = (yy[:, None] ** 2 + xx[None, :] ** 2).expand(b, 1, h, w)
+    dist = _centre_distance(h, w, mask.device).expand(b, 1, h, w)
     nearest = dist.masked_fill(~mask, math.inf).flatten(1).argmin(1, keepdim=True)
     kept = _select(labels, labels.flatten(1).gather(1, nearest))
     empty = ~mask.flatten(1).any(1).view(b, 1, 1, 1)
@@ -238,22 +236,17 @@ def disk_morphology(mask: Tensor, op: str, radius: int) -> Tensor:
         return mask
     r = torch.arange(-radius, radius + 1, device=mask.device, dtype=torch.float32)
     kernel = ((r[:, None] ** 2 + r[None, :] ** 2) <= radius**2 + 0.5).float()
+    erodes = {"erosion": (True,), "dilation": (False,), "opening": (True, False),
+              "closing": (False, True)}[op]  # fmt: skip
     if radius <= _SHIFT_RADIUS:
-        order = {"erosion": "e", "dilation": "d", "opening": "ed", "closing": "de"}[op]
         out = mask
-        for step in order:
-            out = _shifted(out, kernel, erode=step == "e")
+        for erode in erodes:
+            out = _shifted(out, kernel, erode=erode)
         return out
-    steps = {
-        "erosion": (KM.erosion,),
-        "dilation": (KM.dilation,),
-        "opening": (KM.erosion, KM.dilation),
-        "closing": (KM.dilation, KM.erosion),
-    }[op]
-    out = mask.float()
-    for fn in steps:
-        out = fn(out, kernel)
-    return out > 0.5
+    values = mask.float()
+    for erode in erodes:
+        values = (KM.erosion if erode else KM.dilation)(values, kernel)
+    return values > 0.5
 
 
 def _shifted(mask: Tensor, kernel: Tensor, *, erode: bool) -> Tensor:
