@@ -125,14 +125,21 @@ def _verify(name: str, root: str, decode: bool | None) -> int:
 
 def datasets_parser() -> Any:
     """The options of ``leukemia-wbc datasets`` (a ``jsonargparse.ArgumentParser``)."""
-    from jsonargparse import ActionYesNo, ArgumentParser
-
     parser = command_parser(
         "leukemia-wbc datasets",
         "The known datasets (their loaders, layouts and sources), or `verify NAME ROOT` to "
         "check a folder.",
     )
     commands = parser.add_subcommands(required=False, dest="action")
+    commands.add_subcommand("verify", _verify_parser(),
+                            help="check a dataset folder and print its counts")  # fmt: skip
+    return parser
+
+
+def _verify_parser() -> Any:
+    """The options of ``leukemia-wbc datasets verify``."""
+    from jsonargparse import ActionYesNo, ArgumentParser
+
     verify = ArgumentParser(exit_on_error=False, description="Check a dataset folder: counts "
                             "per class and group; decode the files.")  # fmt: skip
     verify.add_argument("name", type=str, help=f"one of: {', '.join(DATASETS)}")
@@ -142,8 +149,7 @@ def datasets_parser() -> Any:
         help=f"decode every image and mask and list those that fail (exit status 1); "
         f"--no_decode only counts; default: on up to {DECODE_LIMIT} images",
     )  # fmt: skip
-    commands.add_subcommand("verify", verify, help="check a dataset folder and print its counts")
-    return parser
+    return verify
 
 
 def run_datasets(argv: list[str]) -> int:
@@ -163,9 +169,7 @@ def run_datasets(argv: list[str]) -> int:
         ValueError: An unknown dataset name.
         FileNotFoundError: From the loader, naming what is missing.
     """
-    parser = datasets_parser()
-    verify = parser._subcommands_action._name_parser_map["verify"]  # argparse's map
-    args = parse(parser, underscored(argv, verify))
+    args = parse(datasets_parser(), underscored(argv, _verify_parser()))
     if args.action == "verify":
         return _verify(args.verify.name, args.verify.root, args.verify.decode)
     return _list()
