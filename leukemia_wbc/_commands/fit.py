@@ -62,6 +62,13 @@ class WBCLightningCLI(LightningCLI):
             parser: The parser of one subcommand.
         """
         _plain_model_arguments(parser)
+        parser.add_argument(
+            "--mask_cache", type=bool | str, default=True,
+            help="where a model that segments its cells (a segmenter, data without masks) keeps "
+                 "the masks, computed once before the first epoch: true: "
+                 "TRAINER.DEFAULT_ROOT_DIR/mask_cache; a folder (shared by runs); false: in "
+                 "memory for this run",
+        )  # fmt: skip
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse ``args`` (the command line, from :func:`~leukemia_wbc.cli.main`).
@@ -90,7 +97,7 @@ class WBCLightningCLI(LightningCLI):
         config["seed_everything"] = self._seed
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Check the model against the data, then build the trainer.
+        """Check the model against the data, then build the trainer (with ``--mask_cache``).
 
         Args:
             kwargs: Trainer arguments (as ``LightningCLI.instantiate_trainer``).
@@ -110,7 +117,16 @@ class WBCLightningCLI(LightningCLI):
             model.bind_data(data, where=MODEL_ARGS)
         if getattr(self, "_seed", None) is not None:
             _SEED_LOG.info("Seed set to %d", self._seed)
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        where = config.get("mask_cache", True)
+        if self.subcommand == "fit" and where is not False:
+            from ..tasks.segment_once import SegmentOnce
+
+            callbacks: list[Any] = getattr(trainer, "callbacks")  # noqa: B009 (no stub)
+            if not any(isinstance(c, SegmentOnce) for c in callbacks):
+                callbacks.append(SegmentOnce(None if where is True else where))
+        return trainer
 
 
 def _check_configs(argv: list[str]) -> None:

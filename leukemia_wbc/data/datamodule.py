@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, Literal
 
@@ -291,6 +292,17 @@ class WBCDataModule(pl.LightningDataModule):
             num_classes=self.num_classes,
             seed=self.split_options.seed,
         )
+
+    def samples_loader(self, indices: Sequence[int]) -> DataLoader[Any]:
+        """A loader over chosen samples, in order, as evaluation reads them (a first pass).
+
+        Args:
+            indices: Sample positions in :attr:`dataset`.
+
+        Returns:
+            The loader (uint8 batches, this module's batch size and workers).
+        """
+        return self._loader(np.asarray(indices, dtype=np.int64), train=False)
 
     def train_dataloader(self) -> DataLoader[Any]:
         """Training loader (shuffled, or balanced-sampled)."""

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from ..data.base import UNLABELLED
 from ..data.datamodule import WBCDataModule
 from ..data.splits import Split, assign_folds, is_grouped, kfold_split
+from ..tasks.segment_once import SegmentOnce
 from ._fold_checks import check_fold_sizes, warn_missing_classes, warn_small_classes
 from ._fold_lock import LOCK_FILE, FoldLock, rank, run_fold_locked, run_id
 from ._folds import fold_dir, is_finished, read_fold
@@ -120,6 +121,12 @@ class CrossValidator:
         attributions_max_cells: Held-out cells per fold explained for the nucleus-focus table,
             taken in turn from each true class (the nucleus masks are the dataset's, else the
             model's segmenter's; with neither, the fold has a gallery but no table).
+        mask_cache: Where a model that segments its cells (a dual branch or nucleus-only
+            model with a ``segmenter``, on data without masks) keeps the masks, so that each
+            cell is segmented once for all folds and later runs (see
+            :class:`~leukemia_wbc.tasks.SegmentOnce`): ``True`` (default):
+            ``<output_dir>/mask_cache``; a folder (shared by runs); ``False``: in memory,
+            once per fold.
 
     Raises:
         ValueError: ``n_splits`` below 3 or above the number of groups or the size of the
@@ -151,6 +158,7 @@ class CrossValidator:
         attributions: str | None = None,
         attributions_per_class: int = 2,
         attributions_max_cells: int = 64,
+        mask_cache: bool | str | os.PathLike[str] = True,
     ) -> None:
         self.attributions = check_method(attributions, "attributions")
         for arg, value in (("attributions_per_class", attributions_per_class),
@@ -203,6 +211,9 @@ class CrossValidator:
         }
         self.patience = early_stopping_patience
         self.callbacks = list(callbacks)
+        if mask_cache is not False and not any(isinstance(c, SegmentOnce) for c in callbacks):
+            where = self.output_dir / "mask_cache" if mask_cache is True else Path(mask_cache)
+            self.callbacks.append(SegmentOnce(where))
         self.settings = FoldSettings(seed, self.trainer_args, self.callbacks, self.patience)
         dataset = datamodule.dataset
         self.labelled = np.flatnonzero(dataset.labels != UNLABELLED)

@@ -8,7 +8,9 @@ from .branches import BranchInput, TaskBranch
 from .classification import CellClassifier, DualBranchClassifier, NucleusClassifier
 from .classifier_base import ClassificationTask, LossKind
 from .losses import FocalLoss, HybridFocalCELoss
+from .mask_cache import MaskCache, segmenter_fingerprint
 from .optim import OptimConfig, OptimizerKind, SchedulerKind
+from .segment_once import SegmentOnce
 from .segmentation import SegmentationMode, SegmentationModule
 
 #: Names that moved to other packages: still served, with a DeprecationWarning.
@@ -28,12 +30,15 @@ __all__ = [
     "FocalLoss",
     "HybridFocalCELoss",
     "LossKind",
+    "MaskCache",
     "NucleusClassifier",
     "OptimConfig",
     "OptimizerKind",
     "SchedulerKind",
+    "SegmentOnce",
     "SegmentationMode",
     "SegmentationModule",
     "Stage",
     "TaskBranch",
+    "segmenter_fingerprint",
 ]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.nucleus_crop import NucleusCrops, crop_nucleus
-from ._mask_cache import MaskCache
+from .mask_cache import MaskCache
 
 __all__ = ["NUCLEUS_SOURCE_KEY", "MaskSource", "NucleusMaskMixin"]
 
@@ -55,9 +55,23 @@ class NucleusMaskMixin(pl.LightningModule):
         self.__dict__["_segmenter"] = module  # not registered: never trained with us
         self.__dict__["_mask_cache"] = MaskCache()  # a new segmenter: no mask is known
 
+    @property
+    def mask_cache(self) -> MaskCache | None:
+        """The segmenter's masks kept by sample path while training (``None``: none kept).
+
+        Memory only until :class:`~leukemia_wbc.tasks.SegmentOnce` attaches a folder (the
+        cross-validator and ``leukemia-wbc fit`` do). A new segmenter gets an empty cache.
+        """
+        held: MaskCache | None = self.__dict__.get("_mask_cache")
+        return held
+
+    @mask_cache.setter
+    def mask_cache(self, cache: MaskCache | None) -> None:
+        self.__dict__["_mask_cache"] = cache
+
     def __setattr__(self, name: str, value: Any) -> None:
-        """Route ``segmenter`` through its property (``nn.Module`` would register it)."""
-        if name == "segmenter":
+        """Route ``segmenter`` and ``mask_cache`` through their properties (not registered)."""
+        if name in ("segmenter", "mask_cache"):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
@@ -168,7 +182,7 @@ class NucleusMaskMixin(pl.LightningModule):
             return batch
         out = dict(batch)
         paths = batch.get("path")
-        cache = self.__dict__.get("_mask_cache") if cache_by_path else None
+        cache = self.mask_cache if cache_by_path else None
         if cache is not None and isinstance(paths, list) and len(paths) == image.shape[0]:
             out["mask"] = cache.masks([str(p) for p in paths], image, self._segment_uint8)
         else:
