@@ -107,3 +107,22 @@ def test_to_folder_round_trip(tmp_path):
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SyntheticWBC(**{"n": 4, **kwargs})
+
+
+def test_rendered_cells_are_kept_and_read_back_unchanged() -> None:
+    """A second access reads the kept pixels: the same arrays, not shared with the caller."""
+    ds = SyntheticWBC(6, size=32, seed=9, n_patients=2)
+    first = ds.render(3)
+    first[0][:] = 0  # the caller's copy: the kept one is untouched
+    again = ds.render(3)
+    fresh = SyntheticWBC(6, size=32, seed=9, n_patients=2, cache_mb=0).render(3)
+    assert all(np.array_equal(a, b) for a, b in zip(again, fresh, strict=True))
+    assert again[0].any()
+    assert len(ds._rendered) == 1
+    # a view at another size renders its own pixels; a subset reads the shared ones
+    assert ds.with_size(16).render(3)[0].shape == (16, 16, 3)
+    assert len(ds._rendered) == 2
+    assert np.array_equal(ds.subset([3]).render(0)[0], fresh[0])
+    small = SyntheticWBC(6, size=32, seed=9, n_patients=2, cache_mb=0.001)  # 1 kB: too little
+    small.render(0)
+    assert len(small._rendered) == 0
