@@ -27,7 +27,14 @@ from ._io import atomic_write_text
 from .configs import resolve_config
 from .data import SyntheticWBC, WBCDataModule
 from .evaluation import attribution_gallery, compare, held_out_focus
-from .experiments import CrossValidator, CVResult, TaskSpec, as_fold_model, save_overlays
+from .experiments import (
+    CrossValidator,
+    CVResult,
+    TaskSpec,
+    as_fold_model,
+    resolve_precision,
+    save_overlays,
+)
 from .report import ReportFiles, write_report
 from .tasks import OptimConfig, SegmentationModule
 
@@ -258,6 +265,7 @@ def train_unet(
     )
     trainer = pl.Trainer(
         max_epochs=settings.unet_epochs,
+        precision=resolve_precision("auto", trainer_kwargs.get("accelerator", "auto")),  # type: ignore[arg-type]
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,

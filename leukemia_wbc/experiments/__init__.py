@@ -28,6 +28,7 @@ from .fold_model import (
     as_fold_model,
     load_fold_model,
 )
+from .precision import cpu_has_bf16, resolve_precision
 from .predictions import Predictions
 from .result import CVResult, FoldResult
 
@@ -47,12 +48,14 @@ __all__ = [
     "SklearnFoldModel",
     "TaskSpec",
     "as_fold_model",
+    "cpu_has_bf16",
     "focus_table",
     "gallery_items",
     "load_fold_model",
     "nucleus_masks",
     "pooled_focus",
     "read_fold_attributions",
+    "resolve_precision",
     "save_overlays",
     "select_cells",
     "write_fold_attributions",

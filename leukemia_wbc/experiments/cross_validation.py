@@ -29,6 +29,7 @@ from .fold_attributions import (
     read_fold_attributions,
 )
 from .fold_model import FoldModel, FoldModelSpec, FoldSettings, as_fold_model
+from .precision import resolve_precision
 from .result import CVResult, FoldResult
 
 __all__ = ["CrossValidator", "TaskSpec"]
@@ -104,7 +105,8 @@ class CrossValidator:
             notebook).
         strategy: Lightning strategy (``"ddp"`` for several devices).
         num_nodes: Nodes.
-        precision: Lightning precision (``"32-true"``, ``"bf16-mixed"``, ...).
+        precision: Lightning precision (``"32-true"``, ``"bf16-mixed"``, ...), or ``"auto"``:
+            bfloat16 autocast where the GPU or CPU computes it natively, else float32.
         max_epochs: Epoch limit per fold.
         early_stopping_patience: Epochs without improvement before stopping; ``None`` turns
             early stopping off.
@@ -205,7 +207,7 @@ class CrossValidator:
             "devices": devices,
             "strategy": strategy,
             "num_nodes": num_nodes,
-            "precision": precision,
+            "precision": resolve_precision(precision, accelerator),
             "max_epochs": max_epochs,
             **(trainer_kwargs or {}),
         }
