@@ -6,7 +6,8 @@ batch 32, in float32 and under bfloat16 autocast. The achieved GFLOP/s (FLOPs co
 ``torch.utils.flop_counter``) is reported as a fraction of the rate of a large matrix product
 in the same dtype, measured in the same run: the reference of the claim (target >= 50 %).
 On CUDA, when available: latency per image at batch 1 (the paper reports 25 ms on an RTX 3080)
-and throughput at batch 256.
+and throughput at batch 256, and the batch-1 latency with the networks compiled as
+``TrainedModel(compile="reduce-overhead")`` does (CUDA graphs).
 
 Run: ``python benchmarks/inference.py [--threads 2] [--repeats 5]``.
 """
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import append_record, median_seconds, table
 
 from leukemia_wbc.models import DualBranchNet
+from leukemia_wbc.models.compiled import CompiledForward
 
 
 def _batch(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +113,15 @@ def main() -> None:
             throughput = 256 / measure(gpu, "cuda", 256, dtype, args.repeats)
             cuda_rows.append((name, f"{latency * 1e3:.1f}", f"{throughput:.0f}"))
             record["cuda"][name] = {"latency_ms_b1": latency * 1e3, "img_s_b256": throughput}
+        # TrainedModel(compile="reduce-overhead"): the networks under CUDA graphs, batch 1
+        compiled = CompiledForward(gpu, "reduce-overhead")
+        with compiled.active():
+            for _ in range(3):  # compile, then record the graph
+                measure(gpu, "cuda", 1, torch.float32, 1)
+            latency = measure(gpu, "cuda", 1, torch.float32, args.repeats * 4)
+        name = "float32, compiled (reduce-overhead)"
+        cuda_rows.append((name, f"{latency * 1e3:.1f}", "-"))
+        record["cuda"][name] = {"latency_ms_b1": latency * 1e3}
         print(f"\nCUDA ({torch.cuda.get_device_name()}); the paper reports 25 ms on an RTX 3080")
         print(table(cuda_rows, ("precision", "latency b1 ms", "img/s b256")))
     print(f"\nrecord appended to {append_record('inference', record)}")
