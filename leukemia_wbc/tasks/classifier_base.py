@@ -339,7 +339,7 @@ class ClassificationTask(BaseTask, NucleusMaskMixin):
         size = len(labels)
         self.log_loss(stage, loss, size)
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
-        probs = logits.detach().softmax(dim=1)
+        probs = logits.detach().float().softmax(dim=1)  # float32 also under bf16 autocast
         metrics[stage].update(probs, labels)
         self.log_dict(metrics[stage], on_step=False, on_epoch=True, batch_size=size,
                       prog_bar=stage == "val")  # fmt: skip
@@ -356,16 +356,16 @@ class ClassificationTask(BaseTask, NucleusMaskMixin):
         self.confusion.reset()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """Class probabilities ``(B, num_classes)`` (softmax of the logits).
+        """Class probabilities ``(B, num_classes)`` (softmax of the logits, in float32).
 
         Args:
             batch: The batch dict after the device stage.
             batch_idx: Index of the batch (unused).
 
         Returns:
-            The probabilities.
+            The probabilities (float32, also under mixed precision: rows sum to 1).
         """
-        return self.forward_batch(batch).softmax(dim=1)
+        return self.forward_batch(batch).float().softmax(dim=1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the task's class name, its pipeline and its segmenter.

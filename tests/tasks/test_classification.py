@@ -356,3 +356,15 @@ def test_branches_name_what_attributions_explain() -> None:
     unbuilt = CellClassifier("resnet10t")  # no classes yet: no network
     with pytest.raises(ValueError, match="has no 'net' module; override branches"):
         unbuilt.branches()
+
+
+def test_probabilities_are_float32_under_bf16_autocast() -> None:
+    """Under mixed precision the predicted rows still sum to 1 (softmax in float32)."""
+    torch.manual_seed(0)
+    task = CellClassifier("resnet10t", num_classes=4)
+    batch = {"image": torch.randn(6, 3, 32, 32) * 3}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert task.forward_batch(batch).dtype == torch.bfloat16  # what softmax would get
+        probs = task.predict_step(batch, 0)
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs.sum(1), torch.ones(6), atol=1e-6, rtol=0)
