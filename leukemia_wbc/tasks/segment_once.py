@@ -43,6 +43,9 @@ class SegmentOnce(Callback):
         first_pass: Segment the missing masks before training (``False``: during the first
             epoch, as batches come).
         progress: Show the first pass's progress bar (also hidden when the trainer has none).
+
+    Raises:
+        ValueError: ``directory`` exists and is not a folder.
     """
 
     def __init__(
@@ -53,6 +56,8 @@ class SegmentOnce(Callback):
         progress: bool = True,
     ) -> None:
         self.directory = None if directory is None else Path(directory)
+        if self.directory is not None and self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"mask_cache: {self.directory} exists and is not a folder")
         self.first_pass = first_pass
         self.progress = progress
 

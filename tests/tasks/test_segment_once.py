@@ -135,6 +135,8 @@ def test_a_damaged_mask_file_is_segmented_again(
     (tmp_path / "taken").write_text("not a folder")
     with pytest.raises(ValueError, match=r"mask_cache: .*taken exists and is not a folder"):
         MaskCache().attach(tmp_path / "taken", ClassicalNucleusSegmenter())
+    with pytest.raises(ValueError, match=r"mask_cache: .*taken exists and is not a folder"):
+        SegmentOnce(tmp_path / "taken")  # refused when the run is set up, before any fold
 
 
 def test_training_segments_in_a_first_pass_and_the_next_run_reads_the_files(
