@@ -156,14 +156,18 @@ def test_config_cannot_build_a_class_through_net_kwargs(
 ) -> None:
     """``net_kwargs`` takes plain values: a ``class_path`` there is an error, nothing imported."""
     marker = tmp_path / "pwned"
+    # one fresh process reads both configs (a module imported by an earlier test would hide
+    # an import here), each `fit` in turn, then says whether `this` was imported
     code = (
         "import sys\n"
         "from leukemia_wbc.cli import main\n"
-        "status = main(sys.argv[1:])\n"
+        "for config in sys.argv[1:]:\n"
+        "    status = main(['fit', '--config', config])\n"
+        "    print(f'status {status}', file=sys.stderr)\n"
         "print('imported this' if 'this' in sys.modules else 'clean', file=sys.stderr)\n"
-        "sys.exit(status)\n"
     )
     payloads = [_popen(marker), {"decoder_attention_type": {"class_path": "this.Foo"}}]
+    configs = []
     for i, value in enumerate(payloads):
         config = tmp_path / f"evil{i}.yaml"
         config.write_text(yaml.safe_dump({
@@ -174,15 +178,19 @@ def test_config_cannot_build_a_class_through_net_kwargs(
                                                "init_args": {"n": 8}}, "size": SIZE}},
             "trainer": {"fast_dev_run": True, "default_root_dir": str(tmp_path / "run")},
         }))  # fmt: skip
-        run = subprocess.run(
-            [sys.executable, "-c", code, "fit", "--config", str(config)],
-            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            cwd=tmp_path, timeout=300,
-        )  # fmt: skip
-        lines = run.stderr.strip().splitlines()
-        assert run.returncode == 1, run.stderr
-        assert lines[-1] == "clean" and "Beautiful is better" not in run.stdout
-        assert "model.init_args.net_kwargs" in lines[-2]
+        configs.append(str(config))
+    run = subprocess.run(
+        [sys.executable, "-c", code, *configs],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
+    assert lines[-1] == "clean" and "Beautiful is better" not in run.stdout
+    statuses = [i for i, line in enumerate(lines) if line.startswith("status ")]
+    assert [lines[i] for i in statuses] == ["status 1", "status 1"], run.stderr
+    for i in statuses:  # each refusal is one line naming the argument, just before its status
+        assert "model.init_args.net_kwargs" in lines[i - 1]
     assert not marker.exists() and not (tmp_path / "run").exists()
 
 

@@ -193,26 +193,18 @@ def dual_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ckpt
 
 
-def test_classify_and_explain_images(dual_checkpoint: Path, tmp_path: Path) -> None:
+def test_classify_and_explain_images(
+    dual_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from leukemia_wbc.data import SyntheticWBC
 
     SyntheticWBC(5, size=48, seed=9).to_folder(tmp_path / "cells")
     folders = [str(p) for p in sorted((tmp_path / "cells").iterdir()) if p.name != "masks"]
     folders = [f for f in folders if Path(f).is_dir()]
     out = tmp_path / "pred.csv"
-    proc = run(
-        "classify",
-        str(dual_checkpoint),
-        *folders,
-        "--out",
-        str(out),
-        "--overlays",
-        str(tmp_path / "ov"),
-        "--batch-size",
-        "2",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = main(["classify", str(dual_checkpoint), *folders, "--out", str(out),
+                   "--overlays", str(tmp_path / "ov"), "--batch-size", "2"])  # fmt: skip
+    assert status == 0, capsys.readouterr().err[-2000:]
     rows = out.read_text().splitlines()
     # the model normalises stains: a last column says whether each image was normalised
     assert rows[0] == "path,predicted,prob_ALL,prob_AML,prob_CLL,prob_normal,stain_normalised"
@@ -226,17 +218,9 @@ def test_classify_and_explain_images(dual_checkpoint: Path, tmp_path: Path) -> N
             and values[1] == ["ALL", "AML", "CLL", "normal"][probs.index(max(probs))]
         )
     assert len(list((tmp_path / "ov").glob("*_nucleus.png"))) == 5
-    explain = run(
-        "explain",
-        str(dual_checkpoint),
-        folders[0],
-        "--out",
-        str(tmp_path / "ex"),
-        "--method",
-        "integrated_gradients",
-        cwd=tmp_path,
-    )
-    assert explain.returncode == 0, explain.stderr[-2000:]
+    status = main(["explain", str(dual_checkpoint), folders[0], "--out", str(tmp_path / "ex"),
+                   "--method", "integrated_gradients"])  # fmt: skip
+    assert status == 0, capsys.readouterr().err[-2000:]
     assert {p.name.rpartition("_")[2] for p in (tmp_path / "ex").glob("*.png")} == {
         "cell.png",
         "nucleus.png",
@@ -259,28 +243,19 @@ def test_classify_refuses_what_is_not_ours(
     assert "not found" in capsys.readouterr().err
 
 
-def test_cv_through_the_command(tmp_path: Path) -> None:
-    cv = run(
-        "cv",
-        "--config",
-        "svm_baseline",
-        "--data.dataset.init_args.n",
-        "36",
-        "--data.size",
-        "32",
-        "--cv.n_splits",
-        "3",
-        "--cv.output_dir",
-        str(tmp_path / "cv"),
-        "--model.init_args.progress",
-        "false",
-        cwd=tmp_path,
-    )
-    assert cv.returncode == 0, cv.stderr[-2000:]
-    assert "| mean ± std |" in cv.stdout
+def test_cv_through_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status = main(["cv", "--config", "svm_baseline", "--data.dataset.init_args.n", "36",
+                   "--data.size", "32", "--cv.n_splits", "3", "--cv.output_dir",
+                   str(tmp_path / "cv"), "--model.init_args.progress", "false"])  # fmt: skip
+    printed = capsys.readouterr()
+    assert status == 0, printed.err[-2000:]
+    assert "| mean ± std |" in printed.out
     assert (tmp_path / "cv" / "report" / "report.html").is_file()
-    collect = run("cv", "--collect", str(tmp_path / "cv"), cwd=tmp_path)
-    assert collect.returncode == 0 and "| 95 % CI (3 folds: rough) |" in collect.stdout
+    assert main(["cv", "--collect", str(tmp_path / "cv")]) == 0
+    assert "| 95 % CI (3 folds: rough) |" in capsys.readouterr().out
 
 
 def test_datasets_list_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -333,32 +308,26 @@ def test_debug_shows_the_traceback() -> None:
         main(["bogus", "--debug"])
 
 
-def test_unknown_model_name_fails_cleanly(tmp_path: Path) -> None:
-    proc = run("cv", "--model", "NoSuchModel", "--cv.output_dir", str(tmp_path), cwd=tmp_path)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "NoSuchModel" in proc.stderr
+def test_unknown_model_name_fails_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cv", "--model", "NoSuchModel", "--cv.output_dir", str(tmp_path / "cv")]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "NoSuchModel" in err and err.count("\n") == 1
+    assert not (tmp_path / "cv").exists()
 
 
-def test_demo_smoke_run(tmp_path: Path) -> None:
+def test_demo_smoke_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The demo's whole path at toy size (the default run is measured, not tested)."""
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
-    proc = run(
-        "demo",
-        "--out",
-        str(out),
-        "--n",
-        "48",
-        "--size",
-        "32",
-        "--epochs",
-        "1",
-        "--unet-epochs",
-        "1",
-        "--no-progress",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "nucleus U-Net: held-out Dice" in proc.stdout
+    status = main(["demo", "--out", str(out), "--n", "48", "--size", "32", "--epochs", "1",
+                   "--unet-epochs", "1", "--no-progress"])  # fmt: skip
+    printed = capsys.readouterr()
+    assert status == 0, printed.err[-3000:]
+    assert "nucleus U-Net: held-out Dice" in printed.out
     assert (out / "unet.ckpt").is_file() and (out / "comparison.md").is_file()
     page = (out / "report" / "report.html").read_text()
     assert "Attribution gallery" in page and "Nucleus U-Net" in page
