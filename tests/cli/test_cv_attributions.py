@@ -15,6 +15,10 @@ TINY = [
 ]  # fmt: skip
 
 
+# slow: the folds' Integrated Gradients and the report's section are checked fast in
+# tests/experiments/test_fold_attributions.py, and `cv --config demo` writes Grad-CAM
+# galleries through the command in tests/cli/test_packaged_configs.py
+@pytest.mark.slow
 def test_cv_writes_each_folds_attributions_and_reports_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -424,7 +424,9 @@ def _run_two_stage_fit(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     assert saved["hyper_parameters"]["arch"] == "unet"
 
 
-@runs(TWO_STAGE_CV)
+# slow: the U-Net as the paper config's segmenter is checked fast by
+# test_packaged_configs.py::test_unet_checkpoint_is_the_segmenter_of_the_paper_config
+@runs(TWO_STAGE_CV, slow=True)
 def _run_two_stage_cv(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     """The fake Dataset 2 is too small for 3 folds: the fake's Dataset 1 (6 cells per class)."""
     root = _two_stage_unet(shared, tmp)
