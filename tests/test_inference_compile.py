@@ -49,5 +49,6 @@ def test_compiled_prediction_matches_eager(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_unknown_compile_mode_is_refused() -> None:
     """A typo names the argument and the modes."""
-    with pytest.raises(ValueError, match=r"compile: expected one of \('default', 'reduce-overhead'"):
+    expected = r"compile: expected one of \('default', 'reduce-overhead'"
+    with pytest.raises(ValueError, match=expected):
         CompiledForward(torch.nn.Linear(2, 2), "fast")  # type: ignore[arg-type]
