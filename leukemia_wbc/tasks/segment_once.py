@@ -91,8 +91,10 @@ class SegmentOnce(Callback):
             pl_module.mask_cache = MaskCache()
         cache = pl_module.mask_cache
         assert cache is not None
-        folder = cache.attach(self.folder(trainer), pl_module.segmenter)
-        if folder is None:
+        paths = getattr(dataset, "paths", None) or []
+        on_disk = bool(paths) and os.path.isfile(paths[0])  # SyntheticWBC's are not files
+        folder = cache.attach(self.folder(trainer), pl_module.segmenter) if on_disk else None
+        if on_disk and folder is None:
             _log.info(
                 "mask cache: a segmenter of class %s has no fingerprint; its masks are kept in "
                 "memory for this run only", type(pl_module.segmenter).__name__,

@@ -179,6 +179,13 @@ def test_nothing_is_cached_for_data_with_masks(tmp_path: Path) -> None:
     _fit(task, dm, tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
     assert task.mask_cache is not None and task.mask_cache.counts["segmented"] == 0
+    # masks from the segmenter, but samples that are not files: segmented once, in memory
+    task = DualBranchClassifier("resnet10t", "mobilenetv3_small_050", nucleus_size=32,
+                                fusion_features=8, head_hidden=(8,), segmenter="kmeans",
+                                mask_source="segmenter")  # fmt: skip
+    _fit(task, dm, tmp_path / "cache")
+    assert task.mask_cache is not None and task.mask_cache.folder is None
+    assert task.mask_cache.counts["segmented"] > 0 and not (tmp_path / "cache").exists()
 
 
 def test_augmentation_moves_the_cached_mask_with_the_image(folder: Path, tmp_path: Path) -> None:
