@@ -23,6 +23,21 @@ SYNTHETIC_CLASSES: tuple[str, ...] = ("ALL", "AML", "CLL", "normal")
 _SCHEME = "synthetic://"
 
 
+class _Rendered(dict[tuple[str, tuple[int, int]], tuple[np.ndarray, ...]]):
+    """Rendered cells by ``(path, size)``, with their size in bytes.
+
+    Shared by a dataset's views and subsets (shallow copies); pickled empty, so that a loader
+    worker started by ``spawn`` does not receive hundreds of megabytes: it renders its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
+
+    def __reduce__(self) -> tuple[type[_Rendered], tuple[()]]:
+        return (_Rendered, ())
+
+
 class SyntheticWBC(WBCDataset):
     """Procedurally rendered blood-smear crops of single white cells, with nucleus and cell masks.
 
@@ -117,8 +132,7 @@ class SyntheticWBC(WBCDataset):
         ]
         self.cache_mb = float(cache_mb)
         # (path, size) -> rendered arrays: valid in every view and subset, which share it
-        self._rendered: dict[tuple[str, tuple[int, int]], tuple[np.ndarray, ...]] = {}
-        self._rendered_bytes = [0]
+        self._rendered = _Rendered()
 
     @property
     def has_masks(self) -> bool:
@@ -148,9 +162,9 @@ class SyntheticWBC(WBCDataset):
         patient = int(rec.group.removeprefix("patient"))
         out = render_cell(recipe, self._stains[patient], self.size, rng)
         size = sum(a.nbytes for a in out)
-        if self._rendered_bytes[0] + size <= self.cache_mb * 2**20:
+        if self._rendered.nbytes + size <= self.cache_mb * 2**20:
             self._rendered[key] = tuple(a.copy() for a in out)
-            self._rendered_bytes[0] += size
+            self._rendered.nbytes += size
         return out
 
     def load_sample(self, index: int) -> Sample:

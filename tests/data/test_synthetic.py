@@ -123,6 +123,11 @@ def test_rendered_cells_are_kept_and_read_back_unchanged() -> None:
     assert ds.with_size(16).render(3)[0].shape == (16, 16, 3)
     assert len(ds._rendered) == 2
     assert np.array_equal(ds.subset([3]).render(0)[0], fresh[0])
+    # a worker started by spawn gets the dataset pickled: without the kept cells
+    import pickle
+
+    sent = pickle.loads(pickle.dumps(ds))
+    assert len(sent._rendered) == 0 and np.array_equal(sent.render(3)[0], fresh[0])
     small = SyntheticWBC(6, size=32, seed=9, n_patients=2, cache_mb=0.001)  # 1 kB: too little
     small.render(0)
     assert len(small._rendered) == 0
