@@ -148,8 +148,7 @@ class MaskCache:
         name = _file_key(*key)
         return None if name is None else self.folder / name[:2] / f"{name}.bits"
 
-    def _read(self, key: tuple[str, int, int]) -> np.ndarray | None:
-        file = self._file(key)
+    def _read(self, file: Path | None, key: tuple[str, int, int]) -> np.ndarray | None:
         if file is None:
             return None
         try:
@@ -204,30 +203,32 @@ class MaskCache:
         h, w = int(image.shape[-2]), int(image.shape[-1])
         keys = [(str(p), h, w) for p in paths]
         known: dict[int, np.ndarray] = {}
+        files: dict[int, Path | None] = {}
         for i, key in enumerate(keys):
             bits = self._masks.get(key)
             if bits is None:
-                bits = self._read(key)
+                files[i] = self._file(key)
+                bits = self._read(files[i], key)
                 if bits is not None:
                     self._keep(key, bits)
             if bits is not None:
                 known[i] = bits
+        out = torch.empty(len(keys), 1, h, w, dtype=torch.uint8, device=image.device)
+        if known:  # unpacked as one array, moved to the device at once
+            order = list(known)
+            unpacked = np.unpackbits(np.stack([known[i] for i in order]), axis=1, count=h * w)
+            where = torch.tensor(order, device=image.device)
+            out[where] = torch.from_numpy(unpacked.reshape(-1, 1, h, w)).to(image.device)
         missing = [i for i in range(len(keys)) if i not in known]
-        fresh: dict[int, Tensor] = {}
         if missing:
-            new = segment(image[torch.tensor(missing, device=image.device)])
+            where = torch.tensor(missing, device=image.device)
+            new = segment(image[where])
+            out[where] = new.to(torch.uint8)
             self.counts["segmented"] += len(missing)
-            for j, i in enumerate(missing):
-                fresh[i] = new[j]
-                bits = np.packbits(new[j].detach().to("cpu", torch.bool).numpy().ravel())
+            flat = new.detach().to("cpu", torch.bool).numpy().reshape(len(missing), -1)
+            for bits, i in zip(np.packbits(flat, axis=1), missing, strict=True):
                 self._keep(keys[i], bits)
-                file = self._file(keys[i])
+                file = files[i]
                 if file is not None:
                     atomic_write_bytes(file, bits.tobytes())
-        out = [
-            fresh[i]
-            if i in fresh
-            else torch.from_numpy(np.unpackbits(known[i], count=h * w).reshape(1, h, w))
-            for i in range(len(keys))
-        ]
-        return torch.stack([m.to(image.device, torch.uint8) for m in out])
+        return out
