@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         CellClassifier,
         DualBranchClassifier,
         NucleusClassifier,
+        PretrainModule,
         SegmentationModule,
     )
 
@@ -40,6 +41,7 @@ _LAZY_NAMES: dict[str, str] = {
     "CellClassifier": ".tasks",
     "DualBranchClassifier": ".tasks",
     "NucleusClassifier": ".tasks",
+    "PretrainModule": ".tasks",
     "SegmentationModule": ".tasks",
     "HandcraftedSVM": ".models",
     "TrainedModel": ".inference",
@@ -75,6 +77,7 @@ __all__ = [
     "DualBranchClassifier",
     "HandcraftedSVM",
     "NucleusClassifier",
+    "PretrainModule",
     "SegmentationModule",
     "SyntheticWBC",
     "TrainedModel",

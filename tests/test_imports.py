@@ -26,6 +26,7 @@ HOMES = {
     "CellClassifier": "leukemia_wbc.tasks",
     "DualBranchClassifier": "leukemia_wbc.tasks",
     "NucleusClassifier": "leukemia_wbc.tasks",
+    "PretrainModule": "leukemia_wbc.tasks",
     "SegmentationModule": "leukemia_wbc.tasks",
     "HandcraftedSVM": "leukemia_wbc.models",
     "TrainedModel": "leukemia_wbc.inference",

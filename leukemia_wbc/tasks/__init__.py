@@ -10,6 +10,7 @@ from .classifier_base import ClassificationTask, LossKind
 from .losses import FocalLoss, HybridFocalCELoss
 from .mask_cache import MaskCache, segmenter_fingerprint
 from .optim import OptimConfig, OptimizerKind, SchedulerKind
+from .pretrain import PretrainMethod, PretrainModule
 from .segment_once import SegmentOnce
 from .segmentation import SegmentationMode, SegmentationModule
 
@@ -34,6 +35,8 @@ __all__ = [
     "NucleusClassifier",
     "OptimConfig",
     "OptimizerKind",
+    "PretrainMethod",
+    "PretrainModule",
     "SchedulerKind",
     "SegmentOnce",
     "SegmentationMode",

@@ -115,6 +115,24 @@ class BaseTask(CheckpointLoading, ABC):
         if self.ready:
             self.configure()
 
+    def pretrained_arguments(self, weights: str, backbone: str) -> dict[str, str]:
+        """The constructor arguments that start this task from pretrained backbone weights.
+
+        What :class:`~leukemia_wbc.experiments.CrossValidator` uses to start each fold from the
+        weights its ``pretrain`` step wrote. The base class has no backbone to start.
+
+        Args:
+            weights: The weights file (see :func:`~leukemia_wbc.models.create_backbone`).
+            backbone: The timm architecture the file holds.
+
+        Returns:
+            Argument name to ``weights``, for each part of the network of that architecture.
+
+        Raises:
+            ValueError: No part of the network is a ``backbone``.
+        """
+        raise ValueError(f"{type(self).__name__} takes no pretrained backbone weights")
+
     def check_optim(self, optim: OptimConfig) -> None:
         """Refuse settings this task cannot train with (none in the base class).
 

@@ -8,10 +8,12 @@ from .macenko import StainEstimate, estimate_stains
 from .pipeline import DevicePipeline, EqualizeMode, make_equalizer
 from .registry import register_pipeline_module, registered_pipeline_modules
 from .stain import MacenkoNormalizer
+from .views import CellViews
 
 __all__ = [
     "CLAHE",
     "BackgroundRemoval",
+    "CellViews",
     "Cue",
     "DevicePipeline",
     "EqualizeMode",
