@@ -27,6 +27,7 @@ _USAGE = """usage: leukemia-wbc COMMAND [options]
 commands:
   fit | validate | test | predict   train or evaluate a task (LightningCLI; see --help)
   cv                                cross-validate a model, or --collect a folder's folds
+  pretrain                          pretrain a backbone without labels (SimCLR / BYOL)
   classify CHECKPOINT PATHS...      class probabilities of images into a CSV
   explain CHECKPOINT PATHS...       attribution overlays (Grad-CAM or Integrated Gradients)
   analyze-smear CHECKPOINTS IMAGES...
@@ -62,6 +63,7 @@ def _configs(argv: list[str]) -> int:
 #: function itself.
 _COMMANDS: dict[str, str | Callable[[list[str]], int]] = {
     "cv": "cv:run_cv",
+    "pretrain": "pretrain:run_pretrain",
     "classify": "classify:run_classify",
     "explain": "classify:run_explain",
     "analyze-smear": "smear:run_analyze_smear",

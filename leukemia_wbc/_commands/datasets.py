@@ -19,6 +19,7 @@ from ..data import (
     ImageReadError,
     RaabinWBC,
     SegmentationWBC2018,
+    UnlabelledImages,
     WBCDataset,
 )
 from ._parser import command_parser, parse, underscored
@@ -41,6 +42,7 @@ DATASETS: dict[str, type[WBCDataset]] = {
     "aml_cytomorphology": AMLCytomorphology,
     "segmentation_wbc": SegmentationWBC2018,
     "folder": ImageFolderWBC,
+    "unlabelled": UnlabelledImages,
 }
 
 

@@ -43,6 +43,7 @@ from .splits import (
     kfold_split,
 )
 from .synthetic import SYNTHETIC_CLASSES, SyntheticWBC
+from .unlabelled import UnlabelledImages
 
 #: Names that moved to other packages: still served, with a DeprecationWarning.
 __getattr__ = moved_names(
@@ -82,6 +83,7 @@ __all__ = [
     "Split",
     "SplitOptions",
     "SyntheticWBC",
+    "UnlabelledImages",
     "WBCDataModule",
     "WBCDataset",
     "assign_folds",

@@ -30,6 +30,7 @@ from .fold_model import (
 )
 from .precision import cpu_has_bf16, resolve_precision
 from .predictions import Predictions
+from .pretraining import PretrainResult, pretrain, pretrain_split
 from .result import CVResult, FoldResult
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "GalleryItem",
     "LightningFoldModel",
     "Predictions",
+    "PretrainResult",
     "SklearnFoldModel",
     "TaskSpec",
     "as_fold_model",
@@ -54,6 +56,8 @@ __all__ = [
     "load_fold_model",
     "nucleus_masks",
     "pooled_focus",
+    "pretrain",
+    "pretrain_split",
     "read_fold_attributions",
     "resolve_precision",
     "save_overlays",
