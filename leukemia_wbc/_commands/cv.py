@@ -35,6 +35,7 @@ def _parser() -> Any:
     from ..data.datamodule import WBCDataModule
     from ..experiments import CrossValidator
     from ..experiments.fold_model import ConfigurableFoldModel
+    from ..tasks.pretrain import PretrainModule
 
     parser = command_parser("leukemia-wbc cv", "Cross-validate a model: each fold into "
                             "OUTPUT_DIR/fold_<k>, resumable.")  # fmt: skip
@@ -43,7 +44,15 @@ def _parser() -> Any:
                              "(no training; the other options are not read)")  # fmt: skip
     parser.add_argument("--model", type=ConfigurableFoldModel, help="task or SVM")
     parser.add_class_arguments(WBCDataModule, "data")
-    parser.add_class_arguments(CrossValidator, "cv", skip={"task", "datamodule"},
+    parser.add_class_arguments(CrossValidator, "cv",
+                               skip={"task", "datamodule", "pretrain", "pretrain_epochs"},
+                               instantiate=False)  # fmt: skip
+    parser.add_argument("--pretrain_epochs", type=int, default=0,
+                        help="pretrain each fold's backbone without labels (on that fold's "
+                             "training cells) for this many epochs before it trains; 0: off. "
+                             "--pretrain.* sets the method; --pretrain.backbone must be the "
+                             "model's")  # fmt: skip
+    parser.add_class_arguments(PretrainModule, "pretrain", skip={"optim"},
                                instantiate=False)  # fmt: skip
     parser.add_argument("--folds", type=list[int] | None, default=None,
                         help="run these folds only (one job per fold), e.g. [0,1]")  # fmt: skip
@@ -160,7 +169,15 @@ def load_cv_config(argv: Sequence[str]) -> CVConfig:
     init = parser.instantiate_classes(cfg)
     # classes, nucleus masks, segmenter: fail now, before any fold
     as_fold_model(init.model).check(init.data, where="model.init_args")
-    return CVConfig(init.model, init.data, dict(vars(cfg.cv)), cfg)
+    options = dict(vars(cfg.cv))
+    if cfg.pretrain_epochs < 0:
+        parser.error(f"--pretrain_epochs must be >= 0, got {cfg.pretrain_epochs}")
+    if cfg.pretrain_epochs > 0:
+        from ..tasks.pretrain import PretrainModule
+
+        options["pretrain"] = PretrainModule(**dict(vars(cfg.pretrain)))
+        options["pretrain_epochs"] = cfg.pretrain_epochs
+    return CVConfig(init.model, init.data, options, cfg)
 
 
 def _collect_dir(argv: list[str]) -> str | None:

@@ -138,6 +138,21 @@ class LightningFoldModel:
             except ValueError as err:
                 raise ValueError(f"attributions: {err}") from None
 
+    def with_pretrained(self, weights: str | None, backbone: str) -> LightningFoldModel:
+        """See :meth:`FoldModel.with_pretrained`: the task's :meth:`pretrained_arguments`."""
+        probe: Any = self._probe
+        arguments = getattr(probe, "pretrained_arguments", None)
+        if arguments is None:
+            raise ValueError(f"{type(probe).__name__} takes no pretrained backbone weights")
+        extra: dict[str, str] = arguments(weights or "<weights>", backbone)
+        if weights is None:
+            return self
+        kwargs = {**dict(probe.hparams), **extra}
+        for name in getattr(probe, "hparams_ignore", ()):  # modules kept out of hparams
+            kwargs[name] = getattr(probe, name)
+        cls = type(probe)
+        return LightningFoldModel(lambda: cls(**kwargs))
+
     def show_progress(self, enabled: bool) -> None:
         """See :meth:`FoldModel.show_progress`: a task's bar is the Trainer's; nothing to set."""
 

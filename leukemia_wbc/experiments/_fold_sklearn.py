@@ -149,6 +149,12 @@ class SklearnFoldModel:
                 "(e.g. kmeans) or a trained SegmentationModule checkpoint"
             )
 
+    def with_pretrained(self, weights: str | None, backbone: str) -> SklearnFoldModel:
+        """See :meth:`FoldModel.with_pretrained`: a feature baseline has no backbone."""
+        raise ValueError(
+            f"{type(self._model).__name__} has no backbone to start from pretrained weights"
+        )
+
     def show_progress(self, enabled: bool) -> None:
         """See :meth:`FoldModel.show_progress`: the bar over images of the feature extraction."""
         self._model.progress = enabled

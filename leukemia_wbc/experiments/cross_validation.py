@@ -15,9 +15,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from ..data.base import UNLABELLED
 from ..data.datamodule import WBCDataModule
 from ..data.splits import Split, assign_folds, is_grouped, kfold_split
+from ..tasks.pretrain import PretrainModule
 from ..tasks.segment_once import SegmentOnce
 from ._fold_checks import check_fold_sizes, warn_missing_classes, warn_small_classes
 from ._fold_lock import LOCK_FILE, FoldLock, rank, run_fold_locked, run_id
+from ._fold_pretrain import FoldPretraining
 from ._folds import fold_dir, is_finished, read_fold
 from ._output import collect_folds, move_aside, prepare_output, run_config
 from .attributions import write_fold_attributions
@@ -129,6 +131,10 @@ class CrossValidator:
             :class:`~leukemia_wbc.tasks.SegmentOnce`): ``True`` (default):
             ``<output_dir>/mask_cache``; a folder (shared by runs); ``False``: in memory,
             once per fold.
+        pretrain: Pretrain the backbone without labels before each fold, on that fold's
+            training and validation cells only, into ``<output_dir>/fold_<k>/pretrain/``, and
+            start the fold's model from it (see :doc:`/pretraining`); reused when a fold reruns.
+        pretrain_epochs: Epochs of each fold's pretraining.
 
     Raises:
         ValueError: ``n_splits`` below 3 or above the number of groups or the size of the
@@ -161,6 +167,8 @@ class CrossValidator:
         attributions_per_class: int = 2,
         attributions_max_cells: int = 64,
         mask_cache: bool | str | os.PathLike[str] = True,
+        pretrain: PretrainModule | None = None,
+        pretrain_epochs: int = 50,
     ) -> None:
         self.attributions = check_method(attributions, "attributions")
         for arg, value in (("attributions_per_class", attributions_per_class),
@@ -172,17 +180,8 @@ class CrossValidator:
                              "nothing to explain")  # fmt: skip
         self.attributions_per_class = attributions_per_class
         self.attributions_max_cells = attributions_max_cells
-        reserved = {
-            "callbacks",
-            "logger",
-            "default_root_dir",
-            "accelerator",
-            "devices",
-            "strategy",
-            "num_nodes",
-            "precision",
-            "max_epochs",
-        } & set(trainer_kwargs or {})
+        reserved = {"callbacks", "logger", "default_root_dir", "accelerator", "devices", "strategy",
+                    "num_nodes", "precision", "max_epochs"} & set(trainer_kwargs or {})  # fmt: skip
         if reserved:
             raise ValueError(
                 f"trainer_kwargs must not set {sorted(reserved)}: they are "
@@ -195,6 +194,9 @@ class CrossValidator:
         #: What each fold trains.
         self.model: FoldModel = as_fold_model(task)
         self.model.check(datamodule, attributions=self.attributions)
+        self.pretraining: FoldPretraining | None = None  # each fold's, with ``pretrain``
+        if pretrain is not None:
+            self.pretraining = FoldPretraining(pretrain, pretrain_epochs, self.model)
         info = self.model.info
         self.explainable = info.explainable
         self.datamodule = datamodule
@@ -243,7 +245,8 @@ class CrossValidator:
             split={"n_splits": n_splits, "seed": seed, "stratify": stratify,
                    "grouped": self.grouped, "val_fraction": val_fraction},
             training={"max_epochs": max_epochs, "precision": str(precision),
-                      "early_stopping_patience": early_stopping_patience},
+                      "early_stopping_patience": early_stopping_patience,
+                      **(self.pretraining.config() if self.pretraining else {})},
         )  # fmt: skip
         #: Folds the last :meth:`run` skipped because another run held their lock.
         self.skipped: list[int] = []
@@ -357,7 +360,11 @@ class CrossValidator:
         """
         _log.info("%s: fold %d of %d", self.name, fold, self.n_splits)
         folder = fold_dir(self.output_dir, fold)
-        return self.model.fit_fold(self.datamodule, self.split(fold), fold, folder, self.settings)
+        model, split = self.model, self.split(fold)
+        if self.pretraining is not None:
+            model = self.pretraining.model_for(model, fold, folder, self.datamodule, split,
+                                               self.trainer_args, self.seed)  # fmt: skip
+        return model.fit_fold(self.datamodule, split, fold, folder, self.settings)
 
     def explain_fold(self, fold: int) -> FoldAttributions | None:
         """Write a finished fold's attributions (see ``attributions``) unless already there.

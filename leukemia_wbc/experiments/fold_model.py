@@ -94,6 +94,22 @@ class FoldModel(Protocol):
         """
         ...
 
+    def with_pretrained(self, weights: str | None, backbone: str) -> FoldModel:
+        """The same model starting from pretrained backbone weights (``pretrain`` of the CV).
+
+        Args:
+            weights: The weights file; ``None`` only checks that the model has a part of that
+                architecture (nothing is built, so the file need not exist yet).
+            backbone: The timm architecture of the weights.
+
+        Returns:
+            A fold model whose fresh copies start from ``weights`` (``self`` when only checking).
+
+        Raises:
+            ValueError: The model has no backbone of that architecture (or none at all).
+        """
+        ...
+
     def show_progress(self, enabled: bool) -> None:
         """Show or hide the model's own progress bars (a Trainer's bar is the Trainer's).
 
