@@ -74,7 +74,20 @@ class FoldPretraining:
 
         Returns:
             The fold model to train.
+
+        Raises:
+            ValueError: A distributed cross-validation (pretrain its folds separately with
+                ``leukemia-wbc pretrain --data.fold K``).
         """
+        if (
+            trainer_args.get("devices") not in (1, "1", [0])
+            or trainer_args.get("num_nodes", 1) != 1
+        ):
+            raise ValueError(
+                "pretrain= runs each fold's pretraining in one process: use devices=1, or "
+                "pretrain each fold beforehand (leukemia-wbc pretrain --data.fold K) and pass "
+                "its weights to the model"
+            )
         done = folder / "pretrain" / BACKBONE_FILE
         if done.is_file():
             _log.info("fold %d starts from the pretrained %s", fold, done)

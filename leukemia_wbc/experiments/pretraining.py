@@ -181,9 +181,7 @@ def _check_resumable(last: Path, module: PretrainModule) -> None:
 
 
 def _prepare_folder(folder: Path, overwrite: bool) -> None:
-    """Refuse a file, or a finished run without ``overwrite``; clear it with ``overwrite``."""
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"argument 'output_dir': {folder} is a file, not a folder")
+    """Refuse a finished run without ``overwrite``; clear it with ``overwrite`` (lock held)."""
     finished = folder / BACKBONE_FILE
     if finished.exists() and not overwrite:
         raise FileExistsError(
@@ -207,7 +205,7 @@ def pretrain(
     val_fraction: float = 0.1,
     overwrite: bool = False,
     accelerator: str = "auto",
-    devices: int | str | Sequence[int] = "auto",
+    devices: int | str | Sequence[int] = 1,
     precision: str | int = "auto",
     progress: bool = True,
     seed: int = 0,
@@ -229,7 +227,8 @@ def pretrain(
         val_fraction: Share of groups validated on when the data has no split.
         overwrite: Replace a finished run in ``output_dir``.
         accelerator: Lightning accelerator.
-        devices: Lightning devices.
+        devices: The one Lightning device to train on (``1``, or ``[k]`` for GPU ``k``); a run
+            holds its folder's lock in one process, so several devices are refused.
         precision: Lightning precision, or ``"auto"`` (see
             :func:`~leukemia_wbc.experiments.resolve_precision`).
         progress: Show Lightning's progress bar.
@@ -244,12 +243,18 @@ def pretrain(
         FileExistsError: ``output_dir`` holds a finished run and ``overwrite`` is false.
         NotADirectoryError: ``output_dir`` is a file.
         RuntimeError: Another live run writes into ``output_dir``.
-        ValueError: A damaged ``last.ckpt``, one of other settings, or too few cells.
+        ValueError: A damaged ``last.ckpt``, one of other settings, too few cells, or more than
+            one device.
     """
     if max_epochs < 1:
         raise ValueError(f"argument 'max_epochs': expected >= 1, got {max_epochs}")
+    single = devices in (1, "1") or (isinstance(devices, Sequence) and not isinstance(devices, str)
+                                     and len(devices) == 1)  # fmt: skip
+    if not single:
+        raise ValueError(f"argument 'devices': pretraining runs on one device, got {devices!r}")
     folder = Path(output_dir)
-    _prepare_folder(folder, overwrite)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"argument 'output_dir': {folder} is a file, not a folder")
     split, excluded = pretrain_split(datamodule, exclude_test=exclude_test,
                                      val_fraction=val_fraction, split=split)  # fmt: skip
     if len(split.train) < 2:
@@ -262,6 +267,7 @@ def pretrain(
             "or choose another output folder"
         )
     try:
+        _prepare_folder(folder, overwrite)  # under the lock: never clears a live run's files
         return _run(module, datamodule, split, excluded, folder, max_epochs=max_epochs,
                     accelerator=accelerator, devices=devices, precision=precision,
                     progress=progress, seed=seed, trainer_args=trainer_args or {})  # fmt: skip

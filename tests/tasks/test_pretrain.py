@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from leukemia_wbc.cli import main
 from leukemia_wbc.data import SyntheticWBC, UnlabelledImages, WBCDataModule
 from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.experiments.pretraining import BACKBONE_FILE, pretrain, pretrain_split
@@ -151,6 +150,9 @@ def test_outputs_are_never_replaced_and_bad_folders_are_refused(
     with pytest.raises(ValueError, match=r"last\.ckpt: cannot resume"):
         pretrain(module, dm, damaged, max_epochs=1, progress=False)
     assert not (damaged / BACKBONE_FILE).exists()
+    with pytest.raises(ValueError, match="'devices': pretraining runs on one device"):
+        pretrain(module, dm, tmp_path / "ddp", devices=2, progress=False)
+    assert not (tmp_path / "ddp").exists()
 
 
 def test_a_live_run_holds_the_folder(cells: SyntheticWBC, tmp_path: Path) -> None:
@@ -203,25 +205,6 @@ def test_unlabelled_data_validates_on_held_out_groups(tmp_path: Path) -> None:
     assert not set(np.asarray(ds.groups)[split.train]) & set(np.asarray(ds.groups)[split.val])
     with pytest.raises(ValueError, match=r"no image under .* \(after excluding"):
         UnlabelledImages(tmp_path / "cells", exclude=".")
-
-
-def test_the_command_pretrains_a_folder_and_refuses_to_overwrite(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    SyntheticWBC(16, size=SIZE, seed=4, n_patients=2).to_folder(tmp_path / "cells")
-    out = tmp_path / "out"
-    argv = ["pretrain", "--model.backbone", "resnet10t", "--model.hidden_dim", "32",
-            "--data.dataset", "UnlabelledImages", "--data.dataset.root", str(tmp_path / "cells"),
-            "--data.dataset.exclude", "^masks/", "--data.size", str(SIZE),
-            "--data.batch_size", "4", "--output_dir", str(out), "--max_epochs", "1",
-            "--no_progress"]  # fmt: skip
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert f"weights: {out / BACKBONE_FILE}" in printed and "resnet10t (simclr)" in printed
-    CellClassifier("resnet10t", weights=str(out / BACKBONE_FILE), num_classes=4)
-    assert main(argv) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "backbone.pt exists" in err[0] and "--overwrite" in err[0]
 
 
 def test_cross_validation_pretrains_each_fold_without_its_test_cells(
