@@ -43,7 +43,7 @@ def pretrain_parser() -> Any:
         help="share of groups validated on when the data has no split",
     )
     parser.add_argument("--accelerator", type=str, default="auto", help="Lightning accelerator")
-    parser.add_argument("--devices", type=int | str, default="auto", help="Lightning devices")
+    parser.add_argument("--devices", type=int | str, default=1, help="Lightning devices")
     parser.add_argument(
         "--precision",
         type=str,
@@ -94,7 +94,13 @@ def run_pretrain(argv: list[str]) -> int:
     losses = f"; loss {first:.3f} -> {final:.3f}" if first is not None and final is not None else ""
     print(f"pretrained {result.backbone_name} ({result.method}) on {result.train_samples} cells"
           f"{left_out}, {result.epochs} epochs in {result.seconds:.0f} s{losses}")  # fmt: skip
+    from .._io import atomic_write_bytes
+    from ..report.figures import pretrain_figure
+
+    figure = result.backbone.parent / "pretrain.png"
+    atomic_write_bytes(figure, pretrain_figure(result, module.projection_dim))
     print(f"weights: {result.backbone}")
+    print(f"curves: {figure}")
     print(
         f"use them with: --model.init_args.weights {result.backbone} (CellClassifier), "
         f"--model.init_args.cell_weights / nucleus_weights (DualBranchClassifier), "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -23,15 +24,17 @@ class UnlabelledImages(WBCDataset):
 
         root/**/<image>.{jpg,png,bmp,tif,...}
 
+    Several roots may be given (e.g. two labs' archives); each keeps its own groups.
+
     Hidden files are skipped. Every sample is :data:`~leukemia_wbc.data.UNLABELLED`; the
     dataset has no classes, so it serves pretraining (``leukemia-wbc pretrain``), not a
     classifier.
 
     Args:
-        root: The folder.
+        root: The folder, or several folders.
         group_by: How a sample's group (the unit that validation holds out whole) is named:
-            ``"folder"`` (the image's folder relative to ``root``, e.g. one folder per patient
-            or smear) or ``"file"`` (each image its own group).
+            ``"folder"`` (the image's folder, e.g. one folder per patient or smear) or
+            ``"file"`` (each image its own group); with several roots, prefixed by the root.
         exclude: Regular expression searched in each path relative to ``root`` (with ``/``);
             matching files are left out (e.g. ``"_mask"`` or ``"\\.png$"`` for masks stored
             beside the images).
@@ -40,13 +43,13 @@ class UnlabelledImages(WBCDataset):
         on_error: ``"raise"`` or ``"skip"`` unreadable files.
 
     Raises:
-        FileNotFoundError: ``root`` is not a folder.
+        FileNotFoundError: A root is not a folder.
         ValueError: No image is found, an unknown ``group_by``, or a bad ``exclude`` pattern.
     """
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
+        root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         *,
         group_by: Literal["folder", "file"] = "folder",
         exclude: str | None = None,
@@ -62,18 +65,27 @@ class UnlabelledImages(WBCDataset):
             raise ValueError(
                 f"argument 'exclude': {exclude!r} is not a valid pattern: {err}"
             ) from err
-        self.root = require_dir(Path(root), "UnlabelledImages", "root/**/<image files>")
+        roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
+        if not roots:
+            raise ValueError("argument 'root': no folder given")
+        #: The folders read.
+        self.roots = [
+            require_dir(Path(r), "UnlabelledImages", "root/**/<image files>") for r in roots
+        ]
+        self.root = self.roots[0]
         records = []
-        for path in list_images(self.root, recursive=recursive):
-            relative = path.relative_to(self.root).as_posix()
-            if pattern is not None and pattern.search(relative):
-                continue
-            parent = path.parent.relative_to(self.root).as_posix()
-            group = relative if group_by == "file" else (parent or ".")
-            records.append(Record(str(path), UNLABELLED, group))
+        for folder in self.roots:
+            prefix = f"{folder.name}/" if len(self.roots) > 1 else ""
+            for path in list_images(folder, recursive=recursive):
+                relative = path.relative_to(folder).as_posix()
+                if pattern is not None and pattern.search(relative):
+                    continue
+                parent = path.parent.relative_to(folder).as_posix()
+                group = relative if group_by == "file" else (parent or ".")
+                records.append(Record(str(path), UNLABELLED, prefix + group))
         if not records:
             raise ValueError(
-                f"UnlabelledImages: no image under {self.root}"
+                f"UnlabelledImages: no image under {', '.join(map(str, self.roots))}"
                 + (f" (after excluding {exclude!r})" if exclude else "")
                 + ("" if recursive else "; pass recursive=True to search sub-folders")
             )

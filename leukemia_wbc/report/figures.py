@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..experiments.pretraining import PretrainResult
 from ..experiments.result import CVResult
 from .gallery import fold_gallery_figure, gallery_figure
 
@@ -27,6 +28,7 @@ __all__ = [
     "fold_gallery_figure",
     "folds_figure",
     "gallery_figure",
+    "pretrain_figure",
     "robustness_figure",
     "roc_figure",
 ]
@@ -164,6 +166,42 @@ def curves_figure(result: CVResult) -> bytes | None:
     for ax in (ax_loss, ax_acc):
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(f"Training curves: {result.name}", fontsize=9)
+    return _png(fig)
+
+
+def pretrain_figure(result: PretrainResult, projection_dim: int) -> bytes:
+    """A pretraining run per epoch: its losses, and the spread of its embeddings.
+
+    The spread (``*_embedding_std``) is drawn against ``1/sqrt(projection_dim)``, its value
+    for features spread evenly over the sphere; a fall towards 0 is a collapse (every cell
+    mapped to one point), which a falling loss alone does not show.
+
+    Args:
+        result: The run (its per-epoch history).
+        projection_dim: The projection size of the run's module.
+
+    Returns:
+        PNG bytes.
+    """
+    history = result.history
+    epochs = list(range(1, len(history) + 1))
+    fig, (ax_loss, ax_std) = _subplots(1, 2, figsize=(8, 3), layout="constrained")
+    for stage, style in (("train", "-"), ("val", "--")):
+        ax_loss.plot(epochs, [h.get(f"{stage}_loss", math.nan) for h in history], ls=style,
+                     color="C0", label=stage)  # fmt: skip
+        ax_std.plot(epochs, [h.get(f"{stage}_embedding_std", math.nan) for h in history],
+                    ls=style, color="C1", label=stage)  # fmt: skip
+    ax_std.axhline(1 / math.sqrt(projection_dim), color="0.5", lw=0.8, ls=":",
+                   label="spread evenly")  # fmt: skip
+    ax_std.set_ylim(bottom=0)
+    ax_loss.set_ylabel(f"{result.method} loss")
+    ax_std.set_ylabel("embedding spread (0 = collapse)")
+    for ax in (ax_loss, ax_std):
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Pretraining {result.backbone_name} ({result.method}) on "
+                 f"{result.train_samples} cells", fontsize=9)  # fmt: skip
     return _png(fig)
 
 
