@@ -42,6 +42,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--method", default="simclr", choices=("simclr", "byol"))
     p.add_argument("--backbone", default="resnet10t")
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_pretrain"))
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="also a row from these pretrained weights "
+        "(one file for every fold, e.g. from `leukemia-wbc pretrain` on other cells)",
+    )
+    p.add_argument("--no_per_fold", action="store_true", help="skip the per-fold SSL row")
+    p.add_argument("--no_random", action="store_true", help="skip the random-init row")
     p.add_argument("--fast", action="store_true")
     args = p.parse_args()
     if args.fast:
@@ -70,6 +78,29 @@ def _cv(model: Any, dm: WBCDataModule, folder: Path, args: argparse.Namespace) -
     ).run()  # fmt: skip
 
 
+def _per_fold(args: argparse.Namespace, train: dict[str, Any], data: Any, source: Any,
+              target: Any, rows: dict[str, Any], seconds: dict[str, float]) -> None:  # fmt: skip
+    """The row of per-fold pretraining (each fold's own training cells, test cells left out)."""
+    start = time.perf_counter()
+    name = f"{args.method} pretrained per fold"
+    result = CrossValidator(
+        CellClassifier(args.backbone, **train), data(), args.out / "ssl", n_splits=args.folds,
+        max_epochs=args.epochs, early_stopping_patience=None, accelerator="cpu",
+        precision="auto", trainer_kwargs={"enable_progress_bar": False},
+        pretrain=PretrainModule(args.backbone, method=args.method),
+        pretrain_epochs=args.pretrain_epochs,
+    ).run()  # fmt: skip
+    for fold in range(args.folds):
+        summary = json.loads((args.out / "ssl" / f"fold_{fold}" / "pretrain" /
+                              "pretrain.json").read_text())  # fmt: skip
+        losses = [h["train_loss"] for h in summary["history"] if "train_loss" in h]
+        print(f"fold {fold}: pretrained on {summary['train_samples']} cells "
+              f"({summary['excluded']} left out), loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
+              f"{summary['seconds']:.0f} s")  # fmt: skip
+    rows[name] = _scores(result, source, target)
+    seconds[name] = time.perf_counter() - start
+
+
 def main() -> None:
     """Run the comparison and print the table."""
     args = parse_args()
@@ -88,29 +119,20 @@ def main() -> None:
     def data() -> WBCDataModule:
         return WBCDataModule(source, size=args.size, batch_size=32)
 
-    start = time.perf_counter()
-    result = _cv(CellClassifier(args.backbone, **train), data(), args.out / "random", args)
-    rows["random init"] = _scores(result, source, target)
-    seconds["random init"] = time.perf_counter() - start
+    if not args.no_random:
+        start = time.perf_counter()
+        result = _cv(CellClassifier(args.backbone, **train), data(), args.out / "random", args)
+        rows["random init"] = _scores(result, source, target)
+        seconds["random init"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    name = f"{args.method} pretrained"
-    result = CrossValidator(
-        CellClassifier(args.backbone, **train), data(), args.out / "ssl", n_splits=args.folds,
-        max_epochs=args.epochs, early_stopping_patience=None, accelerator="cpu",
-        precision="auto", trainer_kwargs={"enable_progress_bar": False},
-        pretrain=PretrainModule(args.backbone, method=args.method),
-        pretrain_epochs=args.pretrain_epochs,
-    ).run()  # fmt: skip
-    for fold in range(args.folds):
-        summary = json.loads((args.out / "ssl" / f"fold_{fold}" / "pretrain" /
-                              "pretrain.json").read_text())  # fmt: skip
-        losses = [h["train_loss"] for h in summary["history"] if "train_loss" in h]
-        print(f"fold {fold}: pretrained on {summary['train_samples']} cells "
-              f"({summary['excluded']} left out), loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
-              f"{summary['seconds']:.0f} s")  # fmt: skip
-    rows[name] = _scores(result, source, target)
-    seconds[name] = time.perf_counter() - start
+    if args.weights is not None:
+        start = time.perf_counter()
+        task = CellClassifier(args.backbone, weights=str(args.weights), **train)
+        result = _cv(task, data(), args.out / "weights", args)
+        rows[f"pretrained once: {args.weights}"] = _scores(result, source, target)
+        seconds["weights"] = time.perf_counter() - start
+    if not args.no_per_fold:
+        _per_fold(args, train, data, source, target, rows, seconds)
     result = _cv(ColourShortcutBaseline(progress=False), data(), args.out / "colour", args)
     rows["colour shortcut"] = _scores(result, source, target)
     labels = source.labels

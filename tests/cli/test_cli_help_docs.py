@@ -25,7 +25,16 @@ from leukemia_wbc.cli import main
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 _BLOCK = re.compile(r"```text\n(\$ leukemia-wbc [^\n]*--help[^\n]*)\n(.*?)```", re.S)
 #: Every command whose options a user types; each must have its help in docs/cli.md.
-COMMANDS = ["cv", "pretrain", "classify", "explain", "analyze-smear", "datasets", "datasets verify", "demo"]
+COMMANDS = [
+    "cv",
+    "pretrain",
+    "classify",
+    "explain",
+    "analyze-smear",
+    "datasets",
+    "datasets verify",
+    "demo",
+]
 
 
 def help_text(command_line: str) -> str:

@@ -312,8 +312,9 @@ def _run_help(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
     _check_documented_output(cmd, result)
 
 
-for _key in ("--help", "cv --help", "classify --help", "explain --help", "analyze-smear --help",
-             "datasets --help", "datasets verify --help", "demo --help"):  # fmt: skip
+for _key in ("--help", "cv --help", "pretrain --help", "classify --help", "explain --help",
+             "analyze-smear --help", "datasets --help", "datasets verify --help",
+             "demo --help"):  # fmt: skip
     runs(_key)(_run_help)
 
 
@@ -520,6 +521,43 @@ def _run_cv_demo(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
             *quick_data(batch_size=8), *QUIET_CV]  # fmt: skip
     cli(args).ok()
     check_cv_output(tmp / "runs" / "demo", MODEL_NAMES["demo"], SYNTHETIC_CLASSES, n_splits=3)
+
+
+PRETRAIN_FOLDER = ("pretrain --model.backbone resnet18 --data.dataset UnlabelledImages "
+                   "--data.dataset.root cells/ --output_dir runs/pretrain")  # fmt: skip
+QUICK_PRETRAIN = ["--model.backbone", "resnet10t", "--model.hidden_dim", "32",
+                  "--max_epochs", "1", "--no_progress", *quick_data(batch_size=4)]  # fmt: skip
+
+
+@runs(PRETRAIN_FOLDER)
+def _run_pretrain_folder(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
+    write_cells(tmp / "cells", 4)
+    result = cli([*cmd.argv, *QUICK_PRETRAIN]).ok()
+    weights = Path("runs") / "pretrain" / "backbone.pt"
+    assert f"weights: {weights}" in result.out and "on 4 cells" in result.out
+    assert (weights.parent / "pretrain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = cli([*cmd.argv, *QUICK_PRETRAIN])  # a finished run is never replaced
+    assert again.code == 1 and "backbone.pt exists" in again.err and "--overwrite" in again.err
+
+
+@runs(
+    "pretrain --model.backbone resnet18 --data.dataset SegmentationWBC2018 --data.dataset.root "
+    "/data/segmentation_WBC --data.size 128 --data.fold 0 --data.n_splits 5 --max_epochs 100 "
+    "--output_dir runs/pretrain_fold0"
+)
+def _run_pretrain_dataset(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
+    result = cli([*substitute(cmd.argv, tmp), *QUICK_PRETRAIN, "--data.n_splits", "3"]).ok()
+    summary = json.loads((tmp / "runs" / "pretrain_fold0" / "pretrain.json").read_text())
+    assert summary["excluded"] > 0 and f"{summary['excluded']} test cells left out" in result.out
+
+
+@runs("cv --config demo --pretrain_epochs 60 --pretrain.backbone resnet10t")
+def _run_cv_pretrain(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
+    args = [*cmd.argv, "--data.dataset.init_args.n", "24", *MODEL_OVERRIDES["demo"],
+            *quick_data(batch_size=8), *QUIET_CV, "--pretrain_epochs", "1",
+            "--pretrain.hidden_dim", "32", "--folds", "[0]", "--report", "false"]  # fmt: skip
+    cli(args).ok()
+    assert (tmp / "runs" / "demo" / "fold_0" / "pretrain" / "backbone.pt").is_file()
 
 
 @runs(
