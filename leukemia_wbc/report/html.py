@@ -121,6 +121,22 @@ def _timings(results: Sequence[CVResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pretrain_note(result: CVResult) -> str:
+    """A sentence saying that (and how) each fold's backbone was pretrained, if it was."""
+    pre = result.config.get("training", {}).get("pretrain")
+    if not isinstance(pre, dict):
+        return ""
+    method = {"simclr": "SimCLR", "byol": "BYOL"}.get(str(pre.get("method")), "?")
+    epochs = pre.get("epochs", "?")
+    return (
+        f"\n\nEach fold's {pre.get('backbone', '?')} backbone was first pretrained without "
+        f"labels ({method}, {epochs} epoch{'' if epochs == 1 else 's'}) on "
+        "that fold's training and validation cells only, never its held-out cells, and the "
+        "model started from those weights (`fold_<k>/pretrain/`). The training times below "
+        "leave the pretraining out; each fold's `pretrain/pretrain.json` has its own.\n"
+    )
+
+
 def _dataset_table(result: CVResult) -> tuple[str, list[int]]:
     p = result.predictions
     counts = [int(np.sum(p.label == c)) for c in range(len(result.classes))]
@@ -218,7 +234,7 @@ def write_report(
     ]
     for i, r in enumerate(results):
         keys = [k for k in (f"roc_{i}", f"confusion_{i}", f"curves_{i}") if k in figures]
-        sections.append((r.name, r.to_markdown(), keys))
+        sections.append((r.name, r.to_markdown() + _pretrain_note(r), keys))
     if robustness:
         sections.append(("Robustness to stain and acquisition shift",
                          _robustness_text(results, robustness), ["robustness"]))  # fmt: skip

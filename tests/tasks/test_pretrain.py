@@ -16,6 +16,7 @@ from leukemia_wbc.data import SyntheticWBC, UnlabelledImages, WBCDataModule
 from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.experiments.pretraining import BACKBONE_FILE, pretrain, pretrain_split
 from leukemia_wbc.models import HandcraftedSVM
+from leukemia_wbc.report import write_report
 from leukemia_wbc.tasks import (
     CellClassifier,
     DualBranchClassifier,
@@ -225,6 +226,8 @@ def test_cross_validation_pretrains_each_fold_without_its_test_cells(
     ckpt: Any = torch.load(tmp_path / "cv" / "fold_0" / "checkpoints" / "best.ckpt",
                            map_location="cpu", weights_only=True)  # fmt: skip
     assert ckpt["hyper_parameters"]["weights"].endswith(f"fold_0/pretrain/{BACKBONE_FILE}")
+    page = write_report([result], tmp_path / "report").markdown.read_text()
+    assert "resnet10t backbone was first pretrained without labels (SimCLR, 1 epoch)" in page
     with pytest.raises(ValueError, match="pretrain: HandcraftedSVM has no backbone"):
         CrossValidator(HandcraftedSVM(), dm, tmp_path / "svm", n_splits=3,
                        pretrain=PretrainModule("resnet10t"))  # fmt: skip
