@@ -108,8 +108,9 @@ def train_cross_domain(args: argparse.Namespace, source: str, stain: bool) -> di
         args.seed), stain_normalization=stain, augment=True, seed=args.seed,
     )  # fmt: skip
     model = SegmentationModule(
-        args.arch, args.encoder, net_kwargs=args.net_kwargs, optim=OptimConfig(lr=args.lr)
-    )
+        args.arch, args.encoder, net_kwargs=args.net_kwargs, optim=OptimConfig(lr=args.lr),
+        encoder_weights=args.encoder_weights,
+    )  # fmt: skip
     trainer = pl.Trainer(
         max_steps=args.steps, max_epochs=-1, accelerator="cpu", devices=1, logger=False,
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -133,6 +134,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--arch", default="unet")
     parser.add_argument("--encoder", default="tu-mobilenetv2_050")
+    parser.add_argument("--encoder-weights", type=Path, default=None,
+                        help="start the encoder from this file (e.g. `leukemia-wbc pretrain`'s "
+                             "backbone.pt of the encoder's architecture)")  # fmt: skip
+    parser.add_argument(
+        "--sources",
+        default="Dataset 1,Dataset 2",
+        help="comma-separated training datasets (the other is the test set)",
+    )
+    parser.add_argument("--stain", default="off,on", help="stain normalisation settings to run")
+    parser.add_argument("--no-classical", action="store_true", help="skip the classical table")
     parser.add_argument("--depth", type=int, default=3, help="encoder depth (U-Net stages)")
     parser.add_argument("--width", type=int, default=8, help="channels of the last decoder stage")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -154,22 +165,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     start = time.perf_counter()
     step = 10 if args.fast else 1
-    classical = classical_table(args.root, step=step, batch=25)
-    print(f"\nClassical nucleus segmentation: mean per-image Dice, 224x224"
-          f"{f', every {step}th image' if step > 1 else ', all images'}")  # fmt: skip
-    print(f"{'method':22s} {'Dataset 1':>10s} {'Dataset 2':>10s}")
+    classical = {} if args.no_classical else classical_table(args.root, step=step, batch=25)
+    if classical:
+        print(f"\nClassical nucleus segmentation: mean per-image Dice, 224x224"
+              f"{f', every {step}th image' if step > 1 else ', all images'}")  # fmt: skip
+        print(f"{'method':22s} {'Dataset 1':>10s} {'Dataset 2':>10s}")
     for method, row in classical.items():
         print(f"{method:22s} {row['Dataset 1']:10.3f} {row['Dataset 2']:10.3f}")
 
     unet: dict[str, dict[str, Any]] = {}
-    for source in SUBSETS:
-        for stain in (False, True):
+    sources = [x.strip() for x in args.sources.split(",")]
+    stains = [{"off": False, "on": True}[x.strip()] for x in args.stain.split(",")]
+    for source in sources:
+        for stain in stains:
             target = SUBSETS[1 - SUBSETS.index(source)]
             key = f"{source} -> {target}, stain normalisation {'on' if stain else 'off'}"
             print(f"\n== U-Net: {key}", flush=True)
             unet[key] = train_cross_domain(args, source, stain)
     print(f"\nU-Net cross-domain nucleus Dice (mean per test image): {args.arch}, encoder "
-          f"{args.encoder} (random init), {args.net_kwargs}, {args.size} px, {args.steps} steps "
+          f"{args.encoder} ({args.encoder_weights or 'random init'}), {args.net_kwargs}, "
+          f"{args.size} px, {args.steps} steps "
           f"of batch {args.batch_size}, Adam lr {args.lr}, paper augmentation, source split "
           f"80/20 train/val, seed {args.seed}, {torch.get_num_threads()} threads")  # fmt: skip
     header = f"{'train -> test, stain normalisation':48s} {'raw':>6s} {'post':>6s} {'post*':>6s}"

@@ -8,12 +8,15 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from .._io import atomic_write_bytes
 from ..models.backbones import Weights, create_backbone, feature_dim
+from ..transforms.pipeline import ColourMode, DevicePipeline, colour_input
 from ..transforms.views import CellViews
 from .base import BaseTask, Stage
 from .optim import OptimConfig
@@ -53,6 +56,41 @@ def lightly_parts() -> Any:
     from types import SimpleNamespace
 
     return SimpleNamespace(loss=loss, heads=heads, utils=utils)
+
+
+class _ColourMode(Callback):
+    """During fit, the data's colour mode applies to each view, after the views.
+
+    A DataModule's pipeline reduces the images to a ``"grayscale"`` or ``"hematoxylin"`` colour
+    mode before the batch reaches the task, but the views' stain and colour perturbations need
+    the colour. So, while a :class:`PretrainModule` fits, its pipeline keeps the colour and the
+    module reduces each view instead, as the pipeline reduces augmented training images. The
+    pipeline gets its mode back when the fit ends, also when it fails.
+    """
+
+    def __init__(self) -> None:
+        self._given: tuple[DevicePipeline, PretrainModule] | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pipeline = getattr(getattr(trainer, "datamodule", None), "pipeline", None)
+        if isinstance(pl_module, PretrainModule) and isinstance(pipeline, DevicePipeline):
+            pl_module.colour_mode, pipeline.colour = pipeline.colour, "rgb"
+            self._given = (pipeline, pl_module)
+
+    def _restore(self) -> None:
+        given = self._given
+        if given is not None:
+            pipeline, module = given
+            pipeline.colour, module.colour_mode = module.colour_mode, "rgb"
+            self._given = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
 
 
 class PretrainModule(BaseTask):
@@ -139,11 +177,12 @@ class PretrainModule(BaseTask):
         self.momentum = float(momentum)
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.view_strength = (float(stain_jitter), float(colour_jitter))
-        CellViews(
-            (32, 32), crop_scale=self.crop_scale, stain=stain_jitter, colour=colour_jitter
-        )  # fmt: skip  (checks the settings)
+        # checks the view settings now rather than at the first batch
+        CellViews((32, 32), crop_scale=self.crop_scale, stain=stain_jitter, colour=colour_jitter)
         # a plain dict, not a submodule: the views' random generators are no weights to save
         self._views: dict[tuple[int, int], CellViews] = {}
+        #: What each view keeps of the colour: the data's colour mode while fitting.
+        self.colour_mode: ColourMode = "rgb"
         super().__init__(optim=optim, **legacy)
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -177,10 +216,21 @@ class PretrainModule(BaseTask):
         )
 
     # -- data ----------------------------------------------------------------------------------
+    def _pipeline(self) -> Any:
+        """The device pipeline of the DataModule being fitted, if any."""
+        return getattr(getattr(self._trainer, "datamodule", None), "pipeline", None)
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The callback that hands the data's colour mode to the views (see :class:`_ColourMode`).
+
+        Returns:
+            ``[_ColourMode()]``.
+        """
+        return [_ColourMode()]
+
     def _normalisation(self) -> tuple[Tensor, Tensor]:
         """The data's channel mean and std (``(1, 3, 1, 1)``), or ImageNet's without data."""
-        trainer = self._trainer
-        pipeline = getattr(getattr(trainer, "datamodule", None), "pipeline", None)
+        pipeline = self._pipeline()
         mean = getattr(pipeline, "mean", None)
         std = getattr(pipeline, "std", None)
         if isinstance(mean, Tensor) and isinstance(std, Tensor):
@@ -210,7 +260,8 @@ class PretrainModule(BaseTask):
             pixels: ``(B, 3, H, W)`` float in ``[0, 1]``.
 
         Returns:
-            The two view batches, normalised as the data is.
+            The two view batches, reduced to the data's colour mode and normalised as the data
+            is.
         """
         size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
         views = self._views.get(size)
@@ -220,7 +271,8 @@ class PretrainModule(BaseTask):
             self._views[size] = views
         mean, std = self._normalisation()
         with torch.autocast(pixels.device.type, enabled=False):
-            first, second = views(pixels.float()), views(pixels.float())
+            first, second = (colour_input(views(pixels.float()), self.colour_mode)
+                             for _ in range(2))  # fmt: skip
         return (first - mean) / std, (second - mean) / std
 
     # -- step ----------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -231,3 +232,35 @@ def test_cross_validation_pretrains_each_fold_without_its_test_cells(
     with pytest.raises(ValueError, match="pretrain: HandcraftedSVM has no backbone"):
         CrossValidator(HandcraftedSVM(), dm, tmp_path / "svm", n_splits=3,
                        pretrain=PretrainModule("resnet10t"))  # fmt: skip
+
+
+class _Seen(PretrainModule):
+    """Records the colour modes at each step; fails at the second when told to."""
+
+    seen: ClassVar[list[tuple[str, str]]] = []
+    fail = False
+
+    def shared_step(self, batch: dict[str, Any], stage: Any) -> Any:
+        pipeline = self.trainer.datamodule.pipeline  # type: ignore[attr-defined]
+        _Seen.seen.append((self.colour_mode, pipeline.colour))
+        if _Seen.fail and len(_Seen.seen) > 1:
+            raise RuntimeError("failed")
+        return super().shared_step(batch, stage)
+
+
+def test_the_data_colour_mode_applies_to_each_view(cells: SyntheticWBC) -> None:
+    dm = WBCDataModule(cells, batch_size=8, n_splits=3, colour="grayscale")
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+             "enable_model_summary": False, "limit_val_batches": 0}  # fmt: skip
+    module = _Seen("resnet10t", **SMALL)
+    pl.Trainer(max_epochs=1, limit_train_batches=2, **quiet).fit(module, datamodule=dm)
+    assert _Seen.seen[0] == ("grayscale", "rgb")  # the views get the colour, then lose it
+    assert dm.pipeline.colour == "grayscale" and module.colour_mode == "rgb"  # given back
+    module.colour_mode = "grayscale"
+    first, _ = module.views(torch.rand(4, 3, SIZE, SIZE))
+    restored = module.pixels(first)
+    assert torch.allclose(restored[:, 0], restored[:, 1], atol=1e-5)  # a gray view
+    _Seen.fail = True
+    with pytest.raises(RuntimeError, match="failed"):
+        pl.Trainer(max_epochs=1, **quiet).fit(_Seen("resnet10t", **SMALL), datamodule=dm)
+    assert dm.pipeline.colour == "grayscale"  # given back after a failed fit too
