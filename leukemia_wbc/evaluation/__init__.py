@@ -20,7 +20,7 @@ from ..metrics import (
     summarize,
 )
 from .chance import chance_results, honesty_warnings
-from .compare import compare, comparison_warnings
+from .compare import compare, comparison_warnings, shortcut_warnings
 from .cross_dataset import CrossDatasetResult, class_mapping, cross_dataset_test
 from .explain import (
     Attribution,
@@ -114,6 +114,7 @@ __all__ = [
     "overlay",
     "perturb",
     "roc_curves",
+    "shortcut_warnings",
     "summarize",
     "task_predictor",
 ]

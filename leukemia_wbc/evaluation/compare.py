@@ -16,9 +16,9 @@ from ..metrics import (
     SUMMARY_METRICS,
     Summary,
 )
-from .chance import chance_results, honesty_warnings
+from .chance import _MARGIN, chance_results, honesty_warnings
 
-__all__ = ["AUC_NOTE", "compare", "comparison_warnings"]
+__all__ = ["AUC_NOTE", "compare", "comparison_warnings", "shortcut_warnings"]
 
 #: What the AUC of the tables is, said wherever it appears (the ROC figures show the pooled one).
 AUC_NOTE = (
@@ -42,6 +42,53 @@ def comparison_warnings(results: Sequence[CVResult], majority: CVResult | None =
     if majority is None:
         majority = chance_results(results[0])[0]
     return [w for r in results for w in honesty_warnings(r, majority)]
+
+
+def shortcut_warnings(
+    results: Sequence[CVResult], stain_shift: Mapping[str, float] | None = None
+) -> list[str]:
+    """Warnings about models that do no better than colour alone, clean or under a stain shift.
+
+    The reference is the colour-shortcut baseline among ``results`` (a model whose
+    :attr:`~leukemia_wbc.experiments.FoldModelInfo.shortcut` is ``"colour"``, e.g.
+    :class:`~leukemia_wbc.models.ColourShortcutBaseline` on the same folds); without one there
+    is nothing to compare with. A model is named when its mean accuracy does not beat the
+    baseline's by more than a point, and when its stain-shift accuracy (see
+    :func:`~leukemia_wbc.evaluation.cv_robustness`) does not beat the baseline's under the
+    same shift: then what it scores rests on the stain, not on the cell.
+
+    Args:
+        results: Cross-validation results on identical folds.
+        stain_shift: Model name to its accuracy under the strongest stain perturbation.
+
+    Returns:
+        The warnings, model by model (empty without a colour baseline).
+    """
+    colour = [r for r in results if r.model_info.shortcut == "colour"]
+    if not colour:
+        return []
+    base = colour[0]
+    base_clean = base.summary()["accuracy"].mean
+    base_shift = None if stain_shift is None else stain_shift.get(base.name)
+    found: list[str] = []
+    for r in results:
+        if r.model_info.shortcut is not None:
+            continue
+        clean = r.summary()["accuracy"].mean
+        if clean <= base_clean + _MARGIN:
+            found.append(
+                f"{r.name}'s accuracy {clean:.3f} does not beat {base.name} ({base_clean:.3f}), "
+                "which sees only whole-image colour statistics: on these data it may have "
+                "learned the stain, not the cell"
+            )
+        shifted = None if stain_shift is None else stain_shift.get(r.name)
+        if shifted is not None and base_shift is not None and shifted <= base_shift + _MARGIN:
+            found.append(
+                f"under a stain shift {r.name} scores {shifted:.3f}, no better than colour "
+                f"alone ({base.name}: {base_shift:.3f}): what it learned does not survive "
+                "another stain (see the robustness section)"
+            )
+    return found
 
 
 def _per_class_cell(values: dict[str, Summary], metric: str, digits: int) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_bytes, atomic_write_text, json_safe
-from ..evaluation.compare import compare, comparison_warnings
+from ..evaluation.compare import compare, comparison_warnings, shortcut_warnings
 from ..evaluation.cross_dataset import CrossDatasetResult
 from ..evaluation.robustness import RobustnessResult
 from ..experiments.attributions import GalleryItem
@@ -203,7 +203,7 @@ def write_report(
     out = Path(output_dir)
     shift = {k: v.worst("stain") for k, v in robustness.items()} if robustness else None
     table = compare(results, stain_shift=shift)
-    alerts = comparison_warnings(results)
+    alerts = comparison_warnings(results) + shortcut_warnings(results, shift)
     for alert in alerts:
         _log.warning("%s", alert)
     alert_text = "\n\n".join(f"**Warning:** {a}." for a in alerts)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leukemia_wbc.evaluation import chance_results, compare, honesty_warnings
+from leukemia_wbc.evaluation import chance_results, compare, honesty_warnings, shortcut_warnings
 from leukemia_wbc.evaluation.chance import MAJORITY, STRATIFIED
 from leukemia_wbc.experiments.predictions import Predictions
 from leukemia_wbc.experiments.result import CVResult, FoldResult
@@ -104,3 +104,35 @@ def test_report_warns_at_the_top_and_renders_markdown(tmp_path: Path) -> None:
     assert "<script" not in page
     md = files.markdown.read_text()
     assert md.index("**Warning:** ResNet") < md.index("## Comparison")
+
+
+COLOUR = "leukemia_wbc.models.colour_baseline.ColourShortcutBaseline"
+
+
+def _colour_result() -> CVResult:
+    """A colour-shortcut baseline's result (its recorded class says so), as good as ``good``."""
+    good = _result("ColourShortcutBaseline", "good")
+    config = {"split": {"n_splits": 3}, "model": {"class": COLOUR, "hparams": {}}}
+    return CVResult(good.name, CLASSES, good.folds, good.predictions, config=config)
+
+
+def test_a_model_no_better_than_colour_alone_is_named() -> None:
+    colour = _colour_result()
+    same = _result("ResNet", "good")  # as good as colour alone, clean
+    warned = shortcut_warnings([same, colour])
+    assert len(warned) == 1 and warned[0].startswith("ResNet's accuracy")
+    assert "does not beat ColourShortcutBaseline" in warned[0]
+    assert shortcut_warnings([same]) == []  # no colour baseline, nothing to compare with
+    under = {"ResNet": 0.40, "ColourShortcutBaseline": 0.45}
+    both = shortcut_warnings([same, colour], under)
+    assert len(both) == 2 and "under a stain shift ResNet scores 0.400" in both[1]
+    assert len(shortcut_warnings([same, colour], {**under, "ResNet": 0.70})) == 1
+    page = compare([same, colour])  # the table itself has no colour warning; the report does
+    assert "stain, not the cell" not in page
+
+
+def test_the_report_warns_when_a_model_is_no_better_than_colour(tmp_path: Path) -> None:
+    colour = _colour_result()
+    page = write_report([_result("ResNet", "good"), colour], tmp_path / "r").html.read_text()
+    top = page[: page.index("<h2>")]
+    assert '<div class="warning">' in top and "may have learned the stain, not the cell" in top
