@@ -115,11 +115,21 @@ class BaseTask(CheckpointLoading, ABC):
         if self.ready:
             self.configure()
 
+    def pretrained_parts(self) -> dict[str, str]:
+        """The constructor arguments that take backbone weights, each with its architecture.
+
+        Returns:
+            Argument name to timm name (an encoder may be ``"tu-<timm name>"``); empty in the
+            base class, which has no backbone.
+        """
+        return {}
+
     def pretrained_arguments(self, weights: str, backbone: str) -> dict[str, str]:
         """The constructor arguments that start this task from pretrained backbone weights.
 
         What :class:`~leukemia_wbc.experiments.CrossValidator` uses to start each fold from the
-        weights its ``pretrain`` step wrote. The base class has no backbone to start.
+        weights its ``pretrain`` step wrote: every argument of :meth:`pretrained_parts` whose
+        architecture is ``backbone`` (or ``"tu-<backbone>"``).
 
         Args:
             weights: The weights file (see :func:`~leukemia_wbc.models.create_backbone`).
@@ -131,7 +141,19 @@ class BaseTask(CheckpointLoading, ABC):
         Raises:
             ValueError: No part of the network is a ``backbone``.
         """
-        raise ValueError(f"{type(self).__name__} takes no pretrained backbone weights")
+        parts = self.pretrained_parts()
+        found = {
+            arg: weights for arg, name in parts.items() if name in (backbone, f"tu-{backbone}")
+        }
+        if not parts:
+            raise ValueError(f"{type(self).__name__} has no backbone for pretrained weights")
+        if not found:
+            have = ", ".join(f"{arg}: {name!r}" for arg, name in parts.items())
+            raise ValueError(
+                f"{type(self).__name__}: pretrained weights of {backbone!r} fit none of its "
+                f"parts ({have})"
+            )
+        return found
 
     def check_optim(self, optim: OptimConfig) -> None:
         """Refuse settings this task cannot train with (none in the base class).

@@ -70,25 +70,13 @@ class CellClassifier(ClassificationTask):
             head_hidden=self.head_hidden, dropout=self.dropout,
         )  # fmt: skip
 
-    def pretrained_arguments(self, weights: str, backbone: str) -> dict[str, str]:
-        """``weights=`` when the task's backbone is ``backbone`` (see ``BaseTask``).
-
-        Args:
-            weights: The weights file.
-            backbone: The timm architecture the file holds.
+    def pretrained_parts(self) -> dict[str, str]:
+        """``weights``: the backbone (see :meth:`BaseTask.pretrained_parts`).
 
         Returns:
-            ``{"weights": weights}``.
-
-        Raises:
-            ValueError: The task's backbone is another architecture.
+            ``{"weights": backbone}``.
         """
-        if self.backbone_name != backbone:
-            raise ValueError(
-                f"{type(self).__name__}: pretrained weights of {backbone!r} do not fit its "
-                f"backbone {self.backbone_name!r}"
-            )
-        return {"weights": weights}
+        return {"weights": self.backbone_name}
 
     def forward_batch(self, batch: dict[str, Any]) -> Tensor:
         """Class logits of ``batch["image"]``."""
@@ -228,28 +216,14 @@ class DualBranchClassifier(ClassificationTask):
         """The timm names of the cell and nucleus backbones."""
         return (self.options.cell_backbone, self.options.nucleus_backbone)
 
-    def pretrained_arguments(self, weights: str, backbone: str) -> dict[str, str]:
-        """``cell_weights`` and / or ``nucleus_weights``: each branch that is a ``backbone``.
-
-        Args:
-            weights: The weights file.
-            backbone: The timm architecture the file holds.
+    def pretrained_parts(self) -> dict[str, str]:
+        """``cell_weights`` and ``nucleus_weights``: the two branches.
 
         Returns:
-            The weight arguments of the branches of that architecture.
-
-        Raises:
-            ValueError: Neither branch is a ``backbone``.
+            Each branch's weights argument with its backbone.
         """
         cell, nucleus = self.names
-        found = {k: weights for k, name in (("cell_weights", cell), ("nucleus_weights", nucleus))
-                 if name == backbone}  # fmt: skip
-        if not found:
-            raise ValueError(
-                f"{type(self).__name__}: pretrained weights of {backbone!r} fit neither branch "
-                f"(cell {cell!r}, nucleus {nucleus!r})"
-            )
-        return found
+        return {"cell_weights": cell, "nucleus_weights": nucleus}
 
     def configure_models(self) -> None:
         """Build :attr:`net`, a :class:`~leukemia_wbc.models.dual_branch.DualBranchNet`."""

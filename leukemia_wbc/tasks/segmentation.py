@@ -155,25 +155,13 @@ class SegmentationModule(BaseTask):
         super().__init__(optim=optim, **legacy)
 
     # -- hooks ---------------------------------------------------------------------------------
-    def pretrained_arguments(self, weights: str, backbone: str) -> dict[str, str]:
-        """``encoder_weights`` when the encoder is ``backbone`` or ``"tu-<backbone>"``.
-
-        Args:
-            weights: The weights file.
-            backbone: The timm architecture the file holds.
+    def pretrained_parts(self) -> dict[str, str]:
+        """``encoder_weights``: the encoder (``"tu-<timm name>"`` or an smp encoder name).
 
         Returns:
-            ``{"encoder_weights": weights}``.
-
-        Raises:
-            ValueError: The encoder is another architecture.
+            ``{"encoder_weights": encoder}``.
         """
-        if self.encoder not in (backbone, f"tu-{backbone}"):
-            raise ValueError(
-                f"{type(self).__name__}: pretrained weights of {backbone!r} do not fit its "
-                f"encoder {self.encoder!r} (use encoder='tu-{backbone}')"
-            )
-        return {"encoder_weights": weights}
+        return {"encoder_weights": self.encoder}
 
     def configure_models(self) -> None:
         """Build :attr:`net` with :func:`~leukemia_wbc.models.create_segmentation_net`.
