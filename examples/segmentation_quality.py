@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         k: v for k, v in vars(args).items() if k not in ("root", "out")}}  # fmt: skip
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "segmentation_quality.json").write_text(json.dumps(result, indent=2))
+        (args.out / "segmentation_quality.json").write_text(
+            json.dumps(result, indent=2, default=str)
+        )
     return result
 
 
