@@ -67,17 +67,18 @@ def run_pretrain(argv: list[str]) -> int:
     """
     import logging
 
+    from .._io import atomic_write_bytes
     from ..configs import resolve_configs
     from ..experiments.pretraining import pretrain
+    from ..report.figures import pretrain_figure
     from ..tasks.optim import OptimConfig
+    from ..tasks.pretrain import PretrainModule
 
     parser = pretrain_parser()
     cfg = parse(parser, resolve_configs(argv))
     init = parser.instantiate_classes(cfg)
     model_args = dict(vars(cfg.model))
     optim = OptimConfig(optimizer="adamw", scheduler="cosine", lr=cfg.lr, weight_decay=1e-4)
-    from ..tasks.pretrain import PretrainModule
-
     module = PretrainModule(**model_args, optim=optim)
     if cfg.no_progress:
         logging.getLogger("leukemia_wbc").setLevel(logging.INFO)
@@ -94,9 +95,6 @@ def run_pretrain(argv: list[str]) -> int:
     losses = f"; loss {first:.3f} -> {final:.3f}" if first is not None and final is not None else ""
     print(f"pretrained {result.backbone_name} ({result.method}) on {result.train_samples} cells"
           f"{left_out}, {result.epochs} epochs in {result.seconds:.0f} s{losses}")  # fmt: skip
-    from .._io import atomic_write_bytes
-    from ..report.figures import pretrain_figure
-
     figure = result.backbone.parent / "pretrain.png"
     atomic_write_bytes(figure, pretrain_figure(result, module.projection_dim))
     print(f"weights: {result.backbone}")
