@@ -29,8 +29,8 @@ SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     ds = SyntheticWBC(61, size=32, seed=1, n_patients=9, difficulty=0.2)
     dm = WBCDataModule(ds, size=32, batch_size=8, augment=False)
-    task = CellClassifier("resnet18", num_classes=4, head_hidden=(16,))
-    cv = CrossValidator(task, dm, sys.argv[1], n_splits=3, max_epochs=2, accelerator="cpu",
+    task = CellClassifier("resnet10t", num_classes=4, head_hidden=(16,))
+    cv = CrossValidator(task, dm, sys.argv[1], n_splits=3, max_epochs=1, accelerator="cpu",
                         devices=2, strategy="ddp",
                         trainer_kwargs={"enable_progress_bar": False,
                                         "enable_model_summary": False})
@@ -59,7 +59,7 @@ def test_ddp_fold_scores_each_held_out_sample_exactly_once(tmp_path: Path) -> No
 
     ds = SyntheticWBC(61, size=32, seed=1, n_patients=9, difficulty=0.2)
     dm = WBCDataModule(ds, size=32, batch_size=8, augment=False)
-    task = CellClassifier("resnet18", num_classes=4, head_hidden=(16,))
+    task = CellClassifier("resnet10t", num_classes=4, head_hidden=(16,))
     split = CrossValidator(task, dm, tmp_path / "unused", n_splits=3).split(0)
     result = CrossValidator.collect(out, allow_partial=True)
     preds = result.predictions
