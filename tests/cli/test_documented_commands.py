@@ -557,7 +557,14 @@ def _run_cv_pretrain(cmd: DocCommand, tmp: Path, shared: Shared) -> None:
             *quick_data(batch_size=8), *QUIET_CV, "--pretrain_epochs", "1",
             "--pretrain.hidden_dim", "32", "--folds", "[0]", "--report", "false"]  # fmt: skip
     cli(args).ok()
-    assert (tmp / "runs" / "demo" / "fold_0" / "pretrain" / "backbone.pt").is_file()
+    fold = tmp / "runs" / "demo" / "fold_0"
+    assert (fold / "pretrain" / "backbone.pt").is_file()
+    summary = json.loads((fold / "pretrain" / "pretrain.json").read_text())
+    with (fold / "predictions.csv").open(newline="") as fh:
+        held_out = len(list(csv.DictReader(fh)))
+    # the fold's pretraining saw its training and validation cells, never its held-out ones
+    assert summary["excluded"] == held_out > 0
+    assert summary["train_samples"] + summary["val_samples"] + held_out == 24
 
 
 @runs(

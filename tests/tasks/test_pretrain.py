@@ -209,6 +209,7 @@ def test_unlabelled_data_validates_on_held_out_groups(tmp_path: Path) -> None:
         UnlabelledImages(tmp_path / "cells", exclude=".")
 
 
+@pytest.mark.slow  # the fast run of `cv --pretrain_epochs` is test_documented_commands.py's
 def test_cross_validation_pretrains_each_fold_without_its_test_cells(
     cells: SyntheticWBC, tmp_path: Path
 ) -> None:
