@@ -131,7 +131,7 @@ def pretrain_split(
 
 
 class _EpochLosses(Callback):
-    """Prints one line per epoch when the progress bar is off (a log for long runs)."""
+    """Logs one line per epoch (what ``--no_progress`` shows instead of the bar)."""
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "epoch" in k}
@@ -144,7 +144,12 @@ def _history(folder: Path) -> list[dict[str, float]]:
     import csv
 
     per_epoch: dict[int, dict[str, float]] = {}
-    for path in sorted(folder.glob("logs*/metrics.csv")):
+    starts = {}  # logs, logs_1, ...: the first start and each restart, in order
+    for path in folder.glob("logs*/metrics.csv"):
+        suffix = path.parent.name.removeprefix("logs").removeprefix("_") or "0"
+        if suffix.isdigit():
+            starts[int(suffix)] = path
+    for _, path in sorted(starts.items()):  # a later start's values win
         with path.open(encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh):
                 try:
@@ -189,7 +194,7 @@ def _prepare_folder(folder: Path, overwrite: bool) -> None:
             "pass overwrite=True (--overwrite) to replace it"
         )
     if overwrite:
-        for name in (BACKBONE_FILE, _SUMMARY):
+        for name in (BACKBONE_FILE, _SUMMARY, "pretrain.png"):
             (folder / name).unlink(missing_ok=True)
         for sub in [folder / "checkpoints", *folder.glob("logs*")]:
             shutil.rmtree(sub, ignore_errors=True)
