@@ -164,8 +164,12 @@ def _log_files(folder: Path) -> list[Path]:
     return [d / "metrics.csv" for d in dirs]
 
 
-def _history(folder: Path) -> list[dict[str, float]]:
-    """Per-epoch logged values of a fold, over all its (re)starts; later runs take precedence."""
+def read_history(folder: Path) -> list[dict[str, float]]:
+    """Per-epoch logged values of a run's folder, over all its (re)starts; later runs win.
+
+    The folder holds CSVLogger logs as a fold (or a pretraining) writes them: ``logs``,
+    ``logs_1``, ... for the first start and each restart.
+    """
     per_epoch: dict[int, dict[str, float]] = {}
     for metrics_csv in _log_files(folder):
         _read_log(metrics_csv, per_epoch)
@@ -357,7 +361,7 @@ def run_lightning_fold(
             index,
             np.stack(probs),
             (train_seconds, predict_seconds),
-            history=_history(folder),
+            history=read_history(folder),
             checkpoint=str(Path(chosen).resolve().relative_to(folder.parent.resolve())),
             resumed=resumed,
         )

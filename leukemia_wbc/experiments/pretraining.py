@@ -36,6 +36,7 @@ from ..data.splits import Split
 from ..tasks.loading import plain_hparams
 from ..tasks.pretrain import PretrainModule
 from ._fold_lock import FoldLock, run_id
+from ._folds import read_history
 from .precision import resolve_precision
 
 __all__ = ["BACKBONE_FILE", "PretrainResult", "pretrain", "pretrain_split"]
@@ -137,30 +138,6 @@ class _EpochLosses(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "epoch" in k}
         text = ", ".join(f"{k.removesuffix('_epoch')} {v:.4f}" for k, v in sorted(metrics.items()))
         _log.info("pretraining epoch %d: %s", trainer.current_epoch, text)
-
-
-def _history(folder: Path) -> list[dict[str, float]]:
-    """Per-epoch epoch-level values from every ``logs*/metrics.csv`` of ``folder``."""
-    import csv
-
-    per_epoch: dict[int, dict[str, float]] = {}
-    starts = {}  # logs, logs_1, ...: the first start and each restart, in order
-    for path in folder.glob("logs*/metrics.csv"):
-        suffix = path.parent.name.removeprefix("logs").removeprefix("_") or "0"
-        if suffix.isdigit():
-            starts[int(suffix)] = path
-    for _, path in sorted(starts.items()):  # a later start's values win
-        with path.open(encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                try:
-                    epoch = int(float(row.get("epoch") or ""))
-                except ValueError:
-                    continue
-                values = per_epoch.setdefault(epoch, {})
-                for key, value in row.items():
-                    if key and value and (key.endswith("_epoch") or key.startswith("val_")):
-                        values[key.removesuffix("_epoch")] = float(value)
-    return [per_epoch[e] for e in sorted(per_epoch) if per_epoch[e]]
 
 
 def _check_resumable(last: Path, module: PretrainModule) -> None:
@@ -334,7 +311,7 @@ def _run(
         val_samples=len(split.val),
         excluded=excluded,
         epochs=int(trainer.current_epoch),
-        history=_history(folder),
+        history=read_history(folder),
         seconds=seconds,
     )
     if trainer.is_global_zero:

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from .._io import atomic_write_bytes
+from ..data.options import IMAGENET_MEAN, IMAGENET_STD
 from ..models.backbones import Weights, create_backbone, feature_dim
 from ..transforms.pipeline import ColourMode, DevicePipeline, colour_input
 from ..transforms.views import CellViews
@@ -26,11 +27,6 @@ __all__ = ["PretrainMethod", "PretrainModule", "lightly_parts"]
 #: The self-supervised objectives: SimCLR (contrastive, NT-Xent over the batch) and BYOL
 #: (an online network predicts a momentum copy's projection; no negatives).
 PretrainMethod = Literal["simclr", "byol"]
-
-#: ImageNet channel statistics, the library's default normalisation (that of
-#: :class:`~leukemia_wbc.transforms.DevicePipeline`), used when the data brings none.
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 def lightly_parts() -> Any:
@@ -236,8 +232,8 @@ class PretrainModule(BaseTask):
         if isinstance(mean, Tensor) and isinstance(std, Tensor):
             return mean.to(self.device), std.to(self.device)
         shape = (1, 3, 1, 1)
-        return (torch.tensor(_MEAN, device=self.device).view(shape),
-                torch.tensor(_STD, device=self.device).view(shape))  # fmt: skip
+        return (torch.tensor(IMAGENET_MEAN, device=self.device).view(shape),
+                torch.tensor(IMAGENET_STD, device=self.device).view(shape))  # fmt: skip
 
     def pixels(self, image: Tensor) -> Tensor:
         """The batch's images as float in ``[0, 1]`` (uint8 scaled; normalised ones restored).

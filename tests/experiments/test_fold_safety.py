@@ -29,7 +29,7 @@ from leukemia_wbc.data import SyntheticWBC, WBCDataModule
 from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.experiments._fold_checks import DamagedFoldError
 from leukemia_wbc.experiments._fold_lock import FoldLock, _pid_start
-from leukemia_wbc.experiments._folds import _history
+from leukemia_wbc.experiments._folds import read_history
 from leukemia_wbc.tasks import CellClassifier
 from tests.cli._layouts import MODEL_OVERRIDES, quick_cv, quick_data
 
@@ -330,7 +330,7 @@ def test_interleaved_metrics_log_does_not_block_the_fold(
         "1,7,1.0,0.9x\n1,7,1.0\x00,0.85\n"
     )
     with caplog.at_level(logging.WARNING, logger=LOCK_LOG):
-        history = _history(tmp_path)
+        history = read_history(tmp_path)
     assert [h["epoch"] for h in history] == [0.0, 1.0]
     assert history[0]["val_loss"] == pytest.approx(1.4)
     assert history[1]["train_loss"] == pytest.approx(1.0)
