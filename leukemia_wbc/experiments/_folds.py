@@ -164,6 +164,16 @@ def _log_files(folder: Path) -> list[Path]:
     return [d / "metrics.csv" for d in dirs]
 
 
+def restart_logger(folder: Path, resumed: bool) -> CSVLogger:
+    """The CSV logger of a run's (re)start: ``logs``, then ``logs_1``, ... for each restart.
+
+    Each start logs into its own folder (CSVLogger would overwrite the last one's file);
+    :func:`read_history` reads them back in order.
+    """
+    attempt = len(list(folder.glob("logs*"))) if resumed else 0
+    return CSVLogger(folder, name="", version="logs" + (f"_{attempt}" if attempt else ""))
+
+
 def read_history(folder: Path) -> list[dict[str, float]]:
     """Per-epoch logged values of a run's folder, over all its (re)starts; later runs win.
 
@@ -328,9 +338,7 @@ def run_lightning_fold(
     resumed = last.is_file()
     if resumed:  # a damaged file fails here, with what to do, not inside Lightning
         check_checkpoint(last, fold)
-    # Each (re)start logs into its own folder: logs, logs_1, ... (CSVLogger would overwrite).
-    attempt = len(list(folder.glob("logs*"))) if resumed else 0
-    logger = CSVLogger(folder, name="", version="logs" + (f"_{attempt}" if attempt else ""))
+    logger = restart_logger(folder, resumed)
     trainer = pl.Trainer(callbacks=cbs, logger=logger, default_root_dir=folder, **trainer_args)
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None, weights_only=True)

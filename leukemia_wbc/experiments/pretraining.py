@@ -27,7 +27,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from .._io import atomic_write_text, json_safe
 from ..data.base import UNLABELLED
@@ -36,7 +35,7 @@ from ..data.splits import Split
 from ..tasks.loading import plain_hparams
 from ..tasks.pretrain import PretrainModule
 from ._fold_lock import FoldLock, run_id
-from ._folds import read_history
+from ._folds import read_history, restart_logger
 from .precision import resolve_precision
 
 __all__ = ["BACKBONE_FILE", "PretrainResult", "pretrain", "pretrain_split"]
@@ -280,8 +279,7 @@ def _run(
     if resumed:
         _check_resumable(last, module)
         _log.info("resuming the pretraining in %s from %s", folder, last)
-    attempt = len(list(folder.glob("logs*"))) if resumed else 0
-    logger = CSVLogger(folder, name="", version="logs" + (f"_{attempt}" if attempt else ""))
+    logger = restart_logger(folder, resumed)
     checkpoint = ModelCheckpoint(dirpath=folder / "checkpoints", filename="last",
                                  enable_version_counter=False)  # fmt: skip
     args: dict[str, Any] = {
@@ -314,9 +312,8 @@ def _run(
         history=read_history(folder),
         seconds=seconds,
     )
-    if trainer.is_global_zero:
-        module.export_backbone(result.backbone)
-        summary = {**result.to_dict(), "settings": json_safe(dict(module.hparams))}
-        atomic_write_text(folder / _SUMMARY, json.dumps(summary, indent=2))
-        last.unlink(missing_ok=True)  # finished: nothing to resume
+    module.export_backbone(result.backbone)  # one process: pretrain() refuses several devices
+    summary = {**result.to_dict(), "settings": json_safe(dict(module.hparams))}
+    atomic_write_text(folder / _SUMMARY, json.dumps(summary, indent=2))
+    last.unlink(missing_ok=True)  # finished: nothing to resume
     return result
