@@ -24,13 +24,15 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ._deprecation import moved_names
 from .checkpoint import build_task, legacy_pipeline, read_checkpoint
-from .data.base import UNLABELLED, ImageReadError, Record, Sample, WBCDataset
-from .data.datamodule import collate_samples, worker_init
+from .data.base import UNLABELLED, ImageReadError, Record, WBCDataset
+from .data.datamodule import worker_init
+from .data.loading import FileSamples, collate_file_samples
+from .data.scale import check_pixels_per_um
 from .explain import Attribution, AttributionMethod, Explainer
 from .models.compiled import CompiledForward, CompileMode
 from .models.segmenter import SegmenterSpec, resolve_segmenter
@@ -66,6 +68,8 @@ class TrainedModel:
         pipeline: Its evaluation pipeline (augmentation is never applied).
         size: Image side ``(H, W)`` the model was trained at.
         device: Where it runs (``"auto"``: CUDA when available).
+        pixels_per_um: The physical scale the training images were resampled to (``None``:
+            none); image files given with their own pixel size are resampled to it.
         compile: Compile the network's forward for :meth:`predict_batch` (and so
             :meth:`predict`) with ``torch.compile`` in this mode: ``"reduce-overhead"`` (CUDA
             graphs) for small batches on a GPU, where the dual branch is launch-bound. The first
@@ -90,6 +94,7 @@ class TrainedModel:
         *,
         size: tuple[int, int] | int,
         device: str | torch.device = "cpu",
+        pixels_per_um: float | None = None,
         compile: CompileMode | None = None,
     ) -> None:
         self.task = task.eval()
@@ -97,6 +102,7 @@ class TrainedModel:
         self.pipeline = pipeline.eval()
         self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.classes: tuple[str, ...] = tuple(task.classes)
+        self.pixels_per_um = check_pixels_per_um(pixels_per_um, "TrainedModel pixels_per_um")
         self.task.mean = pipeline.mean.detach().clone().view(1, -1, 1, 1)
         self.task.std = pipeline.std.detach().clone().view(1, -1, 1, 1)
         self.stain_normalised: Tensor | None = None
@@ -145,8 +151,9 @@ class TrainedModel:
             record.get("config"), record.get("state"), where=where
         )
         size = check_plain(record.get("size") or [224, 224], f"{where} pipeline size")
+        scale = check_pixels_per_um(record.get("pixels_per_um"), f"{where} pipeline scale")
         model = cls(task, pipeline, size=(int(size[0]), int(size[1])), device=_device(device),
-                    compile=compile)  # fmt: skip
+                    pixels_per_um=scale, compile=compile)  # fmt: skip
         check = getattr(task.segmenter, "check_input", None)
         if segmenter is not None and callable(check):  # a U-Net of another size is refused
             check(model.size, where=segmenter_where)
@@ -184,7 +191,9 @@ class TrainedModel:
         pipeline = DevicePipeline.from_config(
             source.config(), source.state_dict(), where="datamodule"
         )
-        return cls(task, pipeline, size=tuple(datamodule.dataset.size), device=device)
+        dataset = datamodule.dataset
+        return cls(task, pipeline, size=tuple(dataset.size), device=device,
+                   pixels_per_um=dataset.target_pixels_per_um)  # fmt: skip
 
     # -- running -------------------------------------------------------------------------------
     @property
@@ -217,7 +226,7 @@ class TrainedModel:
         Returns:
             The batch with a normalised float ``image`` (and the segmenter's ``mask`` where the
             model takes it from its segmenter; see
-            :meth:`~leukemia_wbc.tasks.ClassificationTask.add_nucleus_masks`).
+            :meth:`~leukemia_wbc.tasks.ClassificationTask.prepare_batch`).
         """
         dev = self.device
         moved = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
@@ -225,7 +234,7 @@ class TrainedModel:
         moved.pop("errors", None)
         # the segmenter sees the images as decoded, as in training (before stain normalisation,
         # equalisation and background removal)
-        moved = self.task.add_nucleus_masks(moved)
+        moved = self.task.prepare_batch(moved)
         out: dict[str, Any] = self.pipeline(moved, train=False)
         stain = self.pipeline.stain
         self.stain_normalised = None if stain is None else ~stain.last_passthrough.cpu()
@@ -253,6 +262,7 @@ class TrainedModel:
         batch_size: int = 32,
         num_workers: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> Iterator[tuple[list[str], dict[str, Any]]]:
         """Decoded (uint8, resized) batches of image files, in order, with their paths.
 
@@ -264,6 +274,9 @@ class TrainedModel:
                 :class:`~leukemia_wbc.data.ImageReadError` naming it (also from a worker
                 process), or ``"skip"`` it: the batch then lists it in ``batch["errors"]`` as
                 ``(path, message)`` and leaves it out of ``paths`` and the tensors.
+            pixels_per_um: The files' pixel size: for a model trained at a physical scale,
+                each image is resampled to it (as in training) before the cut to :attr:`size`.
+                Without it, such a model warns and resizes the images as they are.
 
         Yields:
             ``(paths, batch)`` of the readable files; with ``"skip"``, a batch whose files all
@@ -276,9 +289,22 @@ class TrainedModel:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         records = [Record(p, UNLABELLED, "") for p in paths]
-        dataset = _Files(WBCDataset(records, self.classes, size=self.size))
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=_collate_files, worker_init_fn=worker_init)  # fmt: skip
+        files = WBCDataset(records, self.classes, size=self.size, pixels_per_um=pixels_per_um)
+        if self.pixels_per_um is not None and pixels_per_um is None:
+            _log.warning(
+                "the model was trained on images resampled to %.3g pixels per micrometre; the "
+                "files' pixel size was not given (pixels_per_um), so they are resized to %s as "
+                "they are", self.pixels_per_um, self.size,
+            )  # fmt: skip
+        elif self.pixels_per_um is not None:
+            files = files.with_scale(self.pixels_per_um)
+        loader = DataLoader(
+            FileSamples(files),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate_file_samples,
+            worker_init_fn=worker_init,
+        )
         for batch in loader:
             errors: list[tuple[str, str]] = batch.pop("errors")
             if errors and on_error == "raise":
@@ -294,6 +320,7 @@ class TrainedModel:
         batch_size: int = 32,
         num_workers: int = 0,
         progress: bool = False,
+        pixels_per_um: float | None = None,
     ) -> Tensor:
         """Class probabilities of image files or of a uint8 image batch.
 
@@ -302,6 +329,7 @@ class TrainedModel:
             batch_size: Images per forward pass.
             num_workers: Decoding processes (files).
             progress: Show a progress bar.
+            pixels_per_um: The files' pixel size (see :meth:`batches`).
 
         Returns:
             ``(N, C)`` float32 probabilities on the CPU, rows in input order.
@@ -318,7 +346,8 @@ class TrainedModel:
             return torch.cat(parts) if parts else torch.zeros(0, len(self.classes))
         paths = [os.fspath(p) for p in inputs]
         out = []
-        batches = self.batches(paths, batch_size=batch_size, num_workers=num_workers)
+        batches = self.batches(paths, batch_size=batch_size, num_workers=num_workers,
+                               pixels_per_um=pixels_per_um)  # fmt: skip
         total = -(-len(paths) // batch_size)
         for _, batch in tqdm(batches, total=total, desc="predict", disable=not progress):
             out.append(self.predict_batch(batch))
@@ -358,6 +387,7 @@ class TrainedModel:
             "task": type(self.task).__name__,
             "classes": list(self.classes),
             "size": list(self.size),
+            "pixels_per_um": self.pixels_per_um,
             "pipeline": self.pipeline.config(),
             "segmenter": None if segmenter is None else repr(segmenter).splitlines()[0],
         }
@@ -366,33 +396,3 @@ class TrainedModel:
         """One line: task, classes, size and device."""
         return (f"TrainedModel({type(self.task).__name__}, classes={list(self.classes)}, "
                 f"size={self.size}, device={self.device})")  # fmt: skip
-
-
-class _Files(Dataset[Sample | tuple[str, str]]):
-    """A dataset's samples, or ``(path, message)`` for a file it cannot read.
-
-    The error travels as data, so that it reaches the main process whole from a worker (a
-    worker's exception arrives as a traceback text).
-    """
-
-    def __init__(self, dataset: WBCDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Sample | tuple[str, str]:
-        try:
-            return self.dataset.load_sample(index)
-        except ImageReadError as err:
-            return (self.dataset.records[index].path, str(err))
-
-
-def _collate_files(items: Sequence[Sample | tuple[str, str]]) -> dict[str, Any]:
-    """The batch of the readable samples, with ``errors``: ``(path, message)`` of the others."""
-    errors = [item for item in items if isinstance(item, tuple)]
-    samples = [item for item in items if not isinstance(item, tuple)]
-    batch = collate_samples(samples) if samples else {}
-    batch.pop("skipped", None)
-    batch["errors"] = errors
-    return batch

@@ -55,6 +55,11 @@ def _common(parser: Any) -> None:
         help="raise: stop at an unreadable image with an error naming it (no table is "
         "written); skip: go on, list it in the table's error column and count it",
     )  # fmt: skip
+    parser.add_argument(
+        "--pixels_per_um", type=float | None, default=None,
+        help="the images' pixel size (pixels per micrometre): a model trained at a physical "
+        "scale resamples them to it, as in training (without it, it warns and resizes them)",
+    )  # fmt: skip
     flag(parser, "overwrite", "replace earlier results")
 
 
@@ -82,8 +87,13 @@ def _run(args: Any, *, table: Path | None, overlays: Path | None) -> int:
     paths = inputs.paths
     desc = "classify" if table is not None else "explain"
     with tqdm(total=len(paths), desc=desc, unit="img") as bar:
-        batches = model.batches(paths, batch_size=args.batch_size, num_workers=args.workers,
-                                on_error=args.on_error)  # fmt: skip
+        batches = model.batches(
+            paths,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            on_error=args.on_error,
+            pixels_per_um=args.pixels_per_um,
+        )
         for names, batch in batches:
             for path, message in batch.get("errors", []):
                 rows[path] = [path, *[""] * (len(header) - 2), message]

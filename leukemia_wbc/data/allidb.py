@@ -123,6 +123,9 @@ class ALLIDB2(WBCDataset):
         mask_root: Optional folder of nucleus masks named like the images.
         size: Output size (int for a square, or ``(height, width)``); ``None`` keeps 257x257.
         on_error: ``"raise"`` or ``"skip"`` unreadable images (see :class:`WBCDataset`).
+        pixels_per_um: Pixel size of the images in pixels per micrometre (of the microscope
+            and camera that took them), for resampling to a common physical scale
+            (:meth:`~leukemia_wbc.data.WBCDataset.with_scale`); ``None``: not known.
 
     Raises:
         FileNotFoundError: The image folder or ``mask_root`` is missing, or an image has no mask.
@@ -139,6 +142,7 @@ class ALLIDB2(WBCDataset):
         mask_root: str | os.PathLike[str] | None = None,
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         root_path = require_dir(Path(root), "ALL-IDB2", _LAYOUT2)
         img_dir = _find_part(root_path, "ALL_IDB2", "img", _LAYOUT2)
@@ -163,7 +167,9 @@ class ALLIDB2(WBCDataset):
                     )
                 mask = str(found[0])
             records.append(Record(str(path), label, path.stem, mask))
-        super().__init__(records, _CLASSES, size=size, on_error=on_error)
+        super().__init__(
+            records, _CLASSES, size=size, on_error=on_error, pixels_per_um=pixels_per_um
+        )
         self.root: Path = img_dir
 
 
@@ -193,6 +199,9 @@ class ALLIDB1(WBCDataset):
         root: ``ALL_IDB1`` or a folder above it.
         size: Output size; ``None`` (default) keeps each image's native size.
         on_error: ``"raise"`` or ``"skip"`` unreadable images (see :class:`WBCDataset`).
+        pixels_per_um: Pixel size of the images in pixels per micrometre (of the microscope
+            and camera that took them), for resampling to a common physical scale
+            (:meth:`~leukemia_wbc.data.WBCDataset.with_scale`); ``None``: not known.
 
     Raises:
         FileNotFoundError: The image folder is missing, or a ``Y = 1`` image has no ``.xyc``.
@@ -208,6 +217,7 @@ class ALLIDB1(WBCDataset):
         *,
         size: int | tuple[int, int] | None = None,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         root_path = require_dir(Path(root), "ALL-IDB1", _LAYOUT1)
         im_dir = _find_part(root_path, "ALL_IDB1", "im", _LAYOUT1)
@@ -234,8 +244,30 @@ class ALLIDB1(WBCDataset):
                 )
             self._centroids[str(path)] = points
             records.append(Record(str(path), label, path.stem))
-        super().__init__(records, _CLASSES, size=size, on_error=on_error)
+        super().__init__(
+            records, _CLASSES, size=size, on_error=on_error, pixels_per_um=pixels_per_um
+        )
         self.root: Path = im_dir.parent
+
+    def with_scale(self, pixels_per_um: float | None) -> WBCDataset:
+        """Refused for whole fields: resampling then cutting to ``size`` would cut cells away.
+
+        Args:
+            pixels_per_um: The common scale; only ``None`` (no resampling) is accepted.
+
+        Returns:
+            The dataset's view without resampling.
+
+        Raises:
+            ValueError: A scale was given.
+        """
+        if pixels_per_um is not None:
+            raise ValueError(
+                "ALL-IDB1 holds whole smear fields, which are not resampled to a physical "
+                "scale (cutting them to size would cut cells away); use ALL-IDB2's cell crops "
+                "or the smear analyzer"
+            )
+        return super().with_scale(None)
 
     def centroids(self, index: int) -> np.ndarray:
         """Blast centroids of sample ``index`` in full-size pixel coordinates (no decoding).

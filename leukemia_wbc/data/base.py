@@ -33,6 +33,7 @@ from .images import (
     resize_rgb,
     size_pair,
 )
+from .scale import check_pixels_per_um, rescale_mask, rescale_rgb
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -67,12 +68,16 @@ class Record:
         group: Patient, subject or smear the cell came from; samples that share a group are
             never split across training and evaluation.
         mask_path: Optional nucleus (and cell) mask file.
+        pixels_per_um: Optional pixel size of the image (and its mask), in pixels per
+            micrometre, for resampling to a common physical scale (see
+            :meth:`WBCDataset.with_scale`).
     """
 
     path: str
     label: int
     group: str
     mask_path: str | None = None
+    pixels_per_um: float | None = None
 
 
 class WBCDataset(Dataset[Sample | None]):
@@ -89,9 +94,13 @@ class WBCDataset(Dataset[Sample | None]):
         on_error: ``"raise"`` (default) raises :class:`ImageReadError` naming the file;
             ``"skip"`` logs the error, counts it in :attr:`skipped` and returns ``None``, which
             :func:`leukemia_wbc.data.datamodule.collate_samples` drops from the batch.
+        pixels_per_um: Pixel size of every image, in pixels per micrometre (the value of the
+            microscope and camera that took them); replaces the records' own. ``None`` keeps
+            the records' (a dataset class may know its source's).
 
     Raises:
-        ValueError: No records, a label outside ``classes``, or an unknown ``on_error``.
+        ValueError: No records, a label outside ``classes``, an unknown ``on_error``, or a
+            pixel size that is not a positive number.
     """
 
     def __init__(
@@ -101,9 +110,17 @@ class WBCDataset(Dataset[Sample | None]):
         *,
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         super().__init__()
         self.records: list[Record] = list(records)
+        #: Pixel size of every image (replaces the records' own); ``None``: the records'.
+        self.pixels_per_um: float | None = check_pixels_per_um(
+            pixels_per_um, f"{type(self).__name__}(pixels_per_um=...)"
+        )
+        #: Scale every sample is resampled to before the cut to :attr:`size` (see
+        #: :meth:`with_scale`); ``None``: each image is resized to ``size`` as it is.
+        self.target_pixels_per_um: float | None = None
         self.classes: tuple[str, ...] = tuple(classes)
         self.size: tuple[int, int] | None = size_pair(size)
         if on_error not in ("raise", "skip"):
@@ -198,6 +215,49 @@ class WBCDataset(Dataset[Sample | None]):
         view.size = size_pair(size)
         return view
 
+    def pixel_size(self, index: int) -> float | None:
+        """Pixels per micrometre of sample ``index`` (the dataset's value, else its record's).
+
+        Args:
+            index: Position of the record.
+
+        Returns:
+            The pixel size, or ``None`` when it is not known.
+        """
+        return self.pixels_per_um or self.records[index].pixels_per_um
+
+    def with_scale(self, pixels_per_um: float | None) -> WBCDataset:
+        """A view of this dataset that resamples each image to a common physical scale.
+
+        Each image (and its masks) is resampled by ``pixels_per_um`` divided by its own pixel
+        size, then cut or padded at its centre to :attr:`size` (padding takes the colour of
+        the image's border), so that a cell is the same number of pixels whatever the lab's
+        magnification. This dataset is unchanged.
+
+        Args:
+            pixels_per_um: The common scale, in pixels per micrometre; ``None`` turns the
+                resampling off (each image is resized to ``size`` as it is).
+
+        Returns:
+            The view (of the same class).
+
+        Raises:
+            ValueError: A scale that is not positive, or a sample whose pixel size is not
+                known (the error names its file and the argument that sets it).
+        """
+        target = check_pixels_per_um(pixels_per_um, "target_pixels_per_um")
+        if target is not None:
+            unknown = next((i for i in range(len(self)) if self.pixel_size(i) is None), None)
+            if unknown is not None:
+                raise ValueError(
+                    f"{type(self).__name__}: {self.records[unknown].path} has no known pixel "
+                    "size, so it cannot be resampled to a physical scale; pass the dataset "
+                    "pixels_per_um= (pixels per micrometre of its microscope and camera)"
+                )
+        view = copy.copy(self)
+        view.target_pixels_per_um = target
+        return view
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -220,12 +280,15 @@ class WBCDataset(Dataset[Sample | None]):
             ImageReadError: The image or the mask cannot be read, or they differ in size.
         """
         rec = self.records[index]
-        if rec.mask_path is None:
+        factor = self._scale_factor(index)
+        if rec.mask_path is None and factor is None:
             image = read_rgb(rec.path, self.size)
         else:
             image = read_rgb(rec.path, None)
             h, w = image.shape[:2]
-            if self.size is not None and (h, w) != self.size:
+            if factor is not None:
+                image = rescale_rgb(image, factor, self.size)
+            elif self.size is not None and (h, w) != self.size:
                 image = resize_rgb(image, self.size)
         sample: Sample = {
             "image": image_tensor(image),
@@ -240,11 +303,27 @@ class WBCDataset(Dataset[Sample | None]):
                     f"{rec.mask_path}: mask is {nucleus.shape[1]}x{nucleus.shape[0]} pixels but "
                     f"its image {rec.path} is {w}x{h}; expected a mask of the image's size"
                 )
-            out = self.size or (h, w)
-            sample["mask"] = torch.from_numpy(resize_mask(nucleus, out)).unsqueeze(0)
+            sample["mask"] = self._fit_mask(nucleus, factor)
             if cell is not None:
-                sample["cell_mask"] = torch.from_numpy(resize_mask(cell, out)).unsqueeze(0)
+                sample["cell_mask"] = self._fit_mask(cell, factor)
         return sample
+
+    def _scale_factor(self, index: int) -> float | None:
+        """Output pixels per input pixel of sample ``index`` (``None``: no physical scale)."""
+        if self.target_pixels_per_um is None:
+            return None
+        own = self.pixel_size(index)
+        if own is None:  # records changed after with_scale checked them
+            raise ValueError(f"{self.records[index].path}: no known pixel size")
+        return self.target_pixels_per_um / own
+
+    def _fit_mask(self, mask: np.ndarray, factor: float | None) -> torch.Tensor:
+        """A decoded mask brought to the sample's geometry, as a ``(1, H, W)`` tensor."""
+        if factor is not None:
+            fitted = rescale_mask(mask, factor, self.size)
+        else:
+            fitted = resize_mask(mask, self.size or (mask.shape[0], mask.shape[1]))
+        return torch.from_numpy(fitted).unsqueeze(0)
 
     def __getitem__(self, index: int) -> Sample | None:
         try:

@@ -213,6 +213,9 @@ class ClassFolderWBC(WBCDataset):
         layout: The expected layout, shown in error messages.
         size: Output size, see :class:`~leukemia_wbc.data.base.WBCDataset`.
         on_error: ``"raise"`` or ``"skip"`` unreadable files.
+        pixels_per_um: Pixel size of the images in pixels per micrometre (of the microscope
+            and camera that took them), for resampling to a common physical scale
+            (:meth:`~leukemia_wbc.data.WBCDataset.with_scale`); ``None``: not known.
 
     Raises:
         FileNotFoundError: ``root`` is missing, no class folder is found, or a class has no
@@ -234,6 +237,7 @@ class ClassFolderWBC(WBCDataset):
         layout: str = CLASS_FOLDER_LAYOUT,
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         name = type(self).__name__
         self.root = require_dir(Path(root), name, layout)
@@ -259,7 +263,7 @@ class ClassFolderWBC(WBCDataset):
                     "move a folder that is not a class (masks, extra data) out of the root"
                 )
         records = [Record(str(p), label, self.group_of(p)) for p, label in items]
-        super().__init__(records, names, size=size, on_error=on_error)
+        super().__init__(records, names, size=size, on_error=on_error, pixels_per_um=pixels_per_um)
 
     def group_of(self, path: Path) -> str:
         """The group (patient, subject or smear) of one image; by default its file stem.

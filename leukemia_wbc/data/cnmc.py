@@ -259,6 +259,9 @@ class CNMC2019(WBCDataset):
         folds: With ``split="train"``, the organisers' folds to keep (default: all found).
         size: Output size (int for a square, or ``(height, width)``); ``None`` keeps 450x450.
         on_error: ``"raise"`` or ``"skip"`` unreadable images (see :class:`WBCDataset`).
+        pixels_per_um: Pixel size of the images in pixels per micrometre (of the microscope
+            and camera that took them), for resampling to a common physical scale
+            (:meth:`~leukemia_wbc.data.WBCDataset.with_scale`); ``None``: not known.
 
     Raises:
         FileNotFoundError: A folder or the labels CSV of the split is missing, or the CSV names
@@ -279,6 +282,7 @@ class CNMC2019(WBCDataset):
         folds: Sequence[int] | None = None,
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         root_path = Path(root)
         if split not in _SPLITS:
@@ -299,7 +303,9 @@ class CNMC2019(WBCDataset):
             image_dir = _only(found.final, f"image folder {_FINAL_DIR}", root_path)
             images = sorted(list_images(image_dir), key=_number_key)
             records = [Record(str(p), UNLABELLED, f"final:{p.stem}") for p in images]
-        super().__init__(records, _CLASSES, size=size, on_error=on_error)
+        super().__init__(
+            records, _CLASSES, size=size, on_error=on_error, pixels_per_um=pixels_per_um
+        )
         self.root: Path = root_path
         self.split: Literal["train", "prelim_test", "final_test"] = split
         self._fold_of: dict[str, int] = {}

@@ -74,6 +74,13 @@ class WBCDataModule(pl.LightningDataModule):
         dataset: The samples to split.
         size: Image size the DataModule's view of the dataset decodes to; ``None`` keeps the
             dataset's.
+        target_pixels_per_um: Resample every image to this many pixels per micrometre before
+            the cut to ``size`` (see :meth:`WBCDataset.with_scale
+            <leukemia_wbc.data.WBCDataset.with_scale>`), so that a cell is the same number of
+            pixels whatever the lab's magnification; every sample needs a known pixel size
+            (its dataset's ``pixels_per_um``). ``None`` (default): each image is resized to
+            ``size`` as it is (or at the scale of a dataset given as a
+            :meth:`~leukemia_wbc.data.WBCDataset.with_scale` view).
         batch_size: Samples per batch.
         split: ``"kfold"`` or ``"holdout"`` (other split fields at their defaults or given as
             flat keywords), a :class:`~leukemia_wbc.data.SplitOptions`, or a ready
@@ -86,7 +93,8 @@ class WBCDataModule(pl.LightningDataModule):
             ``augment``, ``num_workers``, ...); each replaces that field of its group.
 
     Raises:
-        ValueError: Bad ``split``, ``batch_size`` or option values.
+        ValueError: Bad ``split``, ``batch_size`` or option values, or a
+            ``target_pixels_per_um`` for a dataset whose pixel size is not known.
         TypeError: A keyword that is no option.
         ImportError: ``stain_normalization="staintools"`` without staintools installed.
     """
@@ -96,6 +104,7 @@ class WBCDataModule(pl.LightningDataModule):
         dataset: WBCDataset,
         *,
         size: int | tuple[int, int] | None = 224,
+        target_pixels_per_um: float | None = None,
         batch_size: int = 32,
         split: SplitKind | SplitOptions | Split = "kfold",
         pipeline: PipelineOptions = _DEFAULT_PIPELINE,
@@ -112,7 +121,10 @@ class WBCDataModule(pl.LightningDataModule):
         self.loader_options: LoaderOptions = groups[3]
         self._given_split: Split | None = groups[1]
         #: The DataModule's view of the dataset (at ``size``); the dataset given is unchanged.
-        self.dataset: WBCDataset = dataset if size is None else dataset.with_size(size)
+        view = dataset if size is None else dataset.with_size(size)
+        if target_pixels_per_um is not None:
+            view = view.with_scale(target_pixels_per_um)
+        self.dataset: WBCDataset = view
         self.batch_size = batch_size
         #: The per-pixel device stage (see :class:`~leukemia_wbc.transforms.DevicePipeline`).
         self.pipeline = build_pipeline(self.pipeline_options)
@@ -135,6 +147,8 @@ class WBCDataModule(pl.LightningDataModule):
         self.empty_mask_paths: set[str] = set()
         # Plain values only (the evaluation pipeline of old checkpoints is rebuilt from them).
         record: dict[str, Any] = {"size": size, "batch_size": batch_size}
+        if self.dataset.target_pixels_per_um is not None:  # older runs' configs stay the same
+            record["target_pixels_per_um"] = self.dataset.target_pixels_per_um
         for group in (self.split_options, self.pipeline_options, self.loader_options):
             names = [f.name for f in fields(group) if f.name not in _NOT_RECORDED]
             record.update((name, getattr(group, name)) for name in names)

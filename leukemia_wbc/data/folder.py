@@ -58,6 +58,9 @@ class ImageFolderWBC(ClassFolderWBC):
         recursive: Also take images in sub-folders of the class folders.
         size: Output size, see :class:`~leukemia_wbc.data.base.WBCDataset`.
         on_error: ``"raise"`` or ``"skip"`` unreadable files.
+        pixels_per_um: Pixel size of the images in pixels per micrometre (of the microscope
+            and camera that took them), for resampling to a common physical scale
+            (:meth:`~leukemia_wbc.data.WBCDataset.with_scale`); ``None``: not known.
 
     Raises:
         FileNotFoundError: ``root`` or a class folder is missing.
@@ -74,6 +77,7 @@ class ImageFolderWBC(ClassFolderWBC):
         recursive: bool = False,
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         self._group_regex = None if group_pattern is None else re.compile(group_pattern)
         if self._group_regex is not None and self._group_regex.groups < 1:
@@ -87,6 +91,7 @@ class ImageFolderWBC(ClassFolderWBC):
             require_images=True,
             size=size,
             on_error=on_error,
+            pixels_per_um=pixels_per_um,
         )
 
     def group_of(self, path: Path) -> str:

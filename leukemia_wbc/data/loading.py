@@ -14,10 +14,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler, default_collate
 
-from .base import Sample
+from .base import ImageReadError, Sample, WBCDataset
 from .options import LoaderOptions
 
-__all__ = ["collate_samples", "empty_mask_paths", "make_loader", "worker_init"]
+__all__ = [
+    "FileSamples",
+    "collate_file_samples",
+    "collate_samples",
+    "empty_mask_paths",
+    "make_loader",
+    "worker_init",
+]
 
 _STRING_KEYS = ("group", "path")
 #: Keys that only some samples of one dataset may carry: a whole-cell mask comes from mask files
@@ -168,3 +175,44 @@ def make_loader(
         persistent_workers=options.num_workers > 0,
         drop_last=train and len(indices) > batch_size,
     )
+
+
+class FileSamples(Dataset[Sample | tuple[str, str]]):
+    """A dataset's samples, or ``(path, message)`` for a file it cannot read.
+
+    The error travels as data, so that it reaches the main process whole from a worker (a
+    worker's exception arrives as a traceback text). Batch it with
+    :func:`collate_file_samples`.
+
+    Args:
+        dataset: The files, as a dataset.
+    """
+
+    def __init__(self, dataset: WBCDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Sample | tuple[str, str]:
+        try:
+            return self.dataset.load_sample(index)
+        except ImageReadError as err:
+            return (self.dataset.records[index].path, str(err))
+
+
+def collate_file_samples(items: Sequence[Sample | tuple[str, str]]) -> dict[str, Any]:
+    """The batch of the readable samples, with ``errors``: ``(path, message)`` of the others.
+
+    Args:
+        items: What :class:`FileSamples` gave.
+
+    Returns:
+        The batch dict (no ``skipped`` count), with ``errors``.
+    """
+    errors = [item for item in items if isinstance(item, tuple)]
+    samples = [item for item in items if not isinstance(item, tuple)]
+    batch = collate_samples(samples) if samples else {}
+    batch.pop("skipped", None)
+    batch["errors"] = errors
+    return batch

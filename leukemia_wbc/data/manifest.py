@@ -47,6 +47,9 @@ class ManifestWBC(WBCDataset):
         classes: Class names in label order; default: the sorted distinct labels.
         size: Output size, see :class:`~leukemia_wbc.data.base.WBCDataset`.
         on_error: ``"raise"`` or ``"skip"`` unreadable files.
+        pixels_per_um: Pixel size of the images in pixels per micrometre (of the microscope
+            and camera that took them), for resampling to a common physical scale
+            (:meth:`~leukemia_wbc.data.WBCDataset.with_scale`); ``None``: not known.
 
     Raises:
         FileNotFoundError: The manifest, or an image or mask it names, does not exist.
@@ -62,6 +65,7 @@ class ManifestWBC(WBCDataset):
         classes: Sequence[str] | None = None,
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         self.csv_path = Path(csv_path)
         rows = _read_manifest(self.csv_path)
@@ -79,7 +83,7 @@ class ManifestWBC(WBCDataset):
                     f"{names}"
                 )
             records.append(Record(str(path), index[label] if label else UNLABELLED, group, mask))
-        super().__init__(records, names, size=size, on_error=on_error)
+        super().__init__(records, names, size=size, on_error=on_error, pixels_per_um=pixels_per_um)
 
 
 def _manifest_file(csv_path: Path, line: int, column: str, value: str | None) -> Path | None:

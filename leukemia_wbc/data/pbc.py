@@ -66,6 +66,9 @@ class PBC(ClassFolderWBC):
         root: Folder under which the class folders lie.
         size: Output size, see :class:`~leukemia_wbc.data.base.WBCDataset`.
         on_error: ``"raise"`` or ``"skip"`` unreadable files.
+        pixels_per_um: Pixel size of the images in pixels per micrometre (of the microscope
+            and camera that took them), for resampling to a common physical scale
+            (:meth:`~leukemia_wbc.data.WBCDataset.with_scale`); ``None``: not known.
 
     Raises:
         FileNotFoundError: ``root`` is missing, or no class folder (or not all eight) is found.
@@ -78,6 +81,7 @@ class PBC(ClassFolderWBC):
         *,
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -87,4 +91,5 @@ class PBC(ClassFolderWBC):
             layout=_LAYOUT,
             size=size,
             on_error=on_error,
+            pixels_per_um=pixels_per_um,
         )

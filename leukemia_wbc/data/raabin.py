@@ -53,6 +53,9 @@ class RaabinWBC(WBCDataset):
         split: One split or several (concatenated in the order given).
         size: Output size, see :class:`~leukemia_wbc.data.base.WBCDataset`.
         on_error: ``"raise"`` or ``"skip"`` unreadable files.
+        pixels_per_um: Pixel size of the images in pixels per micrometre (of the microscope
+            and camera that took them), for resampling to a common physical scale
+            (:meth:`~leukemia_wbc.data.WBCDataset.with_scale`); ``None``: not known.
 
     Raises:
         FileNotFoundError: ``root`` or a split folder is missing, or a split has no class
@@ -68,6 +71,7 @@ class RaabinWBC(WBCDataset):
         split: RaabinSplit | Sequence[RaabinSplit] = "Train",
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         self.root = require_dir(Path(root), "RaabinWBC", _LAYOUT)
         splits: list[str] = [split] if isinstance(split, str) else list(split)
@@ -94,7 +98,9 @@ class RaabinWBC(WBCDataset):
                 require_all=False,
             )
             records.extend(Record(str(p), label, p.stem) for p, label in items)
-        super().__init__(records, RAABIN_CLASSES, size=size, on_error=on_error)
+        super().__init__(
+            records, RAABIN_CLASSES, size=size, on_error=on_error, pixels_per_um=pixels_per_um
+        )
 
     @property
     def sources(self) -> list[str]:

@@ -41,6 +41,9 @@ class UnlabelledImages(WBCDataset):
         recursive: Also take images in sub-folders.
         size: Output size, see :class:`~leukemia_wbc.data.base.WBCDataset`.
         on_error: ``"raise"`` or ``"skip"`` unreadable files.
+        pixels_per_um: Pixel size of the images in pixels per micrometre (of the microscope
+            and camera that took them), for resampling to a common physical scale
+            (:meth:`~leukemia_wbc.data.WBCDataset.with_scale`); ``None``: not known.
 
     Raises:
         FileNotFoundError: A root is not a folder.
@@ -56,6 +59,7 @@ class UnlabelledImages(WBCDataset):
         recursive: bool = True,
         size: int | tuple[int, int] | None = 224,
         on_error: Literal["raise", "skip"] = "raise",
+        pixels_per_um: float | None = None,
     ) -> None:
         if group_by not in ("folder", "file"):
             raise ValueError(f"argument 'group_by': expected 'folder' or 'file', got {group_by!r}")
@@ -89,4 +93,4 @@ class UnlabelledImages(WBCDataset):
                 + (f" (after excluding {exclude!r})" if exclude else "")
                 + ("" if recursive else "; pass recursive=True to search sub-folders")
             )
-        super().__init__(records, (), size=size, on_error=on_error)
+        super().__init__(records, (), size=size, on_error=on_error, pixels_per_um=pixels_per_um)

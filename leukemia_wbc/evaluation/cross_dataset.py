@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import WBCDataset
 from ..metrics import Summary, classification_metrics, summarize
-from .robustness import fold_predictor, sample_batches
+from .robustness import fold_predictor, framed_like, sample_batches
 
 __all__ = ["CrossDatasetResult", "class_mapping", "cross_dataset_test"]
 
@@ -122,7 +122,9 @@ def cross_dataset_test(
 
     Args:
         result: A :class:`~leukemia_wbc.experiments.CVResult` with an output folder.
-        dataset: The test dataset (another lab, stain or camera).
+        dataset: The test dataset (another lab, stain or camera); resampled to the run's
+            physical scale if it had one (see
+            :func:`~leukemia_wbc.evaluation.robustness.framed_like`).
         class_map: ``{test class: training class or None}`` for the classes whose names differ
             (see :func:`class_mapping`).
         pipeline: Deprecated and unused: each fold's checkpoint carries its pipeline (e.g.
@@ -137,6 +139,7 @@ def cross_dataset_test(
     Raises:
         ValueError: Unmappable classes, or no test image left after the mapping.
     """
+    dataset = framed_like(result, dataset)
     classes = tuple(result.classes)
     mapping = class_mapping(classes, dataset.classes, class_map)
     target_to_source = np.array(

@@ -33,6 +33,7 @@ __all__ = [
     "cv_robustness",
     "evaluate_robustness",
     "fold_predictor",
+    "framed_like",
     "perturb",
     "sample_batches",
     "task_predictor",
@@ -196,8 +197,8 @@ def task_predictor(task: Any, pipeline: Any = None) -> Predictor:
     def predict(batch: dict[str, Any]) -> np.ndarray:
         device = next(task.parameters()).device
         moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        own_masks = getattr(task, "add_nucleus_masks", None)  # segmenting the decoded images
-        moved = own_masks(moved) if callable(own_masks) else moved
+        prepare = getattr(task, "prepare_batch", None)  # segmenting the decoded images
+        moved = prepare(moved) if callable(prepare) else moved
         out = task.forward_batch(stage.to(device)(moved, train=False)).float().softmax(1)
         return np.asarray(out.cpu().numpy())
 
@@ -237,7 +238,8 @@ def cv_robustness(
     Args:
         result: A :class:`~leukemia_wbc.experiments.CVResult` with an output folder (its
             checkpoints or fitted baselines are loaded).
-        dataset: The dataset the cross-validation ran on.
+        dataset: The dataset the cross-validation ran on (resampled to the run's physical
+            scale, if it had one and ``dataset`` is not at it: see :func:`framed_like`).
         pipeline: Deprecated and unused: each fold's model is applied with the pipeline its
             checkpoint carries (e.g. the Macenko target fitted on its training images).
         perturbations: Names from :data:`PERTURBATIONS`.
@@ -253,6 +255,7 @@ def cv_robustness(
         ValueError: A fold without a saved model, or the checks of :func:`evaluate_robustness`.
     """
     _warn_pipeline(pipeline)
+    dataset = framed_like(result, dataset)
     per_fold: list[RobustnessResult] = []
     for fold in tqdm([f.fold for f in result.folds], desc="folds", disable=not progress):
         predict = fold_predictor(result, fold)
@@ -287,6 +290,30 @@ def fold_predictor(result: Any, fold: int, pipeline: Any = None) -> Predictor:
     _warn_pipeline(pipeline)
     model: FoldModel = result.fold_model(fold, device="cpu")
     return model.predict_proba
+
+
+def framed_like(result: Any, dataset: WBCDataset) -> WBCDataset:
+    """``dataset`` at the physical scale the run's training images were resampled to.
+
+    A run whose DataModule had ``target_pixels_per_um`` records it in its configuration; a
+    dataset scored against its models is then resampled the same way (its pixel size must be
+    known), unless it already is.
+
+    Args:
+        result: A :class:`~leukemia_wbc.experiments.CVResult`.
+        dataset: The images to score.
+
+    Returns:
+        ``dataset``, or its :meth:`~leukemia_wbc.data.WBCDataset.with_scale` view.
+
+    Raises:
+        ValueError: The run had a physical scale and a sample's pixel size is not known.
+    """
+    config = getattr(result, "config", None) or {}
+    scale = config.get("data", {}).get("datamodule", {}).get("target_pixels_per_um")
+    if scale is None or dataset.target_pixels_per_um == scale:
+        return dataset
+    return dataset.with_scale(float(scale))
 
 
 def _warn_pipeline(pipeline: Any) -> None:

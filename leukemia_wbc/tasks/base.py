@@ -219,15 +219,23 @@ class BaseTask(CheckpointLoading, ABC):
                  batch_size=batch_size, sync_dist=True)  # fmt: skip
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def _datamodule_pipeline(self) -> tuple[DevicePipeline, tuple[int, int] | None] | None:
-        """The device pipeline (and image size) of the datamodule this task is trained with."""
+    def _datamodule_pipeline(
+        self,
+    ) -> tuple[DevicePipeline, tuple[int, int] | None, float | None] | None:
+        """The device pipeline, image size and physical scale of the datamodule in use."""
         trainer = self._trainer
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         pipeline = getattr(dm, "pipeline", None)
         if not isinstance(pipeline, DevicePipeline):
             return None
-        size = getattr(getattr(dm, "dataset", None), "size", None)
-        return pipeline, None if size is None else (int(size[0]), int(size[1]))
+        dataset = getattr(dm, "dataset", None)
+        size = getattr(dataset, "size", None)
+        scale = getattr(dataset, "target_pixels_per_um", None)
+        return (
+            pipeline,
+            None if size is None else (int(size[0]), int(size[1])),
+            None if scale is None else float(scale),
+        )
 
     def on_fit_start(self) -> None:
         """Check, before the first step, that the data's pipeline can be saved with the task."""
@@ -242,7 +250,8 @@ class BaseTask(CheckpointLoading, ABC):
         (:mod:`leukemia_wbc.tasks.loading`). The pipeline record
         (``checkpoint["leukemia_wbc_pipeline"]``: the pipeline's plain
         :meth:`~leukemia_wbc.transforms.DevicePipeline.config`, its ``state_dict`` with e.g.
-        the fitted Macenko target, and the image size) does not depend on the DataModule's
+        the fitted Macenko target, the image size and the physical scale in pixels per
+        micrometre, if the images were resampled to one) does not depend on the DataModule's
         class name, so a subclass of ``WBCDataModule`` keeps it too.
 
         Args:
@@ -251,11 +260,12 @@ class BaseTask(CheckpointLoading, ABC):
         checkpoint[TASK_NAME_KEY] = type(self).__name__
         found = self._datamodule_pipeline()
         if found is not None:
-            pipeline, size = found
+            pipeline, size, scale = found
             checkpoint[PIPELINE_KEY] = {
                 "config": pipeline.config(),
                 "state": {k: v.detach().cpu() for k, v in pipeline.state_dict().items()},
                 "size": None if size is None else list(size),
+                "pixels_per_um": scale,
             }
 
     # -- loop ----------------------------------------------------------------------------------

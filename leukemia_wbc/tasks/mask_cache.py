@@ -103,6 +103,8 @@ class MaskCache:
         self._masks: dict[tuple[str, int, int], np.ndarray] = {}
         #: The folder of this segmenter's mask files (``None``: memory only).
         self.folder: Path | None = None
+        #: The physical scale of the images the masks are for (see :meth:`attach`).
+        self.pixels_per_um: float | None = None
         #: Masks read from disk, segmented, and found damaged since the cache was made.
         self.counts = {"disk": 0, "segmented": 0, "damaged": 0}
 
@@ -114,12 +116,21 @@ class MaskCache:
         self._masks.clear()
         self.folder = None
 
-    def attach(self, directory: str | os.PathLike[str], segmenter: nn.Module | None) -> Path | None:
+    def attach(
+        self,
+        directory: str | os.PathLike[str],
+        segmenter: nn.Module | None,
+        *,
+        pixels_per_um: float | None = None,
+    ) -> Path | None:
         """Keep this segmenter's masks under ``directory`` too (created if needed).
 
         Args:
             directory: The cache folder (shared by segmenters: each has its subfolder).
             segmenter: The segmenter whose masks this cache holds.
+            pixels_per_um: The physical scale the images are resampled to (``None``: none):
+                one image file at one size is another image at another scale, so each scale
+                has its own subfolder, and the masks in memory are forgotten when it changes.
 
         Returns:
             The segmenter's subfolder, or ``None`` when it has no fingerprint (memory only).
@@ -127,11 +138,17 @@ class MaskCache:
         Raises:
             ValueError: ``directory`` exists and is not a folder.
         """
+        if pixels_per_um != self.pixels_per_um:
+            self._masks.clear()
+            self.pixels_per_um = pixels_per_um
         found = segmenter_fingerprint(segmenter)
         if found is None:
             self.folder = None
             return None
         digest, description = found
+        if pixels_per_um is not None:
+            description = {**description, "pixels_per_um": pixels_per_um}
+            digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
         root = Path(directory)
         if root.exists() and not root.is_dir():
             raise ValueError(f"mask_cache: {root} exists and is not a folder")

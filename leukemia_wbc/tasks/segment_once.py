@@ -93,7 +93,12 @@ class SegmentOnce(Callback):
         assert cache is not None
         paths = getattr(dataset, "paths", None) or []
         on_disk = bool(paths) and os.path.isfile(paths[0])  # SyntheticWBC's are not files
-        folder = cache.attach(self.folder(trainer), pl_module.segmenter) if on_disk else None
+        scale = getattr(dataset, "target_pixels_per_um", None)
+        folder = (
+            cache.attach(self.folder(trainer), pl_module.segmenter, pixels_per_um=scale)
+            if on_disk
+            else None
+        )
         if on_disk and folder is None:
             _log.info(
                 "mask cache: a segmenter of class %s has no fingerprint; its masks are kept in "
