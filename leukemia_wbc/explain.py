@@ -216,9 +216,10 @@ class Explainer:
                 crops = task.nucleus_crops(batch)
                 boxes, nucleus = crops.boxes, crops.crops.detach()
             args.append(nucleus)
+        extra = tuple(t.detach() for t in task.extra_inputs(batch))  # held as they are
         maps: dict[str, Tensor] = {}
         for i, (name, kind) in enumerate(self.inputs.items()):
-            held = tuple(a for j, a in enumerate(args) if j != i)
+            held = tuple(a for j, a in enumerate(args) if j != i) + extra
 
             def forward(x: Tensor, *rest: Tensor, at: int = i) -> Tensor:
                 inputs = list(rest)

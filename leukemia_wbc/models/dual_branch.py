@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import torch
 from torch import Tensor, nn
 
 from ._input import check_images
 from .backbones import Weights, create_backbone, feature_dim
+from .feature_branch import FeatureBranch, FeatureSet, feature_names
 from .heads import ClassifierHead, FusionKind, make_fusion
 from .nucleus_crop import NucleusCrops, crop_nucleus
 
@@ -33,10 +35,15 @@ class DualBranchOptions:
         fusion_features: Length of the fused vector.
         head_hidden: Widths of the head's hidden layers.
         dropout: Dropout of the fusion and the head.
+        features: Handcrafted nucleus features as a third input (``"all"``, or
+            ``"shape_texture"`` without the colour statistics; see
+            :class:`~leukemia_wbc.models.feature_branch.FeatureBranch`), or ``None``.
+        feature_width: Width of the feature branch's MLP; its output joins the fused vector
+            before the head.
 
     Raises:
-        ValueError: A non-positive ``nucleus_size`` or ``fusion_features``, an unknown fusion,
-            or a dropout outside ``[0, 1]``.
+        ValueError: A non-positive ``nucleus_size``, ``fusion_features`` or ``feature_width``,
+            an unknown fusion or feature set, or a dropout outside ``[0, 1]``.
     """
 
     cell_backbone: str = "resnet50"
@@ -48,6 +55,8 @@ class DualBranchOptions:
     fusion_features: int = 512
     head_hidden: tuple[int, ...] = (256,)
     dropout: float = 0.5
+    features: FeatureSet | None = None
+    feature_width: int = 32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
@@ -59,6 +68,10 @@ class DualBranchOptions:
             raise ValueError(f"fusion must be one of {get_args(FusionKind)}, got {self.fusion!r}")
         if not 0.0 <= self.dropout <= 1.0:
             raise ValueError(f"dropout must lie in [0, 1], got {self.dropout}")
+        if self.features is not None:
+            feature_names(self.features)  # raises for an unknown set
+        if self.feature_width < 1:
+            raise ValueError(f"feature_width must be positive, got {self.feature_width}")
 
 
 class DualBranchNet(nn.Module):
@@ -67,7 +80,9 @@ class DualBranchNet(nn.Module):
     ``forward(image, nucleus)`` takes the whole-cell batch and the nucleus crops (see
     :func:`~leukemia_wbc.models.nucleus_crop.crop_nucleus`; :meth:`forward_masked` cuts them
     from a nucleus mask). Each branch's pooled features go through the fusion module into the
-    paper's :class:`~leukemia_wbc.models.heads.ClassifierHead`.
+    paper's :class:`~leukemia_wbc.models.heads.ClassifierHead`. With ``options.features``, a
+    third input, the cells' handcrafted features ``(B, n)``, goes through :attr:`feature_branch`
+    and its vector joins the fused one before the head: ``forward(image, nucleus, features)``.
 
     Args:
         num_classes: Number of classes.
@@ -95,8 +110,16 @@ class DualBranchNet(nn.Module):
         )
         dims = (feature_dim(self.cell_branch), feature_dim(self.nucleus_branch))
         self.fusion = make_fusion(opts.fusion, dims, opts.fusion_features, opts.dropout)
+        #: The handcrafted-feature branch (``None`` without ``options.features``).
+        self.feature_branch: FeatureBranch | None = None
+        width = opts.fusion_features
+        if opts.features is not None:
+            self.feature_branch = FeatureBranch(
+                len(feature_names(opts.features)), opts.feature_width, opts.dropout
+            )
+            width += opts.feature_width
         self.head = ClassifierHead(
-            opts.fusion_features, num_classes, hidden=opts.head_hidden, dropout=opts.dropout
+            width, num_classes, hidden=opts.head_hidden, dropout=opts.dropout
         )
 
     def branch(self, which: Branch) -> nn.Module:
@@ -163,9 +186,23 @@ class DualBranchNet(nn.Module):
         nuc: Tensor = self.nucleus_branch(nucleus)
         return cell, nuc
 
-    def forward(self, image: Tensor, nucleus: Tensor) -> Tensor:
-        """Class logits ``(B, num_classes)`` of a cell batch and its nucleus crops."""
+    def forward(self, image: Tensor, nucleus: Tensor, features: Tensor | None = None) -> Tensor:
+        """Class logits ``(B, num_classes)`` of a cell batch, its nucleus crops (and features).
+
+        Raises:
+            ValueError: ``features`` missing for a network with a feature branch, or given to
+                one without.
+        """
         fused = self.fusion(*self.features(image, nucleus))
+        if self.feature_branch is not None:
+            if features is None:
+                raise ValueError(
+                    "this dual branch reads handcrafted features (options.features="
+                    f"{self.options.features!r}); pass them as the third input"
+                )
+            fused = torch.cat([fused, self.feature_branch(features)], dim=1)
+        elif features is not None:
+            raise ValueError("this dual branch has no feature branch; features were given")
         logits: Tensor = self.head(fused)
         return logits
 

@@ -179,8 +179,8 @@ class SmearAnalyzer:
                 "mask": masks[start : start + self.batch_size].to(self.device),
             }
             # the detector's nucleus masks, or the classifier's own (mask_source="segmenter")
-            own_masks = getattr(self.classifier, "add_nucleus_masks", None)
-            batch = pipeline(own_masks(batch) if callable(own_masks) else batch, train=False)
+            prepare = getattr(self.classifier, "prepare_batch", None)
+            batch = pipeline(prepare(batch) if callable(prepare) else batch, train=False)
             out.append(self.classifier.forward_batch(batch).float().softmax(1).cpu())
         return torch.cat(out)
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ..models.backbones import Weights
 from ..models.cell_net import CellNet
 from ..models.dual_branch import Branch, DualBranchNet, DualBranchOptions
+from ..models.feature_branch import FeatureSet
 from ..models.heads import FusionKind
 from .base import Stage
 from .branches import BranchInput, TaskBranch
+from .cell_features import CellFeatures, training_features
 from .classifier_base import ClassificationTask, LossKind
 
 __all__ = [
@@ -158,6 +161,14 @@ class DualBranchClassifier(ClassificationTask):
     sample without nucleus pixels falls back to its whole image and is counted in
     :attr:`nucleus_fallbacks` (and logged as ``<stage>_nucleus_fallback``).
 
+    With ``features``, the cells' handcrafted nucleus features (those of
+    :class:`~leukemia_wbc.models.HandcraftedSVM`, measured on the decoded image with the same
+    nucleus mask; see :class:`~leukemia_wbc.tasks.cell_features.CellFeatures`) are a third
+    input: before the first epoch the training cells are measured once (a progress bar) and
+    the branch's standardisation is fitted on them (so in cross-validation, on each fold's own
+    training cells; it is saved with the weights), and each cell's vector then goes through a
+    small MLP whose output joins the fused vector before the head.
+
     Args:
         cell_backbone: timm name of the whole-cell branch.
         nucleus_backbone: timm name of the nucleus branch.
@@ -170,6 +181,9 @@ class DualBranchClassifier(ClassificationTask):
         head_hidden: Widths of the head's hidden layers.
         dropout: Dropout of the fusion and the head.
         freeze: Branch to freeze at start (``"cell"``, ``"nucleus"``) or ``None``.
+        features: Handcrafted features as a third input: ``"all"``, ``"shape_texture"``
+            (without the colour statistics, which carry a lab's stain) or ``None``.
+        feature_width: Width of the feature branch's MLP.
         **kwargs: Classes, segmenter, loss, metric and optimiser (``optim``) arguments of
             :class:`ClassificationTask`.
 
@@ -194,6 +208,8 @@ class DualBranchClassifier(ClassificationTask):
         head_hidden: Sequence[int] = _DUAL.head_hidden,
         dropout: float = _DUAL.dropout,
         freeze: Branch | None = None,
+        features: FeatureSet | None = _DUAL.features,
+        feature_width: int = _DUAL.feature_width,
         **kwargs: Any,
     ) -> None:
         #: The network's settings.
@@ -203,7 +219,10 @@ class DualBranchClassifier(ClassificationTask):
             nucleus_weights=None if nucleus_weights is None else str(nucleus_weights),
             nucleus_size=int(nucleus_size), fusion=fusion, fusion_features=int(fusion_features),
             head_hidden=tuple(int(h) for h in head_hidden), dropout=float(dropout),
+            features=features, feature_width=int(feature_width),
         )  # fmt: skip
+        #: Measures the handcrafted features of a batch (``None`` without ``features``).
+        self.cell_features = None if features is None else CellFeatures(features)
         self.nucleus_size = self.options.nucleus_size
         self.freeze_at_start = freeze
         super().__init__(num_classes=num_classes, **kwargs)
@@ -232,11 +251,62 @@ class DualBranchClassifier(ClassificationTask):
             self.net.freeze(self.freeze_at_start)
 
     def forward_batch(self, batch: dict[str, Any]) -> Tensor:
-        """Class logits of ``batch["image"]`` and its nucleus crops (``forward(image, crops)``)."""
+        """Class logits of the image, its nucleus crops (and features): ``forward(...)``."""
         crops = self.nucleus_crops(batch)
         self._last_fallbacks = int(crops.empty.sum())
         self.nucleus_fallbacks += self._last_fallbacks
-        return self.forward(batch["image"], crops.crops)
+        return self.forward(batch["image"], crops.crops, *self.extra_inputs(batch))
+
+    def extra_inputs(self, batch: dict[str, Any]) -> tuple[Tensor, ...]:
+        """The batch's handcrafted ``features`` for a task with a feature branch, else none.
+
+        Args:
+            batch: The batch dict after the device stage.
+
+        Returns:
+            ``(features,)`` or ``()``.
+
+        Raises:
+            ValueError: The task reads features and the batch has none.
+        """
+        if self.cell_features is None:
+            return ()
+        features = batch.get("features")
+        if not isinstance(features, Tensor):
+            raise ValueError(
+                "the batch has no handcrafted 'features': prepare it with the task's "
+                "prepare_batch before the device pipeline (TrainedModel does)"
+            )
+        return (features,)
+
+    def prepare_batch(
+        self, batch: dict[str, Any], *, cache_by_path: bool = False
+    ) -> dict[str, Any]:
+        """The nucleus masks, then (with ``features``) each cell's handcrafted features.
+
+        Args:
+            batch: A batch dict with a uint8 ``image`` ``(B, 3, H, W)``.
+            cache_by_path: Keep masks and features by path (training).
+
+        Returns:
+            The batch, with ``features`` ``(B, n)`` where the task reads them.
+        """
+        out = super().prepare_batch(batch, cache_by_path=cache_by_path)
+        image = out.get("image")
+        if self.cell_features is None or not isinstance(image, Tensor):
+            return out
+        if image.dtype != torch.uint8 or "features" in out:
+            return out
+        return {**out, "features": self.cell_features.measure(out, cache_by_path=cache_by_path)}
+
+    def on_fit_start(self) -> None:
+        """Fit the feature branch's standardisation on the training cells, once (see above)."""
+        super().on_fit_start()
+        branch = self.net.feature_branch
+        if self.cell_features is None or branch is None or bool(branch.fitted):
+            return
+        self.cell_features.clear()  # another run: other files or another physical scale
+        branch.fit(training_features(self, self.trainer).to(branch.mean.device))
 
     def branches(self) -> dict[str, TaskBranch]:
         """The cell backbone on the image and the nucleus backbone on the nucleus crops.

@@ -287,6 +287,10 @@ class ClassificationTask(BaseTask, NucleusMaskMixin):
         logits: Tensor = self.net(*inputs)
         return logits
 
+    def extra_inputs(self, batch: dict[str, Any]) -> tuple[Tensor, ...]:
+        """Inputs of :meth:`forward` after the branches' that are not explained (default none)."""
+        return ()
+
     def branches(self) -> dict[str, TaskBranch]:
         """The parts of the network that attributions explain, by name, with their inputs.
 

@@ -190,6 +190,25 @@ class NucleusMaskMixin(pl.LightningModule):
         out[NUCLEUS_SOURCE_KEY] = "segmenter"
         return out
 
+    def prepare_batch(
+        self, batch: dict[str, Any], *, cache_by_path: bool = False
+    ) -> dict[str, Any]:
+        """What the task adds to a uint8 batch before the device pipeline.
+
+        Every route to the network calls it: training (:meth:`transfer_batch_to_device`),
+        :class:`~leukemia_wbc.inference.TrainedModel`, the robustness suite and the smear
+        analyzer. The default adds the segmenter's nucleus masks (:meth:`add_nucleus_masks`);
+        a task with more inputs (the dual branch's handcrafted features) adds them too.
+
+        Args:
+            batch: A batch dict with a uint8 ``image`` ``(B, 3, H, W)``.
+            cache_by_path: Keep what is computed per sample by its ``path`` (training).
+
+        Returns:
+            The batch, completed.
+        """
+        return self.add_nucleus_masks(batch, cache_by_path=cache_by_path)
+
     def _segment_uint8(self, image: Tensor) -> Tensor:
         """uint8 masks ``(B, 1, H, W)`` of uint8 images ``(B, 3, H, W)``."""
         return self._run_segmenter(image.float().div(255.0)).to(torch.uint8)
@@ -230,7 +249,7 @@ class NucleusMaskMixin(pl.LightningModule):
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:
-        """Move the batch (Lightning hook), then add the segmenter's masks where needed.
+        """Move the batch (Lightning hook), then complete it (:meth:`prepare_batch`).
 
         Args:
             batch: The collated batch.
@@ -238,9 +257,9 @@ class NucleusMaskMixin(pl.LightningModule):
             dataloader_idx: Index of the loader.
 
         Returns:
-            The batch on ``device`` (see :meth:`add_nucleus_masks`).
+            The batch on ``device`` (see :meth:`prepare_batch`).
         """
         moved = super().transfer_batch_to_device(batch, device, dataloader_idx)
         if not isinstance(moved, dict):
             return moved
-        return self.add_nucleus_masks(moved, cache_by_path=True)
+        return self.prepare_batch(moved, cache_by_path=True)
