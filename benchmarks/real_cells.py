@@ -41,11 +41,15 @@ from leukemia_wbc.tasks import (
     CellClassifier,
     DualBranchClassifier,
     NucleusClassifier,
+    OptimConfig,
     PretrainModule,
 )
 
-ROWS = ("colour", "svm", "cnn", "nucleus", "dual", "dual_features")
-DEEP = ("cnn", "nucleus", "dual", "dual_features")
+ROWS = ("colour", "svm", "cnn", "nucleus", "dual", "dual_features", "cnn_stain_aug",
+        "cnn_consistency")  # fmt: skip
+DEEP = ("cnn", "nucleus", "dual", "dual_features", "cnn_stain_aug", "cnn_consistency")
+#: DataModule options of a row (the others: the defaults).
+DATA = {"cnn_stain_aug": {"stain_augmentation": 0.5}}
 NAMES = {
     "colour": "colour shortcut (whole-image colour statistics)",
     "svm": "handcrafted SVM (expert masks)",
@@ -53,6 +57,8 @@ NAMES = {
     "nucleus": "nucleus-only CNN",
     "dual": "dual branch",
     "dual_features": "dual branch + handcrafted features",
+    "cnn_stain_aug": "single-branch CNN + stain augmentation 0.5",
+    "cnn_consistency": "single-branch CNN + stain consistency 1.0",
 }
 
 
@@ -78,8 +84,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def _train_kwargs() -> dict[str, Any]:
-    return {"num_classes": 5, "head_hidden": (64,), "lr": 3e-3, "optimizer": "adamw",
-            "scheduler": "onecycle", "weight_decay": 0.05}  # fmt: skip
+    optim = OptimConfig(lr=3e-3, optimizer="adamw", scheduler="onecycle", weight_decay=0.05)
+    return {"num_classes": 5, "head_hidden": (64,), "optim": optim}
 
 
 def _model(row: str, args: argparse.Namespace) -> Any:
@@ -89,8 +95,10 @@ def _model(row: str, args: argparse.Namespace) -> Any:
         return ColourShortcutBaseline(progress=False)
     if row == "svm":
         return HandcraftedSVM(progress=False)
-    if row == "cnn":
+    if row in ("cnn", "cnn_stain_aug"):
         return CellClassifier(args.backbone, **train)
+    if row == "cnn_consistency":
+        return CellClassifier(args.backbone, consistency=1.0, **train)
     if row == "nucleus":
         return NucleusClassifier(args.backbone, nucleus_size=args.size, **train)
     features = args.features if row == "dual_features" else None
@@ -125,7 +133,7 @@ def _share_pretraining(source: Path | None, folder: Path, folds: int) -> None:
 
 
 def _run(row: str, scale: float | None, ssl: bool, args: argparse.Namespace,
-         data: Callable[[], WBCDataModule], shared: dict[Any, Path]) -> Any:  # fmt: skip
+         data: Callable[..., WBCDataModule], shared: dict[Any, Path]) -> Any:  # fmt: skip
     tag = f"{row}_{'none' if scale is None else scale}{'_ssl' if ssl else ''}"
     folder = args.out / tag
     extra: dict[str, Any] = {}
@@ -133,8 +141,8 @@ def _run(row: str, scale: float | None, ssl: bool, args: argparse.Namespace,
         _share_pretraining(shared.get(scale), folder, args.folds)
         extra = {"pretrain": PretrainModule(args.backbone), "pretrain_epochs": args.pretrain_epochs}
     result = CrossValidator(
-        _model(row, args), data(), folder, n_splits=args.folds, max_epochs=args.epochs,
-        early_stopping_patience=None, accelerator="cpu", precision="auto",
+        _model(row, args), data(**DATA.get(row, {})), folder, n_splits=args.folds,
+        max_epochs=args.epochs, early_stopping_patience=None, accelerator="cpu", precision="auto",
         trainer_kwargs={"enable_progress_bar": False}, **extra,
     ).run()  # fmt: skip
     if ssl:
@@ -164,8 +172,8 @@ def main() -> None:
         view = source if scale is None else source.with_scale(scale)
         target_view = target if scale is None else target.with_scale(scale)
 
-        def data(view: WBCDataset = view) -> WBCDataModule:
-            return WBCDataModule(view, size=None, batch_size=32)
+        def data(view: WBCDataset = view, **options: Any) -> WBCDataModule:
+            return WBCDataModule(view, size=None, batch_size=32, **options)
 
         for row in rows:
             inits = [False] if row not in DEEP else ([True] if args.ssl_only else [False])

@@ -82,6 +82,19 @@ def run_config(
     return {"name": name, "model": model, "data": data, "split": split, "training": training}
 
 
+#: Task arguments added after runs were recorded, with their defaults: a folder whose
+#: ``config.json`` lacks one ran with its default, so it still compares equal.
+_ADDED_ARGUMENTS: dict[str, Any] = {"consistency": 0.0, "features": None, "feature_width": 32}
+
+
+def _fill_added_arguments(saved: dict[str, Any], config: dict[str, Any]) -> None:
+    """Give a saved run's hyperparameters the defaults of arguments added since it ran."""
+    new = config.get("model", {}).get("hparams", {})
+    for key, default in _ADDED_ARGUMENTS.items():
+        if key not in saved and key in new and new[key] == default:
+            saved[key] = default
+
+
 def prepare_output(
     out: Path, config: dict[str, Any], dataset: WBCDataset, folds: np.ndarray
 ) -> None:
@@ -104,6 +117,7 @@ def prepare_output(
         if isinstance(model, dict) and isinstance(model.get("hparams"), dict):
             # folders written before OptimConfig record the optimiser settings flat
             model["hparams"] = jsonable(upgrade_hparams(model["hparams"]))
+            _fill_added_arguments(model["hparams"], config)
         diff = differences(saved, config)
         if diff:
             raise ValueError(

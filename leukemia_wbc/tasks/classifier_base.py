@@ -21,6 +21,7 @@ from ..models.segmenter import (
 from .base import BaseTask, Stage
 from .branches import BranchInput, TaskBranch, module_label
 from .classification_metrics import per_class_metrics, stage_metrics
+from .consistency import StainConsistency
 from .losses import HybridFocalCELoss
 from .nucleus_masks import NUCLEUS_SOURCE_KEY, MaskSource, NucleusMaskMixin
 from .optim import OptimConfig
@@ -77,6 +78,8 @@ class ClassificationTask(BaseTask, NucleusMaskMixin):
         std: Channel standard deviations of the data's normalisation.
         optim: Optimiser and schedule (default: Adam, ReduceLROnPlateau; see
             :class:`~leukemia_wbc.tasks.optim.OptimConfig`).
+        consistency: Weight of a stain-consistency loss in training (0: none; see
+            :class:`~leukemia_wbc.tasks.consistency.StainConsistency`).
         **legacy: Deprecated flat optimiser settings (see
             :class:`~leukemia_wbc.tasks.base.BaseTask`).
 
@@ -107,8 +110,10 @@ class ClassificationTask(BaseTask, NucleusMaskMixin):
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         optim: OptimConfig | None = None,
+        consistency: float = 0.0,
         **legacy: Any,
     ) -> None:
+        self.consistency = StainConsistency(consistency) if consistency else None
         names = None if classes is None else tuple(str(c) for c in classes)
         if num_classes is None and names is not None:
             num_classes = len(names)
@@ -341,6 +346,8 @@ class ClassificationTask(BaseTask, NucleusMaskMixin):
         logits = self.forward_batch(batch)
         loss: Tensor = self.criterion(logits, labels)
         size = len(labels)
+        if stage == "train" and self.consistency is not None:
+            loss = loss + self.consistency(self, batch, logits)
         self.log_loss(stage, loss, size)
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
         probs = logits.detach().float().softmax(dim=1)  # float32 also under bf16 autocast

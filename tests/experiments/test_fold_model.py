@@ -250,3 +250,19 @@ def test_a_folder_written_before_optim_config_resumes(tmp_path: Path) -> None:
     other["model"]["hparams"]["optim"]["lr"] = 1e-3
     with pytest.raises(ValueError, match=r"another configuration \(model\.hparams\.optim\.lr"):
         prepare_output(tmp_path, other, None, None)  # type: ignore[arg-type]
+
+
+def test_a_folder_written_before_later_arguments_resumes(tmp_path: Path) -> None:
+    """A run recorded before ``consistency`` and ``features`` existed ran with their defaults."""
+    from leukemia_wbc.experiments._output import prepare_output
+
+    now = {"model": {"class": "leukemia_wbc.tasks.classification.DualBranchClassifier",
+                     "hparams": {"dropout": 0.2, "consistency": 0.0, "features": None,
+                                 "feature_width": 32}}}  # fmt: skip
+    before = {"model": {"class": now["model"]["class"], "hparams": {"dropout": 0.2}}}
+    (tmp_path / "config.json").write_text(json.dumps(before))
+    prepare_output(tmp_path, now, None, None)  # type: ignore[arg-type]  # resumes: no error
+    changed = json.loads(json.dumps(now))
+    changed["model"]["hparams"]["consistency"] = 1.0  # not the default: another run
+    with pytest.raises(ValueError, match=r"model\.hparams\.consistency: None -> 1\.0"):
+        prepare_output(tmp_path, changed, None, None)  # type: ignore[arg-type]
