@@ -65,12 +65,12 @@ def test_a_colour_shortcut_pays_and_its_gradient_flows() -> None:
 
 def test_training_with_consistency_saves_it(tmp_path: Path) -> None:
     pl.seed_everything(0)
-    cells = SyntheticWBC(32, size=32, seed=2, n_patients=8)
+    cells = SyntheticWBC(21, size=32, seed=2, n_patients=7)
     dm = WBCDataModule(cells, size=32, batch_size=8, split="holdout")
     task = CellClassifier("resnet10t", consistency=0.5)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path,
-                         limit_train_batches=2, limit_val_batches=1)  # fmt: skip
+                         limit_train_batches=1, limit_val_batches=1)  # fmt: skip
     trainer.fit(task, datamodule=dm)
     assert torch.isfinite(trainer.callback_metrics["train_loss_epoch"])
     path = tmp_path / "model.ckpt"
