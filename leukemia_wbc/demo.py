@@ -26,7 +26,7 @@ from ._commands.cv import CVConfig
 from ._io import atomic_write_text
 from .configs import resolve_config
 from .data import SyntheticWBC, WBCDataModule
-from .evaluation import attribution_gallery, compare, held_out_focus
+from .evaluation import attribution_gallery, compare, cv_robustness, held_out_focus
 from .experiments import (
     CrossValidator,
     CVResult,
@@ -41,6 +41,7 @@ from .tasks import OptimConfig, SegmentationModule
 __all__ = [
     "DEMO_CONFIGS",
     "PAPER_CONFIGS",
+    "STAIN_SHIFT",
     "DemoSettings",
     "comparison_models",
     "demo_configs",
@@ -51,6 +52,10 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+#: The stain shifts every model of the demo is scored under (the perturbation suite's
+#: strongest): its report and comparison put each accuracy beside them.
+STAIN_SHIFT: tuple[str, ...] = ("stain_rotation", "stain_concentration")
+
 
 #: The packaged configs of the CPU demo, by the demo's folder names: ``demo`` (the dual branch,
 #: the data, folds and epochs) and a model laid over it for each baseline.
@@ -59,6 +64,7 @@ DEMO_CONFIGS: dict[str, tuple[str, ...]] = {
     "resnet": ("demo", "demo_resnet"),
     "vgg": ("demo", "demo_vgg"),
     "svm": ("demo", "demo_svm"),
+    "colour": ("demo", "colour_baseline"),
 }
 
 #: The packaged configs of the paper's comparison (``--full``), by the demo's folder names.
@@ -150,7 +156,10 @@ def demo_configs(
     *,
     lr: float | None = None,
 ) -> dict[str, CVConfig]:
-    """The demo's four models as packaged configs, on the demo's SyntheticWBC.
+    """The demo's models as packaged configs, on the demo's SyntheticWBC.
+
+    The paper's four (dual branch, ResNet, VGG, SVM) and the colour-shortcut baseline, whose
+    row shows what whole-image colour alone scores on the same folds.
 
     ``settings.full`` picks :data:`PAPER_CONFIGS`, otherwise :data:`DEMO_CONFIGS`. Each is read
     as ``leukemia-wbc cv --config NAME`` reads it (model, data pipeline, ``cv`` options); only
@@ -181,12 +190,16 @@ def demo_configs(
         "--model.init_args.segmenter", segmenter, "--model.init_args.mask_source", "segmenter",
     ]  # fmt: skip
     rate = [] if lr is None else ["--model.init_args.optim.lr", str(lr)]
-    names = {k: (v,) for k, v in PAPER_CONFIGS.items()} if s.full else DEMO_CONFIGS
+    names = (
+        {**{k: (v,) for k, v in PAPER_CONFIGS.items()},
+         "colour": (PAPER_CONFIGS["dual_branch"], "colour_baseline")}
+        if s.full else DEMO_CONFIGS
+    )  # fmt: skip
     setups = {}
     for key, configs in names.items():
         argv = [arg for name in configs for arg in ("--config", name)] + common
         argv += chain if key in ("dual_branch", "svm") else []
-        argv += rate if key != "svm" else []
+        argv += rate if key not in ("svm", "colour") else []
         setups[key] = load_cv_config([*argv, "--cv.output_dir", str(Path(out) / key)])
     return setups
 
@@ -212,7 +225,7 @@ def paper_configs(
 def comparison_models(
     full: bool = False, *, lr: float | None = None, segmenter: str | None = None
 ) -> dict[str, TaskSpec]:
-    """The four models of the paper's comparison, on the SyntheticWBC classes.
+    """The models of the paper's comparison and the colour baseline, on the SyntheticWBC classes.
 
     ``full=True`` is the paper's setup (:data:`PAPER_CONFIGS`): ResNet-50 (cell) + MobileNetV2
     (nucleus), ResNet-50 and VGG-16, Adam with ReduceLROnPlateau, and the SVM. The CPU default
@@ -320,7 +333,14 @@ def run_demo(
     for cv in runs:
         results.append(cv.run())
         print(f"{cv.name}: accuracy {results[-1].summary()['accuracy'].format()}", flush=True)
-    table = compare(results, folder / "comparison.md")
+    # every accuracy beside colour alone and under a stain shift (the report warns on both)
+    shifted = {
+        r.name: cv_robustness(r, dm.dataset, perturbations=STAIN_SHIFT, strengths=(1.0,),
+                              progress=False)
+        for r in results
+    }  # fmt: skip
+    worst = {name: scores.worst("stain") for name, scores in shifted.items()}
+    table = compare(results, folder / "comparison.md", stain_shift=worst)
     print("\n" + table)
     gallery = attribution_gallery(results[0], dm, per_class=2)
     save_overlays(gallery, folder / "gallery")
@@ -340,6 +360,7 @@ def run_demo(
         "nucleus against the nucleus's share of the image):\n\n"
         + "\n".join(f.to_markdown() for f in focus)
     )
-    files = write_report(results, folder / "report", gallery=gallery, notes=notes)
+    files = write_report(results, folder / "report", gallery=gallery, notes=notes,
+                         robustness=shifted)  # fmt: skip
     print(f"report: {files.html}")
     return files

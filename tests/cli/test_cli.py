@@ -332,6 +332,10 @@ def test_demo_smoke_run(
     page = (out / "report" / "report.html").read_text()
     assert "Attribution gallery" in page and "Nucleus U-Net" in page
     assert page.count("<td>HandcraftedSVM</td>") == 1 + 4 + 1  # overall, per class, timings
+    # every accuracy beside colour alone and under the stain shift
+    assert page.count("<td>ColourShortcutBaseline</td>") == 1 + 4 + 1
+    assert "Robustness to stain and acquisition shift" in page
+    assert "Stain-shift accuracy" in (out / "comparison.md").read_text()
     # the paper's chain: the dual branch and the SVM take their masks from the demo's U-Net
     for key in ("dual_branch", "svm"):
         hparams = json.loads((out / key / "config.json").read_text())["model"]["hparams"]
@@ -354,7 +358,8 @@ def test_demo_paper_settings_are_the_packaged_configs(tmp_path: Path) -> None:
     )  # fmt: skip
     settings.n, settings.size = 40, 32
     setups = paper_configs(settings, tmp_path, segmenter="kmeans")
-    assert set(setups) == set(PAPER_CONFIGS)
+    assert set(setups) == {*PAPER_CONFIGS, "colour"}  # the paper's models and colour alone
+    assert type(setups["colour"].model).__name__ == "ColourShortcutBaseline"
     dual = setups["dual_branch"]
     assert isinstance(dual.model, DualBranchClassifier)
     init = paper["model"]["init_args"]

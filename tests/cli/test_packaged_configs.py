@@ -312,7 +312,7 @@ def test_the_demo_reads_its_settings_and_models_from_the_packaged_configs(tmp_pa
 
     from leukemia_wbc.configs import resolve_config
     from leukemia_wbc.demo import DEMO_CONFIGS, DemoSettings, demo_configs
-    from leukemia_wbc.models import HandcraftedSVM
+    from leukemia_wbc.models import ColourShortcutBaseline, HandcraftedSVM
     from leukemia_wbc.tasks import CellClassifier, DualBranchClassifier
 
     def read(name: str) -> dict[str, Any]:
@@ -332,7 +332,7 @@ def test_the_demo_reads_its_settings_and_models_from_the_packaged_configs(tmp_pa
     setups = demo_configs(dataclasses.replace(settings, n=40), tmp_path, segmenter="kmeans")
     assert list(setups) == list(DEMO_CONFIGS)
     kinds = {"dual_branch": DualBranchClassifier, "resnet": CellClassifier, "vgg": CellClassifier,
-             "svm": HandcraftedSVM}  # fmt: skip
+             "svm": HandcraftedSVM, "colour": ColourShortcutBaseline}  # fmt: skip
     for key, setup in setups.items():
         assert isinstance(setup.model, kinds[key]), key
         assert setup.options["output_dir"] == str(tmp_path / key)
@@ -341,7 +341,7 @@ def test_the_demo_reads_its_settings_and_models_from_the_packaged_configs(tmp_pa
             settings.epochs,
         )
         assert len(setup.data.dataset) == 40 and setup.data.batch_size == settings.batch_size
-        overlay = read(DEMO_CONFIGS[key][-1])["model"]["init_args"]
+        overlay = read(DEMO_CONFIGS[key][-1])["model"].get("init_args", {})
         if key in ("resnet", "vgg"):
             assert setup.model.hparams["backbone"] == overlay["backbone"]
             assert setup.model.optim.lr == overlay["optim"]["lr"]
