@@ -69,6 +69,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scales", default="none,3.0", help="comma list: none or pixels per um")
     p.add_argument("--ssl", action="store_true", help="also each deep model from SSL weights")
     p.add_argument("--ssl_only", action="store_true", help="only the SSL rows of deep models")
+    p.add_argument(
+        "--pretrained_from",
+        type=Path,
+        help="a cross-validation folder whose fold_<k>/pretrain holds finished pretrainings of "
+        "these folds without physical scale (e.g. benchmarks/pretrain.py's ssl run): reused",
+    )
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=20, help="classifier epochs")
@@ -167,7 +173,7 @@ def main() -> None:
     scales = [None if s == "none" else float(s) for s in args.scales.split(",")]
     results: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
-    shared: dict[Any, Path] = {}
+    shared: dict[Any, Path] = {} if args.pretrained_from is None else {None: args.pretrained_from}
     for scale in scales:
         view = source if scale is None else source.with_scale(scale)
         target_view = target if scale is None else target.with_scale(scale)

@@ -180,30 +180,35 @@ def _load_benchmark() -> ModuleType:
 
 # -- accuracy against torchstain on real images ----------------------------------------------------
 @pytest.mark.realdata
-def test_accuracy_against_torchstain(shared_data: Path) -> None:
+@pytest.mark.parametrize(
+    "step", [pytest.param(4, id="every-4th"), pytest.param(1, id="all-400", marks=pytest.mark.slow)]
+)
+def test_accuracy_against_torchstain(shared_data: Path, step: int) -> None:
+    """The issue's targets on the 400 real images (slow), or on every 4th of them (both labs)."""
     if not (shared_data / "segmentation_WBC").is_dir():
         pytest.skip("segmentation_WBC not present")
     pytest.importorskip("torchstain")
     bench = _load_benchmark()
     start = time.perf_counter()
-    images = bench.real_images()
+    images = bench.real_images()[::step]
+    n = len(images)
     result = bench.accuracy(images)
     print(f"\nstain accuracy ({time.perf_counter() - start:.1f} s):")
     for name, figures in result.items():
         print(f"  {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
     full = result["torchstain_every_pixel"]  # sample=None: the issue's per-image targets
-    assert full["images"] == 400 and full["failures"] == 0
+    assert full["images"] == n and full["failures"] == 0
     assert full["mad_max"] <= 2.0  # at most 2 grey levels per image
     assert full["angle_max"] <= 1.0
     sampled = result["torchstain"]  # the default: the estimate on pixel samples
-    assert sampled["images"] == 400 and sampled["failures"] == 0
+    assert sampled["images"] == n and sampled["failures"] == 0
     assert sampled["mad_mean"] <= 1.0  # the issue's mean target
     assert sampled["share_mad_le_2"] >= 0.99 and sampled["mad_max"] <= 5.0
     assert sampled["angle_mean"] <= 0.3 and sampled["share_angle_le_1"] >= 0.99
     assert result["every_pixel"]["angle_mean"] <= 0.3  # sampled against every pixel
     if "staintools" in result:  # a report (lasso concentrations, own tissue mask), not a target
         st_fig = result["staintools"]
-        assert st_fig["images"] == 400
+        assert st_fig["images"] == n
         assert all(math.isfinite(v) for v in st_fig.values())
 
 
