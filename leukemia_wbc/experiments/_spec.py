@@ -24,15 +24,23 @@ def model_name(model: Any) -> str:
     """A table name: the class and its branches' backbones (``CellClassifier(resnet50)``).
 
     A classification task's :meth:`~leukemia_wbc.tasks.ClassificationTask.branches` give the
-    backbones (``DualBranchClassifier(resnet50+mobilenetv2_100)``); a model without branches
-    (a scikit-learn baseline), or a task without its network yet (no classes), by its class.
+    backbones (``DualBranchClassifier(resnet50+mobilenetv2_100)``), followed by the dual
+    branch's handcrafted features (``+all features``) and a stain-consistency weight
+    (``, stain consistency 1``) where the model has them; a model without branches (a
+    scikit-learn baseline), or a task without its network yet (no classes), by its class.
     """
     cls = type(model).__name__
     branches = getattr(model, "branches", None)
     if not callable(branches) or not getattr(model, "ready", True):
         return cls
     labels = [branch.label for branch in branches().values()]
-    return f"{cls}({'+'.join(labels)})" if labels else cls
+    features = getattr(getattr(model, "options", None), "features", None)
+    if features:  # the dual branch's third input
+        labels.append(f"{features} features")
+    name = f"{cls}({'+'.join(labels)})" if labels else cls
+    consistency = getattr(model, "consistency", None)
+    weight = getattr(consistency, "weight", None)
+    return name if weight is None else f"{name}, stain consistency {weight:g}"
 
 
 def jsonable(value: Any) -> Any:

@@ -116,3 +116,15 @@ def test_cells_without_masks_are_measured_with_the_segmenter(tmp_path: Path) -> 
     branch = task.net.feature_branch
     assert branch is not None and branch.in_features == 11 and bool(branch.fitted)
     assert float(branch.mean[0]) > 10  # nucleus area in pixels: the segmenter found nuclei
+
+
+def test_table_names_tell_the_variants_apart() -> None:
+    """Two runs in one comparison must not share a name: features and consistency show."""
+    from leukemia_wbc.experiments._spec import model_name
+    from leukemia_wbc.tasks import CellClassifier
+
+    plain = model_name(_task(num_classes=3))
+    assert plain == "DualBranchClassifier(resnet10t+mobilenetv3_small_050)"
+    assert model_name(_task(num_classes=3, features="all")) == plain[:-1] + "+all features)"
+    consistent = model_name(CellClassifier("resnet10t", num_classes=3, consistency=0.5))
+    assert consistent == "CellClassifier(resnet10t), stain consistency 0.5"
