@@ -46,10 +46,11 @@ from leukemia_wbc.tasks import (
 )
 
 ROWS = ("colour", "svm", "cnn", "nucleus", "dual", "dual_features", "cnn_stain_aug",
-        "cnn_consistency")  # fmt: skip
-DEEP = ("cnn", "nucleus", "dual", "dual_features", "cnn_stain_aug", "cnn_consistency")
+        "cnn_consistency", "combined")  # fmt: skip
+DEEP = ("cnn", "nucleus", "dual", "dual_features", "cnn_stain_aug", "cnn_consistency",
+        "combined")  # fmt: skip
 #: DataModule options of a row (the others: the defaults).
-DATA = {"cnn_stain_aug": {"stain_augmentation": 0.5}}
+DATA = {"cnn_stain_aug": {"stain_augmentation": 0.5}, "combined": {"background_removal": True}}
 NAMES = {
     "colour": "colour shortcut (whole-image colour statistics)",
     "svm": "handcrafted SVM (expert masks)",
@@ -59,6 +60,7 @@ NAMES = {
     "dual_features": "dual branch + handcrafted features",
     "cnn_stain_aug": "single-branch CNN + stain augmentation 0.5",
     "cnn_consistency": "single-branch CNN + stain consistency 1.0",
+    "combined": "dual branch + features + stain consistency 1.0 + background removal",
 }
 
 
@@ -107,10 +109,11 @@ def _model(row: str, args: argparse.Namespace) -> Any:
         return CellClassifier(args.backbone, consistency=1.0, **train)
     if row == "nucleus":
         return NucleusClassifier(args.backbone, nucleus_size=args.size, **train)
-    features = args.features if row == "dual_features" else None
+    features = args.features if row in ("dual_features", "combined") else None
+    consistency = 1.0 if row == "combined" else 0.0
     return DualBranchClassifier(args.backbone, args.backbone, nucleus_size=args.size,
                                 fusion_features=128, dropout=0.3, features=features,
-                                **train)  # fmt: skip
+                                consistency=consistency, **train)  # fmt: skip
 
 
 def _scores(result: Any, source: WBCDataset, target: WBCDataset) -> dict[str, Any]:
