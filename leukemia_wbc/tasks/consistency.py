@@ -56,7 +56,8 @@ class StainConsistency:
             A scalar loss.
         """
         image: Tensor = batch["image"]
-        with torch.no_grad():
+        # the stain estimate needs float32 (linear algebra): not under the step's bf16 autocast
+        with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
             unit = (image.float() * task.std + task.mean).clamp(0.0, 1.0)
             restained = (self.restain(unit) - task.mean) / task.std
         other = task.forward_batch({**batch, "image": restained.to(image.dtype)})

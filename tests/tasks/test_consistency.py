@@ -77,3 +77,15 @@ def test_training_with_consistency_saves_it(tmp_path: Path) -> None:
     trainer.save_checkpoint(path)
     loaded = TrainedModel.from_checkpoint(path, device="cpu")
     assert loaded.task.consistency is not None and loaded.task.consistency.weight == 0.5
+
+
+def test_the_restaining_runs_under_bfloat16_autocast() -> None:
+    """Training steps run under bf16 autocast where the CPU has it; the stain estimate must not."""
+    task = CellClassifier("resnet10t", num_classes=2, consistency=1.0)
+    task.net = _MeanColour()  # type: ignore[assignment]
+    batch = _cells_batch(4)
+    normalised = {**batch, "image": (batch["image"].float() / 255 - task.mean) / task.std}
+    assert task.consistency is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = task.consistency(task, normalised, task.forward_batch(normalised))
+    assert torch.isfinite(loss)
