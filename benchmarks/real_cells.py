@@ -25,12 +25,15 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_DATA, append_record, environment
 
 from leukemia_wbc.data import SegmentationWBC2018, WBCDataModule, WBCDataset
@@ -46,11 +49,15 @@ from leukemia_wbc.tasks import (
 )
 
 ROWS = ("colour", "svm", "cnn", "nucleus", "dual", "dual_features", "cnn_stain_aug",
-        "cnn_consistency", "combined")  # fmt: skip
+        "cnn_consistency", "combined", "recommended")  # fmt: skip
 DEEP = ("cnn", "nucleus", "dual", "dual_features", "cnn_stain_aug", "cnn_consistency",
-        "combined")  # fmt: skip
+        "combined", "recommended")  # fmt: skip
 #: DataModule options of a row (the others: the defaults).
-DATA = {"cnn_stain_aug": {"stain_augmentation": 0.5}, "combined": {"background_removal": True}}
+DATA = {
+    "cnn_stain_aug": {"stain_augmentation": 0.5},
+    "combined": {"background_removal": True},
+    "recommended": {"stain_augmentation": 0.5},
+}
 NAMES = {
     "colour": "colour shortcut (whole-image colour statistics)",
     "svm": "handcrafted SVM (expert masks)",
@@ -61,11 +68,12 @@ NAMES = {
     "cnn_stain_aug": "single-branch CNN + stain augmentation 0.5",
     "cnn_consistency": "single-branch CNN + stain consistency 1.0",
     "combined": "dual branch + features + stain consistency 1.0 + background removal",
+    "recommended": "dual branch + features + stain augmentation 0.5 (recommended_cpu)",
 }
 
 
-def parse_args() -> argparse.Namespace:
-    """Command-line options."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (``argv``: instead of the command line)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {ROWS}")
     p.add_argument("--scales", default="none,3.0", help="comma list: none or pixels per um")
@@ -85,7 +93,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--backbone", default="resnet10t")
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_real_cells"))
     p.add_argument("--fast", action="store_true")
-    args = p.parse_args()
+    p.add_argument("--no_record", action="store_true", help="append nothing to results/")
+    args = p.parse_args(argv)
     if args.fast:
         args.size, args.epochs, args.pretrain_epochs, args.folds = 32, 1, 1, 3
     return args
@@ -109,7 +118,7 @@ def _model(row: str, args: argparse.Namespace) -> Any:
         return CellClassifier(args.backbone, consistency=1.0, **train)
     if row == "nucleus":
         return NucleusClassifier(args.backbone, nucleus_size=args.size, **train)
-    features = args.features if row in ("dual_features", "combined") else None
+    features = args.features if row in ("dual_features", "combined", "recommended") else None
     consistency = 1.0 if row == "combined" else 0.0
     return DualBranchClassifier(args.backbone, args.backbone, nucleus_size=args.size,
                                 fusion_features=128, dropout=0.3, features=features,
@@ -159,9 +168,9 @@ def _run(row: str, scale: float | None, ssl: bool, args: argparse.Namespace,
     return result
 
 
-def main() -> None:
-    """Run the rows and print the table."""
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Run the rows, print the table and return each row's scores (by row name | scale)."""
+    args = parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     root = SHARED_DATA / "segmentation_WBC"
     if not root.is_dir():
@@ -221,10 +230,12 @@ def main() -> None:
     print("\n".join(lines))
     print("seconds:", {k: round(v) for k, v in seconds.items()})
     print(f"total: {sum(seconds.values()) / 60:.1f} min")
-    append_record("real_cells", {"args": {k: str(v) for k, v in vars(args).items()},
-                                 "rows": results, "seconds": seconds, "env": environment(),
-                                 "majority": {"dataset1": majority,
-                                              "dataset2": majority_d2}})  # fmt: skip
+    if not args.no_record:
+        append_record("real_cells", {"args": {k: str(v) for k, v in vars(args).items()},
+                                     "rows": results, "seconds": seconds, "env": environment(),
+                                     "majority": {"dataset1": majority,
+                                                  "dataset2": majority_d2}})  # fmt: skip
+    return results
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ STAIN_SHIFT: tuple[str, ...] = ("stain_rotation", "stain_concentration")
 #: The packaged configs of the CPU demo, by the demo's folder names: ``demo`` (the dual branch,
 #: the data, folds and epochs) and a model laid over it for each baseline.
 DEMO_CONFIGS: dict[str, tuple[str, ...]] = {
-    "dual_branch": ("demo",),
+    "dual_branch": ("demo", "recommended_cpu"),
     "resnet": ("demo", "demo_resnet"),
     "vgg": ("demo", "demo_vgg"),
     "svm": ("demo", "demo_svm"),

@@ -101,6 +101,8 @@ _DUAL = [
 MODEL_OVERRIDES: dict[str, list[str]] = {
     "paper_dual_branch": _DUAL,
     "recommended_dual_branch": _DUAL,
+    "recommended_cpu": _DUAL,
+    "recommended_gpu": _DUAL,
     "demo": _DUAL,
     "resnet50_baseline": ["--model.init_args.backbone", "resnet10t",
                           "--model.init_args.head_hidden", "[8]"],
@@ -116,6 +118,8 @@ MODEL_OVERRIDES: dict[str, list[str]] = {
 MODEL_NAMES: dict[str, str] = {
     "paper_dual_branch": "DualBranchClassifier(resnet10t+mobilenetv3_small_050)",
     "recommended_dual_branch": "DualBranchClassifier(resnet10t+mobilenetv3_small_050)",
+    "recommended_cpu": "DualBranchClassifier(resnet10t+mobilenetv3_small_050+all features)",
+    "recommended_gpu": "DualBranchClassifier(resnet10t+mobilenetv3_small_050+all features)",
     "demo": "DualBranchClassifier(resnet10t+mobilenetv3_small_050)",
     "resnet50_baseline": "CellClassifier(resnet10t)",
     "vgg16_baseline": "CellClassifier(vgg11_bn_quarter)",
@@ -139,11 +143,16 @@ def quick_data(*, batch_size: int = 4) -> list[str]:
 
 
 def quick_cv(output_dir: Path, *, n_splits: int = 3) -> list[str]:
-    """``cv`` section overrides of a quick run: one epoch per fold, quiet trainer."""
+    """``cv`` section overrides of a quick run: one epoch per fold, quiet trainer, float32.
+
+    float32 also for configs with ``precision: auto``: a fold scored under bfloat16 autocast
+    records probabilities that ``classify`` (float32) repeats to about 1e-3 only.
+    """
     return [
         "--cv.output_dir", str(output_dir),
         "--cv.n_splits", str(n_splits),
         "--cv.max_epochs", "1",
+        "--cv.precision", "32-true",
         "--cv.trainer_kwargs", "{enable_progress_bar: false, enable_model_summary: false}",
     ]  # fmt: skip
 

@@ -52,6 +52,8 @@ RECIPE_SETTINGS: dict[str, dict[str, object]] = {
 FAST: list[tuple[str, str, tuple[str, ...]]] = [
     ("paper_dual_branch", "cnmc2019_kaggle", ()),
     ("recommended_dual_branch", "all_idb2", ()),
+    ("recommended_cpu", "segmentation_wbc", ()),
+    ("recommended_gpu", "cnmc2019_kaggle", ()),
     ("resnet50_baseline", "all_idb2", ()),
     ("vgg16_baseline", "raabin", ()),
     ("svm_baseline", "all_idb2_masks", ()),
