@@ -88,3 +88,33 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
+
+
+def two_lab_scores(result: Any, source: Any, target: Any) -> dict[str, Any]:
+    """A segmentation_WBC cross-validation's scores: Dataset 1, its stain shift, Dataset 2.
+
+    Per-fold accuracy and balanced accuracy on Dataset 1's held-out cells, the lowest
+    accuracy under the strongest stain rotation or concentration shift of the perturbation
+    suite, and every fold's model on all of Dataset 2 (its basophils left out).
+
+    Args:
+        result: The ``CVResult`` on Dataset 1.
+        source: The dataset it ran on.
+        target: Dataset 2.
+
+    Returns:
+        ``dataset1``, ``dataset1_balanced``, ``stain_shift``, ``dataset2``, ``dataset2_folds``.
+    """
+    from leukemia_wbc.evaluation import cross_dataset_test, cv_robustness
+
+    shift = cv_robustness(result, source, progress=False,
+                          perturbations=("stain_rotation", "stain_concentration"),
+                          strengths=(1.0,))  # fmt: skip
+    other = cross_dataset_test(result, target, class_map={"basophil": None}, progress=False)
+    return {
+        "dataset1": [f.metrics["accuracy"] for f in result.folds],
+        "dataset1_balanced": [f.metrics["balanced_accuracy"] for f in result.folds],
+        "stain_shift": shift.worst("stain"),
+        "dataset2": other.summary()["accuracy"].mean,
+        "dataset2_folds": [m["accuracy"] for m in other.fold_metrics],
+    }

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import SHARED_DATA, append_record, environment
+from _common import SHARED_DATA, append_record, environment, two_lab_scores
 
 from leukemia_wbc.data import SegmentationWBC2018, WBCDataModule
-from leukemia_wbc.evaluation import cross_dataset_test, cv_robustness
 from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.models import ColourShortcutBaseline
 from leukemia_wbc.tasks import CellClassifier, PretrainModule
@@ -57,19 +56,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _scores(result: Any, source: Any, target: Any) -> dict[str, Any]:
-    """Per-fold accuracy on Dataset 1, on Dataset 2 and under the stain shift."""
-    shift = cv_robustness(result, source, progress=False,
-                          perturbations=("stain_rotation", "stain_concentration"),
-                          strengths=(1.0,))  # fmt: skip
-    other = cross_dataset_test(result, target, class_map={"basophil": None}, progress=False)
-    return {
-        "dataset1": [f.metrics["accuracy"] for f in result.folds],
-        "dataset2": other.summary()["accuracy"].mean,
-        "stain_shift": shift.worst("stain"),
-    }
-
-
 def _cv(model: Any, dm: WBCDataModule, folder: Path, args: argparse.Namespace) -> Any:
     return CrossValidator(
         model, dm, folder, n_splits=args.folds, max_epochs=args.epochs,
@@ -97,7 +83,7 @@ def _per_fold(args: argparse.Namespace, train: dict[str, Any], data: Any, source
         print(f"fold {fold}: pretrained on {summary['train_samples']} cells "
               f"({summary['excluded']} left out), loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
               f"{summary['seconds']:.0f} s")  # fmt: skip
-    rows[name] = _scores(result, source, target)
+    rows[name] = two_lab_scores(result, source, target)
     seconds[name] = time.perf_counter() - start
 
 
@@ -122,19 +108,19 @@ def main() -> None:
     if not args.no_random:
         start = time.perf_counter()
         result = _cv(CellClassifier(args.backbone, **train), data(), args.out / "random", args)
-        rows["random init"] = _scores(result, source, target)
+        rows["random init"] = two_lab_scores(result, source, target)
         seconds["random init"] = time.perf_counter() - start
 
     if args.weights is not None:
         start = time.perf_counter()
         task = CellClassifier(args.backbone, weights=str(args.weights), **train)
         result = _cv(task, data(), args.out / "weights", args)
-        rows[f"pretrained once: {args.weights}"] = _scores(result, source, target)
+        rows[f"pretrained once: {args.weights}"] = two_lab_scores(result, source, target)
         seconds["weights"] = time.perf_counter() - start
     if not args.no_per_fold:
         _per_fold(args, train, data, source, target, rows, seconds)
     result = _cv(ColourShortcutBaseline(progress=False), data(), args.out / "colour", args)
-    rows["colour shortcut"] = _scores(result, source, target)
+    rows["colour shortcut"] = two_lab_scores(result, source, target)
     labels = source.labels
     majority = np.bincount(labels).max() / len(labels)
     lines = [

@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED_DATA, append_record, environment
+from _common import SHARED_DATA, append_record, environment, two_lab_scores
 
 from leukemia_wbc.data import SegmentationWBC2018, WBCDataModule, WBCDataset
-from leukemia_wbc.evaluation import cross_dataset_test, cv_robustness
 from leukemia_wbc.experiments import CrossValidator
 from leukemia_wbc.models import ColourShortcutBaseline, HandcraftedSVM
 from leukemia_wbc.tasks import (
@@ -125,21 +124,6 @@ def _model(row: str, args: argparse.Namespace) -> Any:
                                 consistency=consistency, **train)  # fmt: skip
 
 
-def _scores(result: Any, source: WBCDataset, target: WBCDataset) -> dict[str, Any]:
-    """Per-fold accuracy on Dataset 1, the stain-shift accuracy and Dataset 2's."""
-    shift = cv_robustness(result, source, progress=False,
-                          perturbations=("stain_rotation", "stain_concentration"),
-                          strengths=(1.0,))  # fmt: skip
-    other = cross_dataset_test(result, target, class_map={"basophil": None}, progress=False)
-    return {
-        "dataset1": [f.metrics["accuracy"] for f in result.folds],
-        "dataset1_balanced": [f.metrics["balanced_accuracy"] for f in result.folds],
-        "stain_shift": shift.worst("stain"),
-        "dataset2": other.summary()["accuracy"].mean,
-        "dataset2_folds": [m["accuracy"] for m in other.fold_metrics],
-    }
-
-
 def _share_pretraining(source: Path | None, folder: Path, folds: int) -> None:
     """Copy each fold's finished pretraining into a new run's folder (same cells, backbone)."""
     if source is None:
@@ -202,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
                 key = f"{name} | {'as is' if scale is None else f'{scale:g} px/um'}"
                 start = time.perf_counter()
                 result = _run(row, scale, ssl, args, data, shared)
-                results[key] = _scores(result, view, target_view)
+                results[key] = two_lab_scores(result, view, target_view)
                 seconds[key] = time.perf_counter() - start
                 r = results[key]
                 print(f"{key}: D1 {np.mean(r['dataset1']):.3f}, shift {r['stain_shift']:.3f}, "
