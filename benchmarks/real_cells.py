@@ -48,14 +48,15 @@ from leukemia_wbc.tasks import (
 )
 
 ROWS = ("colour", "svm", "cnn", "nucleus", "dual", "dual_features", "cnn_stain_aug",
-        "cnn_consistency", "combined", "recommended")  # fmt: skip
+        "cnn_consistency", "combined", "recommended", "dual_features_bg")  # fmt: skip
 DEEP = ("cnn", "nucleus", "dual", "dual_features", "cnn_stain_aug", "cnn_consistency",
-        "combined", "recommended")  # fmt: skip
+        "combined", "recommended", "dual_features_bg")  # fmt: skip
 #: DataModule options of a row (the others: the defaults).
 DATA = {
     "cnn_stain_aug": {"stain_augmentation": 0.5},
     "combined": {"background_removal": True},
     "recommended": {"stain_augmentation": 0.5},
+    "dual_features_bg": {"background_removal": True},
 }
 NAMES = {
     "colour": "colour shortcut (whole-image colour statistics)",
@@ -67,7 +68,8 @@ NAMES = {
     "cnn_stain_aug": "single-branch CNN + stain augmentation 0.5",
     "cnn_consistency": "single-branch CNN + stain consistency 1.0",
     "combined": "dual branch + features + stain consistency 1.0 + background removal",
-    "recommended": "dual branch + features + stain augmentation 0.5 (recommended_cpu)",
+    "recommended": "dual branch + features + stain augmentation 0.5",
+    "dual_features_bg": "dual branch + features + background removal",
 }
 
 
@@ -117,7 +119,11 @@ def _model(row: str, args: argparse.Namespace) -> Any:
         return CellClassifier(args.backbone, consistency=1.0, **train)
     if row == "nucleus":
         return NucleusClassifier(args.backbone, nucleus_size=args.size, **train)
-    features = args.features if row in ("dual_features", "combined", "recommended") else None
+    features = (
+        args.features
+        if row.startswith("dual_features") or row in ("combined", "recommended")
+        else None
+    )
     consistency = 1.0 if row == "combined" else 0.0
     return DualBranchClassifier(args.backbone, args.backbone, nucleus_size=args.size,
                                 fusion_features=128, dropout=0.3, features=features,

@@ -114,12 +114,15 @@ MODEL_OVERRIDES: dict[str, list[str]] = {
     "svm_baseline": ["--model.init_args.progress", "false"],
 }  # fmt: skip
 
+_RECOMMENDED = (
+    "DualBranchClassifier(resnet10t+mobilenetv3_small_050+all features), stain consistency 1"
+)
 #: What a packaged model config names in its report: the class and (tiny) backbones.
 MODEL_NAMES: dict[str, str] = {
     "paper_dual_branch": "DualBranchClassifier(resnet10t+mobilenetv3_small_050)",
     "recommended_dual_branch": "DualBranchClassifier(resnet10t+mobilenetv3_small_050)",
-    "recommended_cpu": "DualBranchClassifier(resnet10t+mobilenetv3_small_050+all features)",
-    "recommended_gpu": "DualBranchClassifier(resnet10t+mobilenetv3_small_050+all features)",
+    "recommended_cpu": _RECOMMENDED,
+    "recommended_gpu": _RECOMMENDED,
     "demo": "DualBranchClassifier(resnet10t+mobilenetv3_small_050)",
     "resnet50_baseline": "CellClassifier(resnet10t)",
     "vgg16_baseline": "CellClassifier(vgg11_bn_quarter)",
