@@ -8,6 +8,7 @@ can be replaced in one place.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -28,6 +29,8 @@ from ._spec import model_name
 from .fold_result import FoldResult
 
 __all__ = ["SklearnFoldModel"]
+
+_log = logging.getLogger(__name__)
 
 #: The suffix of the file a fitted baseline is saved in (``HandcraftedSVM.save``'s format:
 #: plain data, tensors and a skops estimator in a ``torch.save`` file; no pickle).
@@ -194,14 +197,28 @@ class SklearnFoldModel:
         raise ValueError(f"{self.info.name}: a feature baseline has no trained network")
 
     def predict_proba(self, batch: Mapping[str, Any]) -> np.ndarray:
-        """See :meth:`FoldModel.predict_proba`: features of the batch's images and masks."""
+        """See :meth:`FoldModel.predict_proba`: features of the batch's images and masks.
+
+        A cell whose nucleus mask is empty (a segmenter that finds nothing, for example on a
+        stain-perturbed image of the robustness suite) is measured as a whole image and logged,
+        as the deep models fall back to the whole image: a prediction is made for every cell.
+        """
         svm = self._model
         masks, cells = batch.get("mask"), batch.get("cell_mask")
-        features = svm.features(
-            batch["image"],
-            None if masks is None else list(masks),
-            None if cells is None else list(cells),
-        )
+        chosen, svm.on_empty = svm.on_empty, "image"
+        try:
+            features = svm.features(
+                batch["image"],
+                None if masks is None else list(masks),
+                None if cells is None else list(cells),
+            )
+        finally:
+            svm.on_empty = chosen
+        if svm.fallbacks_:
+            _log.warning(
+                "%s: %d of %d cells without nucleus pixels, measured as whole images",
+                self.info.name, len(svm.fallbacks_), len(features),
+            )  # fmt: skip
         proba = svm.predict_proba_features(features)  # raises when not fitted
         assert svm.classes_ is not None
         width = self._num_classes or int(svm.classes_.max()) + 1

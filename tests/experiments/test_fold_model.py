@@ -266,3 +266,21 @@ def test_a_folder_written_before_later_arguments_resumes(tmp_path: Path) -> None
     changed["model"]["hparams"]["consistency"] = 1.0  # not the default: another run
     with pytest.raises(ValueError, match=r"model\.hparams\.consistency: None -> 1\.0"):
         prepare_output(tmp_path, changed, None, None)  # type: ignore[arg-type]
+
+
+def test_an_svm_scores_a_cell_without_a_nucleus_instead_of_stopping() -> None:
+    """A perturbed cell whose nucleus the segmenter misses still gets a prediction (logged)."""
+    from leukemia_wbc.data import SyntheticWBC
+    from leukemia_wbc.data.datamodule import collate_samples
+    from leukemia_wbc.experiments._fold_sklearn import SklearnFoldModel
+
+    cells = SyntheticWBC(24, size=32, seed=3, n_patients=4)
+    svm = HandcraftedSVM(progress=False, calibration_folds=2)
+    svm.fit_dataset(cells)
+    model = SklearnFoldModel(svm, num_classes=cells.num_classes)
+    batch = collate_samples([cells[i] for i in range(4)])
+    batch["mask"][1] = 0  # the segmenter found nothing in this cell
+    proba = model.predict_proba(batch)
+    assert proba.shape == (4, cells.num_classes)
+    assert np.allclose(proba.sum(1), 1.0)
+    assert svm.on_empty == "raise" and svm.fallbacks_ == ["image 1"]
