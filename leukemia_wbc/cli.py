@@ -34,8 +34,8 @@ commands:
                                     whole smears: detect and classify the white cells,
                                     count blasts (share, interval), overlays
   datasets [verify NAME ROOT]       the known datasets, or check a dataset folder
-  demo [--full]                     U-Net, the four-model comparison and the report on
-                                    SyntheticWBC (CPU-sized; --full: the paper's settings)
+  demo [--full]                     U-Net, the paper's comparison beside colour alone, report,
+                                    on SyntheticWBC (CPU-sized; --full: the paper's settings)
   configs                           the packaged configs (use with --config NAME)
 
 options: --debug shows tracebacks; COMMAND --help lists a command's options.

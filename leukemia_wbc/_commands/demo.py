@@ -31,7 +31,7 @@ def demo_parser() -> Any:
 
 
 def run_demo_command(argv: list[str]) -> int:
-    """Segmentation, the four-model comparison and the report on SyntheticWBC.
+    """Segmentation, the paper's comparison beside colour alone and the report on SyntheticWBC.
 
     Args:
         argv: Arguments after ``demo``.

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from ..transforms.augment import StainAugment
 
-if TYPE_CHECKING:
-    from .classifier_base import ClassificationTask
-
 __all__ = ["StainConsistency"]
+
+
+class _Classifier(Protocol):
+    """What the loss needs of a classifier: its normalisation and its batch forward."""
+
+    mean: Tensor
+    std: Tensor
+
+    def forward_batch(self, batch: dict[str, Any]) -> Tensor: ...
 
 
 class StainConsistency:
@@ -44,7 +50,7 @@ class StainConsistency:
         self.weight = float(weight)
         self.restain = StainAugment(sigma_alpha=strength, sigma_beta=strength / 2, p=1.0)
 
-    def __call__(self, task: ClassificationTask, batch: dict[str, Any], logits: Tensor) -> Tensor:
+    def __call__(self, task: _Classifier, batch: dict[str, Any], logits: Tensor) -> Tensor:
         """The weighted divergence of a training batch.
 
         Args:

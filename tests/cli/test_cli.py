@@ -38,6 +38,9 @@ def test_packaged_configs_are_all_there() -> None:
     assert set(config_names()) == {
         "paper_dual_branch",
         "recommended_dual_branch",
+        "recommended_cpu",
+        "recommended_gpu",
+        "colour_baseline",
         "resnet50_baseline",
         "vgg16_baseline",
         "svm_baseline",

@@ -274,11 +274,12 @@ def test_every_packaged_network_cv_config_writes_attributions() -> None:
     with_cv = [
         n for n in config_names() if "cv" in yaml.safe_load(Path(resolve_config(n)).read_text())
     ]
-    networks = [n for n in with_cv if n not in ("svm_baseline", "demo_svm")]
+    networks = [n for n in with_cv if n not in ("svm_baseline", "demo_svm", "colour_baseline")]
     assert {"demo", "paper_dual_branch", "resnet50_baseline", "vgg16_baseline"} <= set(networks)
     for name in networks:
         assert cv(name).get("attributions") in ("gradcam", "integrated_gradients"), name
     assert cv("svm_baseline").get("attributions") is None
+    assert cv("colour_baseline")["attributions"] is None
     assert cv("demo", "demo_svm")["attributions"] is None  # the demo's SVM: no note in the log
 
 
