@@ -91,7 +91,7 @@ def _read_labels(csv_path: Path) -> dict[int, int]:
     return labels
 
 
-def _subset_records(folder: Path, subset: str, pixels_per_um: float) -> list[Record]:
+def _subset_records(folder: Path, subset: str, pixels_per_um: float | None) -> list[Record]:
     csv_path = _find_csv(folder, subset)
     labels = _read_labels(csv_path)
     images: dict[int, Path] = {}
@@ -206,7 +206,7 @@ class SegmentationWBC2018(WBCDataset):
         for name in chosen:
             folder = require_dir(self.root / name, "SegmentationWBC2018", _LAYOUT)
             scale = check_pixels_per_um(scales[name], f"SegmentationWBC2018 {name}")
-            records.extend(_subset_records(folder, name, scale or 1.0))
+            records.extend(_subset_records(folder, name, scale))
         super().__init__(
             records,
             SEGMENTATION_WBC_CLASSES,
